@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Builds the pinned third-party binaries from their Go modules into
+#   $NESTPLANE_CACHE/<component>-<version>/bin/
+# A finished build leaves a `.complete` marker, so a second run only checks markers.
+# Usage: hack/build-binaries.sh [kubernetes|etcd|coredns|local-path-provisioner|helm|toxiproxy|pause ...]
+. "$(dirname "$0")/lib/common.sh"
+
+build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+
+# prepare_module DIR MODULE VERSION: an empty wrapper module that requires MODULE@VERSION.
+prepare_module() {
+  local dir=$1 module=$2 version=$3
+  mkdir -p "$dir"
+  cat >"$dir/go.mod" <<MOD
+module nestplane.local/build
+go 1.25
+require $module $version
+MOD
+}
+
+done_marker() { [ -f "$1/.complete" ]; }
+
+build_kubernetes() {
+  local out="$NESTPLANE_CACHE/kubernetes-$KUBERNETES_VERSION"
+  done_marker "$out" && return 0
+  local src="$NESTPLANE_CACHE/src/kubernetes-$KUBERNETES_VERSION"
+  local staging_version="v0.${KUBERNETES_VERSION#v1.}"
+  prepare_module "$src" k8s.io/kubernetes "$KUBERNETES_VERSION"
+  # k8s.io/kubernetes replaces its staging modules with local paths; point them at the published tags.
+  local gomod
+  gomod="$(cd "$src" && go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')"
+  {
+    echo "replace ("
+    sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 '"$staging_version"'#p' "$gomod"
+    echo ")"
+  } >>"$src/go.mod"
+  local minor; minor="$(k8s_minor)"
+  local ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
+  done
+  log "building Kubernetes $KUBERNETES_VERSION (cold: about 15 minutes on 2 cores)"
+  mkdir -p "$out/bin"
+  (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$out/bin/" \
+    k8s.io/kubernetes/cmd/kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kube-proxy \
+    k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kubeadm \
+    k8s.io/kubernetes/cmd/kubectl)
+  touch "$out/.complete"
+}
+
+# build_simple NAME MODULE VERSION LDFLAGS PACKAGE...
+build_simple() {
+  local name=$1 module=$2 version=$3 ldflags=$4; shift 4
+  local out="$NESTPLANE_CACHE/$name-$version"
+  done_marker "$out" && return 0
+  local src="$NESTPLANE_CACHE/src/$name-$version"
+  prepare_module "$src" "$module" "$version"
+  log "building $name $version"
+  mkdir -p "$out/bin"
+  (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$out/bin/" "$@")
+  touch "$out/.complete"
+}
+
+build_etcd() {
+  build_simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" go.etcd.io/etcd/server/v3
+  local out="$NESTPLANE_CACHE/etcd-$ETCD_VERSION"
+  [ -x "$out/bin/etcd" ] || mv "$out/bin/v3" "$out/bin/etcd"
+  if [ ! -x "$out/bin/etcdctl" ]; then
+    local src="$NESTPLANE_CACHE/src/etcdctl-$ETCD_VERSION"
+    prepare_module "$src" go.etcd.io/etcd/etcdctl/v3 "$ETCD_VERSION"
+    (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/bin/etcdctl" go.etcd.io/etcd/etcdctl/v3)
+  fi
+}
+
+build_coredns() {
+  build_simple coredns github.com/coredns/coredns "$COREDNS_VERSION" \
+    "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" github.com/coredns/coredns
+}
+
+build_local_path_provisioner() {
+  build_simple local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" \
+    "-X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION" github.com/rancher/local-path-provisioner
+}
+
+build_helm() {
+  build_simple helm helm.sh/helm/v3 "$HELM_VERSION" \
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm
+}
+
+build_toxiproxy() {
+  build_simple toxiproxy github.com/Shopify/toxiproxy/v2 "$TOXIPROXY_VERSION" \
+    "-X github.com/Shopify/toxiproxy/v2.Version=$TOXIPROXY_VERSION" \
+    github.com/Shopify/toxiproxy/v2/cmd/server github.com/Shopify/toxiproxy/v2/cmd/cli
+}
+
+# The pause container is ours: hack/pause/ is a tiny Go program in this repository.
+build_pause() {
+  local out="$NESTPLANE_CACHE/pause-$PAUSE_VERSION"
+  done_marker "$out" && return 0
+  mkdir -p "$out/bin"
+  (cd "$HACK_DIR/pause" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/bin/pause" .)
+  touch "$out/.complete"
+}
+
+components=("$@")
+[ ${#components[@]} -gt 0 ] || components=(pause etcd kubernetes coredns local-path-provisioner helm)
+for c in "${components[@]}"; do
+  "build_${c//-/_}"
+done

@@ -1,0 +1,3 @@
+module nestplane.io/hack/pause
+
+go 1.25

@@ -1,0 +1,1 @@
+//! nestplane: hosted Kubernetes control planes as pods, OpenStack VMs as workers.

@@ -1,0 +1,1 @@
+//! Harness for tests that run against a real management cluster.
