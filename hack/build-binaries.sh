@@ -67,14 +67,18 @@ build_simple() {
 }
 
 build_etcd() {
-  build_simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" go.etcd.io/etcd/server/v3
   local out="$NESTPLANE_CACHE/etcd-$ETCD_VERSION"
-  [ -x "$out/bin/etcd" ] || mv "$out/bin/v3" "$out/bin/etcd"
-  if [ ! -x "$out/bin/etcdctl" ]; then
-    local src="$NESTPLANE_CACHE/src/etcdctl-$ETCD_VERSION"
-    prepare_module "$src" go.etcd.io/etcd/etcdctl/v3 "$ETCD_VERSION"
-    (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/bin/etcdctl" go.etcd.io/etcd/etcdctl/v3)
-  fi
+  done_marker "$out" && return 0
+  log "building etcd $ETCD_VERSION"
+  mkdir -p "$out/bin"
+  local src="$NESTPLANE_CACHE/src/etcd-$ETCD_VERSION"
+  prepare_module "$src" go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+  # Both main packages end in /v3, so each gets an explicit output name.
+  (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/bin/etcd" go.etcd.io/etcd/server/v3)
+  src="$NESTPLANE_CACHE/src/etcdctl-$ETCD_VERSION"
+  prepare_module "$src" go.etcd.io/etcd/etcdctl/v3 "$ETCD_VERSION"
+  (cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/bin/etcdctl" go.etcd.io/etcd/etcdctl/v3)
+  touch "$out/.complete"
 }
 
 build_coredns() {
@@ -98,17 +102,24 @@ build_toxiproxy() {
     github.com/Shopify/toxiproxy/v2/cmd/server github.com/Shopify/toxiproxy/v2/cmd/cli
 }
 
-# The pause container is ours: hack/pause/ is a tiny Go program in this repository.
-build_pause() {
-  local out="$NESTPLANE_CACHE/pause-$PAUSE_VERSION"
-  done_marker "$out" && return 0
-  mkdir -p "$out/bin"
-  (cd "$HACK_DIR/pause" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/bin/pause" .)
-  touch "$out/.complete"
+# Small programs of our own under hack/cmd/ (the pause container, the smoke-test server),
+# cached by a hash of their source.
+build_local() {
+  local name=$1 dir="$HACK_DIR/cmd/$1"
+  local hash; hash="$(cat "$dir"/*.go "$dir"/go.mod | sha256sum | cut -c1-12)"
+  local out="$NESTPLANE_CACHE/$name-$hash"
+  if ! done_marker "$out"; then
+    mkdir -p "$out/bin"
+    (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/bin/$name" .)
+    touch "$out/.complete"
+  fi
+  ln -sfn "$out" "$NESTPLANE_CACHE/$name-current"
 }
+build_pause() { build_local pause; }
+build_smoke_web() { build_local smoke-web; }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(pause etcd kubernetes coredns local-path-provisioner helm)
+[ ${#components[@]} -gt 0 ] || components=(pause smoke-web etcd kubernetes coredns local-path-provisioner helm)
 for c in "${components[@]}"; do
   "build_${c//-/_}"
 done

@@ -1,0 +1,58 @@
+# nestplane developer entry points. `make up` and `make test` are the two that matter most.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+include hack/versions.env
+export KUBERNETES_VERSION ETCD_VERSION COREDNS_VERSION LOCAL_PATH_PROVISIONER_VERSION HELM_VERSION PAUSE_VERSION
+
+NESTPLANE_STATE ?= /var/lib/nestplane
+NESTPLANE_CACHE ?= $(HOME)/.cache/nestplane
+export NESTPLANE_STATE NESTPLANE_CACHE
+export NESTPLANE_E2E_KUBECONFIG ?= $(NESTPLANE_STATE)/kubeconfig
+CARGO ?= cargo
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+##@ Cluster
+.PHONY: up down cluster-up binaries images
+up: cluster-up ## A fresh machine to a running management cluster (cached builds)
+
+cluster-up: ## Start the single-node management cluster only
+	hack/cluster-up.sh
+
+down: ## Stop everything `make up` started; WIPE=1 also deletes cluster state
+	hack/cluster-down.sh
+
+binaries: ## Build the pinned Kubernetes, etcd, CoreDNS, provisioner and helm binaries into the cache
+	hack/build-binaries.sh
+
+images: ## Assemble and import the container images (containerd must run)
+	hack/images.sh
+
+##@ Development
+.PHONY: fmt lint unit
+fmt: ## Format Rust code
+	$(CARGO) fmt --all
+
+lint: ## rustfmt check, clippy -D warnings, layer rules
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	hack/check-layers.sh
+
+unit: ## Unit tests: no cluster needed
+	$(CARGO) test --workspace --exclude nestplane-e2e
+
+##@ Tests
+.PHONY: test e2e smoke
+test: lint unit up e2e ## Every test: lint, unit, then integration and e2e against the real cluster
+
+smoke: ## The management-cluster smoke test only
+	$(CARGO) test -p nestplane-e2e --test cluster_smoke -- --nocapture
+
+e2e: ## Integration and e2e tests against the running management cluster
+	$(CARGO) test -p nestplane-e2e -- --test-threads=2
+
+-include hack/openstack/openstack.mk

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# A fresh machine to a running single-node management cluster:
+# packages, binaries (cached), images, containerd, kubeadm init + kubelet, CNI, kube-proxy,
+# CoreDNS and a default StorageClass. Safe to run again: a running cluster is left as it is,
+# and a stopped one (`make down` without WIPE) is started again with its data.
+. "$(dirname "$0")/lib/common.sh"
+. "$HACK_DIR/lib/daemon.sh"
+. "$HACK_DIR/lib/cluster.sh"
+
+[ "$(id -u)" -eq 0 ] || die "run as root: the cluster needs containerd, iptables and mounts"
+
+"$HACK_DIR/install-packages.sh"
+"$HACK_DIR/build-binaries.sh" pause smoke-web etcd kubernetes coredns local-path-provisioner helm
+
+NODE_IP="$(node_ip)"
+NODE_NAME="$(node_name)"
+ETCD_TAG="${ETCD_VERSION#v}-0"
+render() {
+  sed -e "s#@NODE_IP@#$NODE_IP#g; s#@NODE_NAME@#$NODE_NAME#g; s#@KUBERNETES_VERSION@#$KUBERNETES_VERSION#g" \
+      -e "s#@ETCD_TAG@#$ETCD_TAG#g; s#@COREDNS_VERSION@#$COREDNS_VERSION#g; s#@POD_CIDR@#$POD_CIDR#g" \
+      -e "s#@NODE_POD_CIDR@#$NODE_POD_CIDR#g; s#@SERVICE_CIDR@#$SERVICE_CIDR#g" \
+      -e "s#@PAUSE_IMAGE@#registry.k8s.io/pause:$PAUSE_VERSION#g; s#@LOCAL_VOLUMES@#$LOCAL_VOLUMES#g" \
+      -e "s#@LPP_IMAGE@#docker.io/rancher/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERSION#g" \
+      -e "s#@BUSYBOX_IMAGE@#$(busybox_image)#g" "$1"
+}
+busybox_image() {
+  echo "docker.io/library/busybox:$(dpkg-query -W -f='${Version}' busybox-static | sed 's/^1://; s/-.*//')"
+}
+
+mkdir -p "$NESTPLANE_STATE"/{run,logs,config} "$LOCAL_VOLUMES" /etc/cni/net.d /lib/modules /etc/kubernetes/manifests
+
+# Kernel settings kube-proxy and the bridge CNI rely on.
+sysctl -qw net.ipv4.ip_forward=1
+sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 2>/dev/null \
+  || log "warning: bridge netfilter sysctls not available"
+
+# Convenience: the cluster's command-line tools on PATH.
+for tool in kubectl kubeadm; do ln -sf "$K8S_BIN/$tool" "/usr/local/bin/$tool"; done
+ln -sf "$NESTPLANE_CACHE/helm-$HELM_VERSION/bin/helm" /usr/local/bin/helm
+ln -sf "$NESTPLANE_CACHE/etcd-$ETCD_VERSION/bin/etcdctl" /usr/local/bin/etcdctl
+
+render "$HACK_DIR/manifests/cni.conflist" >/etc/cni/net.d/10-nestplane.conflist
+render "$HACK_DIR/manifests/containerd.toml" >"$NESTPLANE_STATE/config/containerd.toml"
+daemon_start containerd containerd --config "$NESTPLANE_STATE/config/containerd.toml"
+wait_for "containerd" 60 ctr --address "$CONTAINERD_SOCK" version
+
+"$HACK_DIR/images.sh"
+
+daemon_start kubelet "$HACK_DIR/lib/run-kubelet.sh" "$K8S_BIN/kubelet" "$NODE_IP"
+
+if [ -f /etc/kubernetes/admin.conf ]; then
+  log "cluster state found in /etc/kubernetes: starting it again"
+else
+  render "$HACK_DIR/manifests/kubeadm.yaml" >"$NESTPLANE_STATE/config/kubeadm.yaml"
+  log "kubeadm init (node $NODE_NAME, $NODE_IP)"
+  "$K8S_BIN/kubeadm" init --config "$NESTPLANE_STATE/config/kubeadm.yaml" \
+    >"$NESTPLANE_STATE/logs/kubeadm-init.log" 2>&1 \
+    || { tail -40 "$NESTPLANE_STATE/logs/kubeadm-init.log" >&2; die "kubeadm init failed (log above)"; }
+fi
+install -m 0600 /etc/kubernetes/admin.conf "$KUBECONFIG_PATH"
+
+wait_for "the API server" 180 kubectl get --raw /readyz
+render "$HACK_DIR/manifests/local-path-provisioner.yaml" | kubectl apply -f - >/dev/null
+wait_for "node $NODE_NAME Ready" 180 kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
+wait_for "CoreDNS" 180 kubectl -n kube-system rollout status deployment/coredns --timeout=5s
+wait_for "kube-proxy" 180 kubectl -n kube-system rollout status daemonset/kube-proxy --timeout=5s
+wait_for "local-path-provisioner" 180 kubectl -n local-path-storage rollout status deployment/local-path-provisioner --timeout=5s
+
+kubectl get nodes -o wide >&2
+log "management cluster is up"
+echo "export KUBECONFIG=$KUBECONFIG_PATH"

@@ -1,0 +1,3 @@
+module nestplane.io/hack/smoke-web
+
+go 1.25

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Assembles the cluster's container images from the cached binaries, under their real
+# registry names, and imports them into containerd's k8s.io namespace.
+# Archives are cached by name; an image already in containerd is not imported again.
+. "$(dirname "$0")/lib/common.sh"
+
+K8S_BIN="$NESTPLANE_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
+ETCD_BIN="$NESTPLANE_CACHE/etcd-$ETCD_VERSION/bin"
+COREDNS_BIN="$NESTPLANE_CACHE/coredns-$COREDNS_VERSION/bin"
+LPP_BIN="$NESTPLANE_CACHE/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION/bin"
+ARCHIVES="$NESTPLANE_CACHE/images"
+CTR=(ctr --address /run/containerd/containerd.sock -n k8s.io)
+OCI="$HACK_DIR/lib/oci_image.py"
+
+# Image names used by the cluster and by the operator's builders.
+ETCD_IMAGE="registry.k8s.io/etcd:${ETCD_VERSION#v}-0"
+COREDNS_IMAGE="registry.k8s.io/coredns/coredns:$COREDNS_VERSION"
+PAUSE_IMAGE="registry.k8s.io/pause:$PAUSE_VERSION"
+LPP_IMAGE="docker.io/rancher/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERSION"
+BUSYBOX_VERSION="$(dpkg-query -W -f='${Version}' busybox-static | sed 's/^1://; s/-.*//')"
+BUSYBOX_IMAGE="docker.io/library/busybox:$BUSYBOX_VERSION"
+SMOKE_IMAGE="nestplane.local/smoke-web:dev"
+
+# image NAME ARGS...: build the archive (if absent) and import it (if absent).
+image() {
+  local name=$1; shift
+  local archive="$ARCHIVES/$(echo "$name" | tr '/:' '__').tar"
+  mkdir -p "$ARCHIVES"
+  if [ ! -f "$archive" ]; then
+    python3 "$OCI" --name "$name" --out "$archive.tmp" "$@"
+    mv "$archive.tmp" "$archive"
+  fi
+  if ! "${CTR[@]}" images ls -q "name==$name" | grep -qx "$name"; then
+    "${CTR[@]}" images import --no-unpack=false "$archive" >/dev/null
+    log "imported $name"
+  fi
+}
+
+iptables_links() {
+  local n
+  for n in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
+    echo "--symlink" "/usr/sbin/$n:xtables-nft-multi" "--symlink" "/usr/sbin/${n/tables/tables-nft}:xtables-nft-multi"
+  done
+}
+
+busybox_links() {
+  local a
+  for a in $(/bin/busybox --list); do echo "--symlink" "/bin/$a:busybox"; done
+}
+
+for component in kube-apiserver kube-controller-manager kube-scheduler; do
+  image "registry.k8s.io/$component:$KUBERNETES_VERSION" \
+    --file "$K8S_BIN/$component:/usr/local/bin/$component" --entrypoint "/usr/local/bin/$component"
+done
+# kube-proxy programs the host's nf_tables through iptables-nft, which comes from this machine.
+# shellcheck disable=SC2046
+image "registry.k8s.io/kube-proxy:$KUBERNETES_VERSION" \
+  --file "$K8S_BIN/kube-proxy:/usr/local/bin/kube-proxy" \
+  --host-binary /usr/sbin/xtables-nft-multi:/usr/sbin/xtables-nft-multi \
+  --host-binary /usr/sbin/conntrack:/usr/sbin/conntrack \
+  $(iptables_links) --dir /run --dir /tmp --entrypoint /usr/local/bin/kube-proxy
+image "$ETCD_IMAGE" --file "$ETCD_BIN/etcd:/usr/local/bin/etcd" \
+  --file "$ETCD_BIN/etcdctl:/usr/local/bin/etcdctl" --dir /var/lib/etcd --entrypoint /usr/local/bin/etcd
+image "$COREDNS_IMAGE" --file "$COREDNS_BIN/coredns:/coredns" --entrypoint /coredns
+image "$PAUSE_IMAGE" --file "$NESTPLANE_CACHE/pause-current/bin/pause:/pause" --entrypoint /pause
+image "$LPP_IMAGE" --file "$LPP_BIN/local-path-provisioner:/usr/bin/local-path-provisioner" \
+  --dir /tmp --cmd local-path-provisioner
+# shellcheck disable=SC2046
+image "$BUSYBOX_IMAGE" --file /bin/busybox:/bin/busybox $(busybox_links) --dir /tmp --cmd sh
+image "$SMOKE_IMAGE" --file "$NESTPLANE_CACHE/smoke-web-current/bin/smoke-web:/usr/local/bin/smoke-web" \
+  --entrypoint /usr/local/bin/smoke-web

@@ -1,0 +1,24 @@
+# Paths and helpers shared by the management-cluster scripts.
+K8S_BIN="$NESTPLANE_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
+KUBECONFIG_PATH="$NESTPLANE_STATE/kubeconfig"
+CONTAINERD_SOCK=/run/containerd/containerd.sock
+LOCAL_VOLUMES="$NESTPLANE_STATE/volumes"
+POD_CIDR=10.244.0.0/16
+NODE_POD_CIDR=10.244.0.0/24
+SERVICE_CIDR=10.96.0.0/12
+
+kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+# The node's address: NESTPLANE_NODE_IP, else the address of the default-route interface
+# (what kubeadm itself picks), else the first global IPv4 address.
+node_ip() {
+  if [ -n "${NESTPLANE_NODE_IP:-}" ]; then echo "$NESTPLANE_NODE_IP"; return; fi
+  local dev ip
+  dev="$(ip -4 route show default | awk '{print $5; exit}')"
+  [ -n "$dev" ] && ip="$(ip -4 -o addr show dev "$dev" scope global | awk '{print $4; exit}' | cut -d/ -f1)"
+  [ -n "${ip:-}" ] || ip="$(ip -4 -o addr show scope global | awk '{print $4; exit}' | cut -d/ -f1)"
+  [ -n "$ip" ] || die "no global IPv4 address for the node; set NESTPLANE_NODE_IP"
+  echo "$ip"
+}
+
+node_name() { hostname | tr '[:upper:]' '[:lower:]'; }
