@@ -116,10 +116,10 @@ build_local() {
   ln -sfn "$out" "$NESTPLANE_CACHE/$name-current"
 }
 build_pause() { build_local pause; }
-build_smoke_web() { build_local smoke-web; }
+build_smoke() { build_local smoke; }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(pause smoke-web etcd kubernetes coredns local-path-provisioner helm)
+[ ${#components[@]} -gt 0 ] || components=(pause smoke etcd kubernetes coredns local-path-provisioner helm)
 for c in "${components[@]}"; do
   "build_${c//-/_}"
 done

@@ -19,7 +19,7 @@ PAUSE_IMAGE="registry.k8s.io/pause:$PAUSE_VERSION"
 LPP_IMAGE="docker.io/rancher/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERSION"
 BUSYBOX_VERSION="$(dpkg-query -W -f='${Version}' busybox-static | sed 's/^1://; s/-.*//')"
 BUSYBOX_IMAGE="docker.io/library/busybox:$BUSYBOX_VERSION"
-SMOKE_IMAGE="nestplane.local/smoke-web:dev"
+SMOKE_IMAGE="nestplane.local/smoke:dev"
 
 # image NAME ARGS...: build the archive (if absent) and import it (if absent).
 image() {
@@ -67,5 +67,5 @@ image "$LPP_IMAGE" --file "$LPP_BIN/local-path-provisioner:/usr/bin/local-path-p
   --dir /tmp --cmd local-path-provisioner
 # shellcheck disable=SC2046
 image "$BUSYBOX_IMAGE" --file /bin/busybox:/bin/busybox $(busybox_links) --dir /tmp --cmd sh
-image "$SMOKE_IMAGE" --file "$NESTPLANE_CACHE/smoke-web-current/bin/smoke-web:/usr/local/bin/smoke-web" \
-  --entrypoint /usr/local/bin/smoke-web
+image "$SMOKE_IMAGE" --file "$NESTPLANE_CACHE/smoke-current/bin/smoke:/usr/local/bin/smoke" \
+  --entrypoint /usr/local/bin/smoke

@@ -1,1 +1,117 @@
-//! Harness for tests that run against a real management cluster.
+//! Harness for tests that run against the real management cluster that `make up` starts.
+//!
+//! The kubeconfig comes from `NESTPLANE_E2E_KUBECONFIG` (default `/var/lib/nestplane/kubeconfig`).
+//! Each test case gets its own namespace from [`with_temp_namespace`], deleted afterwards
+//! whether the case passed or failed.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{DeleteParams, LogParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Api, Client, Config, Resource};
+use serde_json::json;
+
+pub const DEFAULT_KUBECONFIG: &str = "/var/lib/nestplane/kubeconfig";
+/// Label on every namespace the harness creates, so leftovers can be found and removed.
+pub const TEST_NAMESPACE_LABEL: &str = "nestplane.io/e2e";
+/// The smoke-test image that `hack/images.sh` assembles and imports.
+pub const SMOKE_IMAGE: &str = "nestplane.local/smoke:dev";
+
+/// Path of the management cluster's kubeconfig.
+pub fn kubeconfig_path() -> String {
+    std::env::var("NESTPLANE_E2E_KUBECONFIG").unwrap_or_else(|_| DEFAULT_KUBECONFIG.to_string())
+}
+
+/// A client for the management cluster.
+pub async fn client() -> Result<Client> {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path)
+        .with_context(|| format!("reading kubeconfig {path}; start the cluster with `make up`"))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Runs `case` in a fresh namespace and deletes the namespace afterwards, also when `case` fails or panics.
+pub async fn with_temp_namespace<F, Fut>(prefix: &str, case: F) -> Result<()>
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let client = client().await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = serde_json::from_value::<Namespace>(json!({
+        "metadata": {
+            "generateName": format!("{prefix}-"),
+            "labels": { TEST_NAMESPACE_LABEL: "true" }
+        }
+    }))?;
+    let created = namespaces.create(&PostParams::default(), &namespace).await?;
+    let name = created.meta().name.clone().ok_or_else(|| anyhow!("namespace without a name"))?;
+    let outcome = AssertUnwindSafe(case(client, name.clone())).catch_unwind().await;
+    namespaces.delete(&name, &DeleteParams::background()).await?;
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Waits until `condition` holds for the named object, or fails after `timeout` with what was last seen.
+pub async fn wait_until<K>(api: &Api<K>, name: &str, timeout: Duration, condition: impl Condition<K>) -> Result<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
+        Ok(Ok(Some(object))) => Ok(object),
+        Ok(Ok(None)) => bail!("{name} was deleted while waiting"),
+        Ok(Err(error)) => Err(error).with_context(|| format!("watching {name}")),
+        Err(_) => {
+            let last = api.get_opt(name).await?;
+            bail!("timed out after {timeout:?} waiting for {name}; last seen: {last:#?}")
+        }
+    }
+}
+
+/// Condition: the pod has finished, successfully or not.
+pub fn pod_finished(pod: Option<&Pod>) -> bool {
+    matches!(
+        pod.and_then(|p| p.status.as_ref()).and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Condition: the pod is Ready.
+pub fn pod_ready(pod: Option<&Pod>) -> bool {
+    pod.and_then(|p| p.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Runs a one-shot pod of `image` with `args` and returns its phase and logs.
+pub async fn run_pod(client: &Client, namespace: &str, name: &str, image: &str, args: &[&str]) -> Result<(String, String)> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{ "name": "main", "image": image, "imagePullPolicy": "Never", "args": args }]
+        }
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    let done = wait_until(&pods, name, Duration::from_secs(120), pod_finished).await?;
+    let phase = done.status.and_then(|s| s.phase).unwrap_or_default();
+    let logs = pods.logs(name, &LogParams::default()).await?;
+    Ok((phase, logs))
+}
+
+/// The logs of a pod's container.
+pub async fn pod_logs(client: &Client, namespace: &str, name: &str) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    Ok(pods.logs(name, &LogParams::default()).await?)
+}

@@ -1,3 +1,0 @@
-module nestplane.io/hack/smoke-web
-
-go 1.25

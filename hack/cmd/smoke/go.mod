@@ -1,0 +1,3 @@
+module nestplane.io/hack/smoke
+
+go 1.25
