@@ -30,6 +30,7 @@ if [ "${WIPE:-0}" = 1 ]; then
   log "wiping cluster state"
   [ -x "$K8S_BIN/kube-proxy" ] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
   ip link delete cni0 2>/dev/null || true
+  ip link delete nestplane-sink 2>/dev/null || true
   rm -rf /etc/kubernetes /var/lib/etcd /var/lib/kubelet /var/lib/cni /etc/cni/net.d/10-nestplane.conflist \
     "$LOCAL_VOLUMES" "$NESTPLANE_STATE/kubeconfig" "$NESTPLANE_STATE/config"
 fi

@@ -34,6 +34,14 @@ sysctl -qw net.ipv4.ip_forward=1
 sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 2>/dev/null \
   || log "warning: bridge netfilter sysctls not available"
 
+# Cluster-internal ranges never leave the machine: a Service IP that kube-proxy has no rule for yet
+# would otherwise follow the default route. A bridge without ports sinks them; kube-proxy's DNAT
+# happens before routing, and the node's own pod range is more specific (cni0).
+ip link show nestplane-sink >/dev/null 2>&1 || ip link add nestplane-sink type bridge
+ip link set nestplane-sink up
+ip route replace "$SERVICE_CIDR" dev nestplane-sink
+ip route replace "$POD_CIDR" dev nestplane-sink
+
 # Convenience: the cluster's command-line tools on PATH.
 for tool in kubectl kubeadm; do ln -sf "$K8S_BIN/$tool" "/usr/local/bin/$tool"; done
 ln -sf "$NESTPLANE_CACHE/helm-$HELM_VERSION/bin/helm" /usr/local/bin/helm

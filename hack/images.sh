@@ -58,6 +58,7 @@ image "registry.k8s.io/kube-proxy:$KUBERNETES_VERSION" \
   --file "$K8S_BIN/kube-proxy:/usr/local/bin/kube-proxy" \
   --host-binary /usr/sbin/xtables-nft-multi:/usr/sbin/xtables-nft-multi \
   --host-binary /usr/sbin/conntrack:/usr/sbin/conntrack \
+  --host-tree "$(dirname "$(readlink -f /usr/lib/*/libxtables.so.12)")/xtables" \
   $(iptables_links) --dir /run --dir /tmp --entrypoint /usr/local/bin/kube-proxy
 image "$ETCD_IMAGE" --file "$ETCD_BIN/etcd:/usr/local/bin/etcd" \
   --file "$ETCD_BIN/etcdctl:/usr/local/bin/etcdctl" --dir /var/lib/etcd --entrypoint /usr/local/bin/etcd

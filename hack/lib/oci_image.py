@@ -9,6 +9,7 @@ in a tar file that `ctr images import` accepts under the image's real name.
       [--host-binary /usr/sbin/xtables-nft-multi:/usr/sbin/xtables-nft-multi] \
       [--symlink /usr/sbin/iptables:xtables-nft-multi] [--env K=V] [--workdir /]
 
+--host-tree copies a host directory (e.g. iptables' extension modules) likewise.
 --host-binary copies a dynamically linked host binary together with every
 shared library `ldd` lists for it, so the image runs it without a base image.
 Layers are written with fixed timestamps and owners, so the same inputs give
@@ -95,6 +96,17 @@ class Layer:
         for lib in shared_libraries(src):
             self.add_file(os.path.realpath(lib), lib)
 
+    def add_host_tree(self, root):
+        """Every file under a host directory, at the same path, with the libraries each needs
+        (for plugins that are dlopen()ed and so invisible to ldd on the main binary)."""
+        for dirpath, _, filenames in os.walk(root):
+            for f in sorted(filenames):
+                path = os.path.join(dirpath, f)
+                if os.path.islink(path):
+                    self.add_symlink(path, os.readlink(path))
+                else:
+                    self.add_host_binary(path, path)
+
     def finish(self):
         self.tar.close()
         return self.buf.getvalue()
@@ -115,6 +127,7 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--file", action="append", default=[], help="SRC:DEST")
     p.add_argument("--host-binary", action="append", default=[], help="SRC:DEST")
+    p.add_argument("--host-tree", action="append", default=[], help="DIR")
     p.add_argument("--symlink", action="append", default=[], help="DEST:TARGET")
     p.add_argument("--dir", action="append", default=[])
     p.add_argument("--entrypoint", nargs="*", default=None)
@@ -133,6 +146,8 @@ def main():
     for spec in args.host_binary:
         src, dest = spec.split(":", 1)
         layer.add_host_binary(src, dest)
+    for root in args.host_tree:
+        layer.add_host_tree(root)
     for spec in args.symlink:
         dest, target = spec.split(":", 1)
         layer.add_symlink(dest, target)
