@@ -67,6 +67,9 @@ else
 fi
 install -m 0600 /etc/kubernetes/admin.conf "$KUBECONFIG_PATH"
 
+# After a restart the API still shows the old pod and node states; a healthy kubelet refreshes them.
+wait_for "the kubelet" 180 curl -sf http://127.0.0.1:10248/healthz
+
 wait_for "the API server" 180 kubectl get --raw /readyz
 render "$HACK_DIR/manifests/local-path-provisioner.yaml" | kubectl apply -f - >/dev/null
 wait_for "node $NODE_NAME Ready" 180 kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
