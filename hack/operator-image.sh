@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the operator (release) and imports it into containerd as an image.
+# The tag carries a hash of the binary, so a rebuilt operator rolls its Deployment.
+# Prints the image reference on stdout.
+. "$(dirname "$0")/lib/common.sh"
+cd "$REPO_ROOT"
+
+cargo build --release --locked -p nestplane >&2
+binary="$REPO_ROOT/target/release/nestplane"
+tag="dev-$(sha256sum "$binary" | cut -c1-12)"
+image="${NESTPLANE_IMAGE_REPOSITORY:-ghcr.io/nestplane/nestplane}:$tag"
+archive="$NESTPLANE_CACHE/images/nestplane-$tag.tar"
+mkdir -p "$NESTPLANE_CACHE/images"
+CTR=(ctr --address /run/containerd/containerd.sock -n k8s.io)
+if ! "${CTR[@]}" images ls -q "name==$image" | grep -qx "$image"; then
+  # glibc and the few libraries the binary links come from this machine (Debian 12),
+  # as in a distroless cc image; CA certificates for the OpenStack endpoints.
+  python3 "$HACK_DIR/lib/oci_image.py" --name "$image" --out "$archive" \
+    --host-binary "$binary:/usr/local/bin/nestplane" \
+    --file /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt \
+    --dir /tmp --user 65532:65532 --entrypoint /usr/local/bin/nestplane --cmd run >&2
+  "${CTR[@]}" images import "$archive" >/dev/null
+  rm -f "$archive"
+  log "imported $image"
+fi
+echo "$image"
