@@ -52,7 +52,11 @@ where
         }
     }))?;
     let created = namespaces.create(&PostParams::default(), &namespace).await?;
-    let name = created.meta().name.clone().ok_or_else(|| anyhow!("namespace without a name"))?;
+    let name = created
+        .meta()
+        .name
+        .clone()
+        .ok_or_else(|| anyhow!("namespace without a name"))?;
     let outcome = AssertUnwindSafe(case(client, name.clone())).catch_unwind().await;
     namespaces.delete(&name, &DeleteParams::background()).await?;
     match outcome {
@@ -62,7 +66,12 @@ where
 }
 
 /// Waits until `condition` holds for the named object, or fails after `timeout` with what was last seen.
-pub async fn wait_until<K>(api: &Api<K>, name: &str, timeout: Duration, condition: impl Condition<K>) -> Result<K>
+pub async fn wait_until<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    condition: impl Condition<K>,
+) -> Result<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
@@ -80,7 +89,8 @@ where
 /// Condition: the pod has finished, successfully or not.
 pub fn pod_finished(pod: Option<&Pod>) -> bool {
     matches!(
-        pod.and_then(|p| p.status.as_ref()).and_then(|s| s.phase.as_deref()),
+        pod.and_then(|p| p.status.as_ref())
+            .and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
     )
 }
@@ -93,7 +103,13 @@ pub fn pod_ready(pod: Option<&Pod>) -> bool {
 }
 
 /// Runs a one-shot pod of `image` with `args` and returns its phase and logs.
-pub async fn run_pod(client: &Client, namespace: &str, name: &str, image: &str, args: &[&str]) -> Result<(String, String)> {
+pub async fn run_pod(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    image: &str,
+    args: &[&str],
+) -> Result<(String, String)> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pod: Pod = serde_json::from_value(json!({
         "metadata": { "name": name },

@@ -20,13 +20,25 @@ async fn deployment_of_local_image_is_reachable_by_service_dns_name() -> Result<
     with_temp_namespace("smoke-dns", |client, ns| async move {
         create_web(&client, &ns).await?;
         let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-        wait_until(&deployments, "web", TIMEOUT, conditions::is_deployment_completed()).await?;
+        wait_until(
+            &deployments,
+            "web",
+            TIMEOUT,
+            conditions::is_deployment_completed(),
+        )
+        .await?;
 
         let url = format!("http://web.{ns}.svc.cluster.local/");
         let (phase, logs) = run_pod(&client, &ns, "client", SMOKE_IMAGE, &["fetch", &url]).await?;
         ensure!(phase == "Succeeded", "client pod {phase}: {logs}");
-        ensure!(logs.contains(&format!("resolved web.{ns}.svc.cluster.local")), "no DNS answer: {logs}");
-        ensure!(logs.contains("status 200 body smoke web-"), "no answer from a web pod: {logs}");
+        ensure!(
+            logs.contains(&format!("resolved web.{ns}.svc.cluster.local")),
+            "no DNS answer: {logs}"
+        );
+        ensure!(
+            logs.contains("status 200 body smoke web-"),
+            "no answer from a web pod: {logs}"
+        );
         Ok(())
     })
     .await
@@ -36,12 +48,19 @@ async fn deployment_of_local_image_is_reachable_by_service_dns_name() -> Result<
 async fn statefulset_volume_survives_pod_deletion() -> Result<()> {
     with_temp_namespace("smoke-pvc", |client, ns| async move {
         let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-        statefulsets.create(&PostParams::default(), &keeper_statefulset()?).await?;
+        statefulsets
+            .create(&PostParams::default(), &keeper_statefulset()?)
+            .await?;
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
 
         let first = wait_until(&pods, "keeper-0", TIMEOUT, pod_ready).await?;
         let first_token = token(&pod_logs(&client, &ns, "keeper-0").await?)?;
-        ensure!(pod_logs(&client, &ns, "keeper-0").await?.contains("created token"), "first pod found old data");
+        ensure!(
+            pod_logs(&client, &ns, "keeper-0")
+                .await?
+                .contains("created token"),
+            "first pod found old data"
+        );
 
         pods.delete("keeper-0", &DeleteParams::default()).await?;
         let first_uid = first.metadata.uid.clone();
@@ -49,10 +68,19 @@ async fn statefulset_volume_survives_pod_deletion() -> Result<()> {
             p.is_some_and(|p| p.metadata.uid != first_uid) && pod_ready(p)
         })
         .await?;
-        ensure!(second.metadata.uid != first.metadata.uid, "the pod was not replaced");
+        ensure!(
+            second.metadata.uid != first.metadata.uid,
+            "the pod was not replaced"
+        );
         let second_logs = pod_logs(&client, &ns, "keeper-0").await?;
-        ensure!(!second_logs.contains("created token"), "the replacement pod found an empty volume");
-        ensure!(token(&second_logs)? == first_token, "volume data changed: {second_logs}");
+        ensure!(
+            !second_logs.contains("created token"),
+            "the replacement pod found an empty volume"
+        );
+        ensure!(
+            token(&second_logs)? == first_token,
+            "volume data changed: {second_logs}"
+        );
         Ok(())
     })
     .await
@@ -79,8 +107,12 @@ async fn create_web(client: &Client, ns: &str) -> Result<()> {
         "metadata": { "name": "web" },
         "spec": { "selector": labels, "ports": [{ "port": 80, "targetPort": 8080 }] }
     }))?;
-    Api::<Deployment>::namespaced(client.clone(), ns).create(&PostParams::default(), &deployment).await?;
-    Api::<Service>::namespaced(client.clone(), ns).create(&PostParams::default(), &service).await?;
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    Api::<Service>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &service)
+        .await?;
     Ok(())
 }
 
