@@ -56,3 +56,8 @@ e2e: ## Integration and e2e tests against the running management cluster
 	$(CARGO) test -p nestplane-e2e -- --test-threads=2
 
 -include hack/openstack/openstack.mk
+
+##@ Benchmarks
+.PHONY: bench
+bench: up ## N HostedClusters at once (BENCH_SIZES="1 5"): time to Available, operator RSS, memory per control plane
+	hack/bench.sh
