@@ -1,1 +1,4 @@
 //! nestplane: hosted Kubernetes control planes as pods, OpenStack VMs as workers.
+#![forbid(unsafe_code)]
+
+pub mod api;

@@ -1,1 +1,7 @@
-fn main() {}
+use kube::CustomResourceExt;
+fn main() {
+    print!(
+        "{}",
+        serde_yaml::to_string(&nestplane::api::HostedCluster::crd()).unwrap_or_default()
+    );
+}
