@@ -1,0 +1,165 @@
+//! kube-controller-manager: signs kubelet certificates and runs the bootstrap-token controllers
+//! that a stock `kubeadm join` needs.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::json;
+
+use super::secrets::{KUBECONFIG_KEY, SA_PRIVATE_KEY, SecretRole, ca_cert, pair, project};
+use super::*;
+
+pub const PORT: i32 = 10257;
+const KUBECONFIG: &str = "/etc/kubernetes/controller-manager.conf";
+
+pub fn args(hc: &HostedCluster) -> BTreeMap<&'static str, String> {
+    let network = &hc.spec.network;
+    BTreeMap::from([
+        ("kubeconfig", KUBECONFIG.to_string()),
+        ("authentication-kubeconfig", KUBECONFIG.to_string()),
+        ("authorization-kubeconfig", KUBECONFIG.to_string()),
+        ("bind-address", "0.0.0.0".to_string()),
+        ("secure-port", PORT.to_string()),
+        ("leader-elect", "true".to_string()),
+        ("cluster-name", name(hc)),
+        ("controllers", "*,bootstrapsigner,tokencleaner".to_string()),
+        ("allocate-node-cidrs", "true".to_string()),
+        ("cluster-cidr", network.pod_cidr.clone()),
+        ("service-cluster-ip-range", network.service_cidr.clone()),
+        (
+            "cluster-signing-cert-file",
+            "/etc/kubernetes/pki/ca.crt".to_string(),
+        ),
+        (
+            "cluster-signing-key-file",
+            "/etc/kubernetes/pki/ca.key".to_string(),
+        ),
+        ("root-ca-file", "/etc/kubernetes/pki/ca.crt".to_string()),
+        ("client-ca-file", "/etc/kubernetes/pki/ca.crt".to_string()),
+        (
+            "requestheader-client-ca-file",
+            "/etc/kubernetes/pki/front-proxy-ca.crt".to_string(),
+        ),
+        (
+            "service-account-private-key-file",
+            format!("/etc/kubernetes/pki/{SA_PRIVATE_KEY}"),
+        ),
+        ("use-service-account-credentials", "true".to_string()),
+        ("profiling", "false".to_string()),
+    ])
+}
+
+pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, BuildError> {
+    let cluster = name(hc);
+    let spec = &hc.spec.controller_manager;
+    let sources = vec![
+        pair(&cluster, SecretRole::Ca, "ca"),
+        ca_cert(&cluster, SecretRole::FrontProxyCa, "front-proxy-ca"),
+        project(
+            &cluster,
+            SecretRole::ServiceAccount,
+            &[(SA_PRIVATE_KEY, SA_PRIVATE_KEY)],
+        ),
+        project(
+            &cluster,
+            SecretRole::ControllerManagerKubeconfig,
+            &[(KUBECONFIG_KEY, "controller-manager.conf")],
+        ),
+    ];
+    control_plane_deployment(
+        hc,
+        Component::KubeControllerManager,
+        &inputs.images.kube_controller_manager,
+        inputs.hash(Component::KubeControllerManager),
+        render_args(args(hc), &spec.extra_args),
+        PORT,
+        spec,
+        sources,
+    )
+}
+
+/// The Deployment shape kube-controller-manager and kube-scheduler share: leader-elected
+/// replicas, an HTTPS /healthz probe, and files projected under /etc/kubernetes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn control_plane_deployment(
+    hc: &HostedCluster,
+    component: Component,
+    image: &str,
+    inputs_hash: String,
+    args: Vec<String>,
+    port: i32,
+    spec: &crate::api::ComponentSpec,
+    sources: Vec<serde_json::Value>,
+) -> Result<Deployment, BuildError> {
+    let cluster = name(hc);
+    let probe = |failures: i32| {
+        json!({
+            "httpGet": { "path": "/healthz", "port": "https", "scheme": "HTTPS" },
+            "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": failures,
+        })
+    };
+    typed(
+        "control-plane deployment",
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {
+                "name": component.workload_name(&cluster), "namespace": namespace(hc),
+                "labels": labels(hc, Some(component)),
+                "ownerReferences": [owner_reference(hc)],
+            },
+            "spec": {
+                "replicas": spec.replicas,
+                "selector": { "matchLabels": selector(hc, component) },
+                "template": {
+                    "metadata": {
+                        "labels": labels(hc, Some(component)),
+                        "annotations": { INPUTS_HASH_ANNOTATION: inputs_hash },
+                    },
+                    "spec": {
+                        "automountServiceAccountToken": false,
+                        "enableServiceLinks": false,
+                        "securityContext": pod_security(),
+                        "affinity": spread(hc, component),
+                        "containers": [{
+                            "name": component.as_str(),
+                            "image": image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": [component.as_str()],
+                            "args": args,
+                            "ports": [{ "name": "https", "containerPort": port }],
+                            "startupProbe": probe(30),
+                            "readinessProbe": probe(3),
+                            "livenessProbe": probe(8),
+                            "resources": resources(&spec.resources, "100m", "128Mi"),
+                            "securityContext": container_security(),
+                            "volumeMounts": [{ "name": "config", "mountPath": "/etc/kubernetes", "readOnly": true }],
+                        }],
+                        "volumes": [{ "name": "config", "projected": { "defaultMode": 0o440, "sources": sources } }],
+                    }
+                }
+            }
+        }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builders::testing::{assert_golden, hosted_cluster, inputs};
+
+    #[test]
+    fn deployment_matches_golden() {
+        assert_golden(
+            "kube-controller-manager",
+            &deployment(&hosted_cluster(), &inputs()).expect("build"),
+        );
+    }
+
+    #[test]
+    fn signs_kubelet_certificates_and_runs_bootstrap_controllers() {
+        let args = args(&hosted_cluster());
+        assert_eq!(args["controllers"], "*,bootstrapsigner,tokencleaner");
+        assert_eq!(args["cluster-signing-key-file"], "/etc/kubernetes/pki/ca.key");
+        assert_eq!(args["use-service-account-credentials"], "true");
+        assert_eq!(args["cluster-cidr"], "10.244.0.0/16");
+    }
+}

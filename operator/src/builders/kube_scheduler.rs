@@ -1,0 +1,57 @@
+//! kube-scheduler.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+
+use super::kube_controller_manager::control_plane_deployment;
+use super::secrets::{KUBECONFIG_KEY, SecretRole, project};
+use super::*;
+
+pub const PORT: i32 = 10259;
+const KUBECONFIG: &str = "/etc/kubernetes/scheduler.conf";
+
+pub fn args() -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("kubeconfig", KUBECONFIG.to_string()),
+        ("authentication-kubeconfig", KUBECONFIG.to_string()),
+        ("authorization-kubeconfig", KUBECONFIG.to_string()),
+        ("bind-address", "0.0.0.0".to_string()),
+        ("secure-port", PORT.to_string()),
+        ("leader-elect", "true".to_string()),
+        ("profiling", "false".to_string()),
+    ])
+}
+
+pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, BuildError> {
+    let cluster = name(hc);
+    let spec = &hc.spec.scheduler;
+    let sources = vec![project(
+        &cluster,
+        SecretRole::SchedulerKubeconfig,
+        &[(KUBECONFIG_KEY, "scheduler.conf")],
+    )];
+    control_plane_deployment(
+        hc,
+        Component::KubeScheduler,
+        &inputs.images.kube_scheduler,
+        inputs.hash(Component::KubeScheduler),
+        render_args(args(), &spec.extra_args),
+        PORT,
+        spec,
+        sources,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builders::testing::{assert_golden, hosted_cluster, inputs};
+
+    #[test]
+    fn deployment_matches_golden() {
+        assert_golden(
+            "kube-scheduler",
+            &deployment(&hosted_cluster(), &inputs()).expect("build"),
+        );
+    }
+}
