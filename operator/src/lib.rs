@@ -3,3 +3,8 @@
 
 pub mod api;
 pub mod builders;
+pub mod controllers;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod telemetry;

@@ -1,7 +1,88 @@
-use kube::CustomResourceExt;
-fn main() {
-    print!(
-        "{}",
-        serde_yaml::to_string(&nestplane::api::HostedCluster::crd()).unwrap_or_default()
-    );
+//! The `nestplane` command: run the operator, print the CRDs, or print a hosted cluster's kubeconfig.
+use std::sync::Arc;
+
+use anyhow::{Context as _, anyhow};
+use clap::{Parser, Subcommand};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, CustomResourceExt};
+use nestplane::api::HostedCluster;
+use nestplane::controllers::{self, Config};
+use nestplane::metrics::Metrics;
+
+#[derive(Parser)]
+#[command(name = "nestplane", version, about = "Hosted Kubernetes control planes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator against the cluster of the current kubeconfig or service account.
+    Run {
+        /// Address of the /metrics and /healthz endpoint.
+        #[arg(long, env = "NESTPLANE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+        http_addr: std::net::SocketAddr,
+        /// Registry of the control-plane images.
+        #[arg(long, env = "NESTPLANE_IMAGE_REGISTRY", default_value = "registry.k8s.io")]
+        image_registry: String,
+    },
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+    /// Print the admin kubeconfig of a hosted cluster.
+    Kubeconfig {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Run {
+            http_addr,
+            image_registry,
+        } => {
+            nestplane::telemetry::init();
+            let client = Client::try_default()
+                .await
+                .context("connecting to the management cluster")?;
+            let metrics = Arc::new(Metrics::default());
+            let server = tokio::spawn(nestplane::http::serve(http_addr, metrics.clone()));
+            controllers::run(client, Config { image_registry }, metrics).await;
+            server.abort();
+        }
+        Command::Crd => print!("{}", serde_yaml::to_string(&HostedCluster::crd())?),
+        Command::Kubeconfig { name, namespace } => print!("{}", kubeconfig(&name, &namespace).await?),
+    }
+    Ok(())
+}
+
+async fn kubeconfig(name: &str, namespace: &str) -> anyhow::Result<String> {
+    let client = Client::try_default()
+        .await
+        .context("connecting to the management cluster")?;
+    let hc = Api::<HostedCluster>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .with_context(|| format!("HostedCluster {namespace}/{name}"))?;
+    let reference = hc.status.and_then(|s| s.kubeconfig_secret_ref).ok_or_else(|| {
+        anyhow!("HostedCluster {namespace}/{name} has no kubeconfig yet; see `kubectl describe hc {name}`")
+    })?;
+    let secret = Api::<Secret>::namespaced(client, namespace)
+        .get(&reference.name)
+        .await
+        .with_context(|| format!("Secret {namespace}/{}", reference.name))?;
+    let value = secret
+        .data
+        .and_then(|d| d.get(&reference.key).cloned())
+        .ok_or_else(|| {
+            anyhow!(
+                "Secret {namespace}/{} has no key {}",
+                reference.name,
+                reference.key
+            )
+        })?;
+    Ok(String::from_utf8(value.0)?)
 }

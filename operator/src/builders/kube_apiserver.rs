@@ -241,8 +241,7 @@ mod tests {
         let args = d
             .spec
             .and_then(|s| s.template.spec)
-            .map(|s| s.containers[0].args.clone())
-            .flatten()
+            .and_then(|s| s.containers[0].args.clone())
             .expect("args");
         assert!(
             args.contains(&"--profiling=true".to_string())
