@@ -51,13 +51,14 @@ pub fn args(hc: &HostedCluster) -> BTreeMap<&'static str, String> {
 pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, BuildError> {
     let cluster = name(hc);
     let spec = &hc.spec.controller_manager;
+    let sa_key_path = format!("pki/{SA_PRIVATE_KEY}");
     let sources = vec![
-        pair(&cluster, SecretRole::Ca, "ca"),
-        ca_cert(&cluster, SecretRole::FrontProxyCa, "front-proxy-ca"),
+        pair(&cluster, SecretRole::Ca, "pki/ca"),
+        ca_cert(&cluster, SecretRole::FrontProxyCa, "pki/front-proxy-ca"),
         project(
             &cluster,
             SecretRole::ServiceAccount,
-            &[(SA_PRIVATE_KEY, SA_PRIVATE_KEY)],
+            &[(SA_PRIVATE_KEY, &sa_key_path)],
         ),
         project(
             &cluster,
@@ -152,6 +153,20 @@ mod tests {
             "kube-controller-manager",
             &deployment(&hosted_cluster(), &inputs()).expect("build"),
         );
+    }
+
+    #[test]
+    fn every_file_a_flag_names_is_mounted() {
+        let d = deployment(&hosted_cluster(), &inputs()).expect("build");
+        let yaml = serde_yaml::to_string(&d).expect("yaml");
+        for (flag, value) in args(&hosted_cluster()) {
+            if let Some(file) = value.strip_prefix("/etc/kubernetes/") {
+                assert!(
+                    yaml.contains(&format!("path: {file}")),
+                    "--{flag}={value} is not mounted"
+                );
+            }
+        }
     }
 
     #[test]
