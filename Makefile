@@ -17,8 +17,11 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 ##@ Cluster
-.PHONY: up down cluster-up binaries images
-up: cluster-up ## A fresh machine to a running management cluster (cached builds)
+.PHONY: up down cluster-up operator-up binaries images
+up: cluster-up operator-up ## A fresh machine to a running management cluster, the operator and a hosted cluster
+
+operator-up: ## Build the operator image, install the Helm chart, apply the sample HostedCluster
+	hack/operator-up.sh
 
 cluster-up: ## Start the single-node management cluster only
 	hack/cluster-up.sh
@@ -61,3 +64,13 @@ e2e: ## Integration and e2e tests against the running management cluster
 .PHONY: bench
 bench: up ## N HostedClusters at once (BENCH_SIZES="1 5"): time to Available, operator RSS, memory per control plane
 	hack/bench.sh
+
+##@ Generated files
+.PHONY: crds
+crds: ## Regenerate manifests/crds, the chart's copy and manifests/rbac
+	$(CARGO) run -q -p nestplane -- crd > manifests/crds/hostedclusters.nestplane.io.yaml
+	mkdir -p deploy/chart/nestplane/files/crds
+	cp manifests/crds/*.yaml deploy/chart/nestplane/files/crds/
+	mkdir -p manifests/rbac
+	helm template nestplane deploy/chart/nestplane --kube-version $(KUBERNETES_VERSION) --namespace nestplane-system -s templates/rbac.yaml \
+	  -s templates/serviceaccount.yaml > manifests/rbac/nestplane.yaml
