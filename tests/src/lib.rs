@@ -131,3 +131,92 @@ pub async fn pod_logs(client: &Client, namespace: &str, name: &str) -> Result<St
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     Ok(pods.logs(name, &LogParams::default()).await?)
 }
+
+/// Helpers for HostedCluster cases.
+pub mod hosted {
+    use std::time::Duration;
+
+    use anyhow::{Context, Result, anyhow, bail};
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::PostParams;
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    use kube::{Api, Client, Config};
+    use nestplane::api::HostedCluster;
+
+    use crate::wait_until;
+
+    /// The sample every user starts from, `manifests/samples/hostedcluster.yaml`, in `namespace`.
+    pub fn sample(namespace: &str) -> Result<HostedCluster> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/samples/hostedcluster.yaml");
+        let mut hc: HostedCluster = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
+        hc.metadata.namespace = Some(namespace.to_string());
+        Ok(hc)
+    }
+
+    pub fn condition_true(hc: &HostedCluster, type_: &str) -> bool {
+        hc.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_ && c.status == "True"))
+    }
+
+    /// Condition: the HostedCluster reports `Available=True` for its current generation.
+    pub fn available(hc: Option<&HostedCluster>) -> bool {
+        hc.is_some_and(|hc| {
+            condition_true(hc, "Available")
+                && hc.status.as_ref().and_then(|s| s.observed_generation) == hc.metadata.generation
+        })
+    }
+
+    /// Creates `hc` and waits until it is Available.
+    pub async fn create_available(client: &Client, hc: &HostedCluster) -> Result<HostedCluster> {
+        let namespace = hc.metadata.namespace.clone().unwrap_or_default();
+        let name = hc.metadata.name.clone().unwrap_or_default();
+        let api: Api<HostedCluster> = Api::namespaced(client.clone(), &namespace);
+        api.create(&PostParams::default(), hc).await?;
+        wait_until(&api, &name, Duration::from_secs(300), available).await
+    }
+
+    /// The admin kubeconfig the HostedCluster's status points at.
+    pub async fn admin_kubeconfig(client: &Client, hc: &HostedCluster) -> Result<String> {
+        let namespace = hc.metadata.namespace.clone().unwrap_or_default();
+        let reference = hc
+            .status
+            .as_ref()
+            .and_then(|s| s.kubeconfig_secret_ref.clone())
+            .ok_or_else(|| anyhow!("status.kubeconfigSecretRef is not set"))?;
+        let secret = Api::<Secret>::namespaced(client.clone(), &namespace).get(&reference.name).await?;
+        let data = secret.data.unwrap_or_default();
+        let value = data.get(&reference.key).ok_or_else(|| anyhow!("key {} missing", reference.key))?;
+        Ok(String::from_utf8(value.0.clone())?)
+    }
+
+    /// A client for the hosted cluster, as its admin.
+    pub async fn hosted_client(kubeconfig: &str) -> Result<Client> {
+        let config = Config::from_custom_kubeconfig(Kubeconfig::from_yaml(kubeconfig)?, &KubeConfigOptions::default())
+            .await
+            .context("hosted kubeconfig")?;
+        Ok(Client::try_from(config)?)
+    }
+
+    /// GET /readyz on the hosted API server.
+    pub async fn readyz(client: &Client) -> Result<String> {
+        let request = http::Request::get("/readyz").body(Vec::new())?;
+        Ok(client.request_text(request).await?)
+    }
+
+    /// Retries `f` until it succeeds or `timeout` passes (the hosted API restarts in some cases).
+    pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match f().await {
+                Ok(value) => return Ok(value),
+                Err(e) if tokio::time::Instant::now() >= deadline => bail!("still failing after {timeout:?}: {e:#}"),
+                Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
+            }
+        }
+    }
+}
