@@ -9,19 +9,47 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
 
-use crate::{CertKeyPair, Error, LeafSpec, Result};
+use crate::{CertKeyPair, Error, LeafSpec, Result, Usage};
 
-/// What [`check`] found. Anything but `Valid` means the certificate should be reissued.
+/// What [`check`] or [`check_ca`] found. Anything but `Valid` means the piece should be
+/// replaced (for a CA, that is a decision for a human or a rotation procedure).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Valid,
+    /// Valid now, but within `renew_before` of notAfter.
     ExpiresSoon,
+    /// Past notAfter, or before notBefore (issued by a clock far ahead of ours).
     Expired,
+    /// Not signed by this CA, or not the right kind of certificate for its slot
+    /// (a CA where a leaf belongs, or a CA that cannot sign).
     ChainBroken,
+    /// The private key does not belong to the certificate.
     KeyMismatch,
+    /// CN or O differ from the spec: a different Kubernetes user or group.
     SubjectChanged,
+    /// The extended key usage (server/client) differs from the spec.
+    UsageChanged,
+    /// DNS or IP subject alternative names differ from the spec.
     SansChanged,
+    /// The certificate, the CA certificate or the key could not be read.
     Unparseable(String),
+}
+
+impl Verdict {
+    /// The variant name, without detail: a bounded value for metric labels and event reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Verdict::Valid => "Valid",
+            Verdict::ExpiresSoon => "ExpiresSoon",
+            Verdict::Expired => "Expired",
+            Verdict::ChainBroken => "ChainBroken",
+            Verdict::KeyMismatch => "KeyMismatch",
+            Verdict::SubjectChanged => "SubjectChanged",
+            Verdict::UsageChanged => "UsageChanged",
+            Verdict::SansChanged => "SansChanged",
+            Verdict::Unparseable(_) => "Unparseable",
+        }
+    }
 }
 
 fn parse_pem(pem: &str) -> Result<Pem> {
@@ -40,7 +68,7 @@ pub fn not_after(cert_pem: &str) -> Result<OffsetDateTime> {
     Ok(parse_cert(&pem)?.validity().not_after.to_datetime())
 }
 
-/// kubeadm's `--discovery-token-ca-cert-hash`: SHA-256 of the CA's DER SubjectPublicKeyInfo.
+/// kubeadm's `--discovery-token-ca-cert-hash`: `sha256:<hex>` of the CA's DER SubjectPublicKeyInfo.
 pub fn ca_cert_hash(ca_cert_pem: &str) -> Result<String> {
     let pem = parse_pem(ca_cert_pem)?;
     let cert = parse_cert(&pem)?;
@@ -52,9 +80,27 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Does the private key belong to the certificate?
-fn key_matches(cert: &X509Certificate, key_pem: &str) -> bool {
-    KeyPair::from_pem(key_pem).is_ok_and(|key| key.subject_public_key_info() == cert.public_key().raw)
+/// Parses the certificate, or says why it cannot be judged.
+macro_rules! parsed_or_verdict {
+    ($pem:ident, $text:expr, $what:literal) => {
+        let $pem = match parse_pem($text) {
+            Ok(pem) => pem,
+            Err(e) => return Verdict::Unparseable(format!("{}: {e}", $what)),
+        };
+        let $pem = match parse_cert(&$pem) {
+            Ok(cert) => cert,
+            Err(e) => return Verdict::Unparseable(format!("{}: {e}", $what)),
+        };
+    };
+}
+
+/// `Some(verdict)` unless the private key parses and belongs to the certificate.
+fn key_verdict(cert: &X509Certificate, key_pem: &str) -> Option<Verdict> {
+    match KeyPair::from_pem(key_pem) {
+        Err(e) => Some(Verdict::Unparseable(format!("private key: {e}"))),
+        Ok(key) if key.subject_public_key_info() != cert.public_key().raw => Some(Verdict::KeyMismatch),
+        Ok(_) => None,
+    }
 }
 
 fn time_verdict(cert: &X509Certificate, now: OffsetDateTime, renew_before: Duration) -> Verdict {
@@ -69,26 +115,23 @@ fn time_verdict(cert: &X509Certificate, now: OffsetDateTime, renew_before: Durat
     }
 }
 
-/// A CA is usable while it parses, its key matches, it is a CA and it has not expired.
+/// A CA is usable while it parses, is a self-signed CA that may sign certificates, its key
+/// matches, and it has not expired.
 pub fn check_ca(ca: &CertKeyPair, now: OffsetDateTime) -> Verdict {
-    let pem = match parse_pem(&ca.cert_pem) {
-        Ok(pem) => pem,
-        Err(e) => return Verdict::Unparseable(e.to_string()),
-    };
-    let cert = match parse_cert(&pem) {
-        Ok(cert) => cert,
-        Err(e) => return Verdict::Unparseable(e.to_string()),
-    };
-    if !cert.is_ca() || cert.verify_signature(None).is_err() {
+    parsed_or_verdict!(cert, &ca.cert_pem, "CA certificate");
+    let can_sign = matches!(cert.key_usage(), Ok(Some(ku)) if ku.value.key_cert_sign());
+    if !cert.is_ca() || !can_sign || cert.verify_signature(None).is_err() {
         return Verdict::ChainBroken;
     }
-    if !key_matches(&cert, &ca.key_pem) {
-        return Verdict::KeyMismatch;
+    if let Some(verdict) = key_verdict(&cert, &ca.key_pem) {
+        return verdict;
     }
     time_verdict(&cert, now, Duration::ZERO)
 }
 
 /// Checks a leaf against its CA and the spec it should have been issued for.
+/// The first problem found wins, in the order of [`Verdict`]'s variants after `Expired`;
+/// expiry is judged last, so a renewal never hides a wrong identity.
 pub fn check(
     pair: &CertKeyPair,
     ca_cert_pem: &str,
@@ -96,27 +139,24 @@ pub fn check(
     now: OffsetDateTime,
     renew_before: Duration,
 ) -> Verdict {
-    let (pem, ca_pem) = match (parse_pem(&pair.cert_pem), parse_pem(ca_cert_pem)) {
-        (Ok(pem), Ok(ca_pem)) => (pem, ca_pem),
-        (Err(e), _) | (_, Err(e)) => return Verdict::Unparseable(e.to_string()),
-    };
-    let (cert, ca) = match (parse_cert(&pem), parse_cert(&ca_pem)) {
-        (Ok(cert), Ok(ca)) => (cert, ca),
-        (Err(e), _) | (_, Err(e)) => return Verdict::Unparseable(e.to_string()),
-    };
-    if cert.issuer() != ca.subject() || cert.verify_signature(Some(ca.public_key())).is_err() {
+    parsed_or_verdict!(cert, &pair.cert_pem, "certificate");
+    parsed_or_verdict!(ca, ca_cert_pem, "CA certificate");
+    if cert.is_ca() || cert.issuer() != ca.subject() || cert.verify_signature(Some(ca.public_key())).is_err()
+    {
         return Verdict::ChainBroken;
     }
-    if !key_matches(&cert, &pair.key_pem) {
-        return Verdict::KeyMismatch;
+    if let Some(verdict) = key_verdict(&cert, &pair.key_pem) {
+        return verdict;
     }
-    if subject(&cert)
-        != (
-            Some(expected.common_name.clone()),
-            expected.organizations.iter().cloned().collect(),
-        )
-    {
+    let expected_subject = (
+        Some(expected.common_name.clone()),
+        expected.organizations.iter().cloned().collect(),
+    );
+    if subject(&cert) != expected_subject {
         return Verdict::SubjectChanged;
+    }
+    if usage(&cert) != Some(expected.usage) {
+        return Verdict::UsageChanged;
     }
     if sans(&cert) != expected_sans(expected) {
         return Verdict::SansChanged;
@@ -138,6 +178,16 @@ fn subject(cert: &X509Certificate) -> Subject {
         .filter_map(|o| o.as_str().ok().map(str::to_string))
         .collect();
     (common_name, organizations)
+}
+
+fn usage(cert: &X509Certificate) -> Option<Usage> {
+    let eku = cert.extended_key_usage().ok()??.value;
+    match (eku.server_auth, eku.client_auth) {
+        (true, false) => Some(Usage::Server),
+        (false, true) => Some(Usage::Client),
+        (true, true) => Some(Usage::ServerAndClient),
+        (false, false) => None,
+    }
 }
 
 type Sans = (BTreeSet<String>, BTreeSet<IpAddr>);

@@ -1,8 +1,8 @@
 use std::net::IpAddr;
 
 use rcgen::{
-    CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
@@ -17,10 +17,12 @@ pub enum Usage {
     ServerAndClient,
 }
 
-/// The identity of a leaf certificate: subject and subject alternative names.
+/// The identity of a leaf certificate: subject, subject alternative names and usage.
+/// Kubernetes reads the user from the CN and the groups from the O values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeafSpec {
     pub common_name: String,
+    /// At most one: rcgen writes one value per attribute type (see [`issue_leaf`]).
     pub organizations: Vec<String>,
     pub dns_names: Vec<String>,
     pub ip_addresses: Vec<IpAddr>,
@@ -28,13 +30,22 @@ pub struct LeafSpec {
 }
 
 impl LeafSpec {
-    pub fn client(common_name: &str, organizations: &[&str]) -> Self {
+    /// A spec with no names yet.
+    pub fn new(common_name: &str, usage: Usage) -> Self {
         LeafSpec {
             common_name: common_name.to_string(),
-            organizations: organizations.iter().map(|o| o.to_string()).collect(),
+            organizations: Vec::new(),
             dns_names: Vec::new(),
             ip_addresses: Vec::new(),
-            usage: Usage::Client,
+            usage,
+        }
+    }
+
+    /// A client certificate for user `common_name` in groups `organizations`.
+    pub fn client(common_name: &str, organizations: &[&str]) -> Self {
+        LeafSpec {
+            organizations: organizations.iter().map(|o| o.to_string()).collect(),
+            ..LeafSpec::new(common_name, Usage::Client)
         }
     }
 
@@ -53,12 +64,35 @@ impl LeafSpec {
 /// Clock skew between the operator and the components it configures is tolerated this much.
 const BACKDATE: Duration = Duration::minutes(5);
 
-pub(crate) fn backdated(now: OffsetDateTime) -> OffsetDateTime {
-    now - BACKDATE
+/// Every key is ECDSA P-256 (ES256 for service-account tokens).
+pub(crate) fn new_key() -> Result<KeyPair> {
+    KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(Error::GenerateKey)
 }
 
-/// A positive 128-bit serial number derived from the new key and the time: unique per issuance.
-pub(crate) fn serial_for(key: &KeyPair, now: OffsetDateTime) -> SerialNumber {
+/// Sets notBefore a little before `now`, notAfter at `now + validity`, and the serial number.
+pub(crate) fn validity_window(
+    params: &mut CertificateParams,
+    key: &KeyPair,
+    common_name: &str,
+    now: OffsetDateTime,
+    validity: Duration,
+) -> Result<()> {
+    // A certificate born expired would be reissued on every reconcile.
+    if !validity.is_positive() {
+        return Err(Error::InvalidValidity {
+            common_name: common_name.to_string(),
+            validity,
+        });
+    }
+    params.not_before = now - BACKDATE;
+    params.not_after = now + validity;
+    params.serial_number = Some(serial_for(key, now));
+    Ok(())
+}
+
+/// A positive 128-bit serial number: a hash of the new, randomly generated key and the time,
+/// so it is unpredictable and unique per issuance without a second source of randomness.
+fn serial_for(key: &KeyPair, now: OffsetDateTime) -> SerialNumber {
     let mut hasher = Sha256::new();
     hasher.update(key.public_key_raw());
     hasher.update(now.unix_timestamp_nanos().to_be_bytes());
@@ -66,38 +100,37 @@ pub(crate) fn serial_for(key: &KeyPair, now: OffsetDateTime) -> SerialNumber {
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     bytes[0] &= 0x7f; // DER integers are signed: keep it positive.
+    bytes[0] |= 0x01; // ... and never shorter than 16 bytes or zero.
     SerialNumber::from_slice(&bytes)
 }
 
 /// Issues a leaf certificate for `spec`, signed by `ca`, with a new key.
+///
+/// As kubeadm does: basicConstraints `CA:FALSE` (critical), keyUsage digitalSignature and
+/// keyEncipherment, the extended key usage of `spec.usage`, and subject and authority key
+/// identifiers (the latter is the CA's subject key identifier).
 pub fn issue_leaf(
     ca: &CertKeyPair,
     spec: &LeafSpec,
     now: OffsetDateTime,
     validity: Duration,
 ) -> Result<CertKeyPair> {
-    let sign_error = |source| Error::Sign {
-        common_name: spec.common_name.clone(),
-        source,
-    };
+    let common_name = || spec.common_name.clone();
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(|source| Error::ParseKey {
-        what: "the CA".to_string(),
+        what: format!("the CA issuing {:?}", spec.common_name),
         source,
     })?;
-    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(sign_error)?;
-    let key = KeyPair::generate().map_err(Error::GenerateKey)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(|source| Error::ParseIssuer {
+        leaf: common_name(),
+        source,
+    })?;
+    let key = new_key()?;
 
     let mut params = CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    for organization in &spec.organizations {
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, organization.as_str());
-    }
-    params
-        .distinguished_name
-        .push(DnType::CommonName, spec.common_name.as_str());
+    params.distinguished_name = subject(spec)?;
     params.subject_alt_names = subject_alt_names(spec)?;
+    // ExplicitNoCa also writes the subject key identifier.
+    params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -111,14 +144,34 @@ pub fn issue_leaf(
         ],
     };
     params.use_authority_key_identifier_extension = true;
-    params.not_before = backdated(now);
-    params.not_after = now + validity;
-    params.serial_number = Some(serial_for(&key, now));
-    let cert = params.signed_by(&key, &issuer).map_err(sign_error)?;
+    validity_window(&mut params, &key, &spec.common_name, now, validity)?;
+    let cert = params.signed_by(&key, &issuer).map_err(|source| Error::Sign {
+        common_name: common_name(),
+        source,
+    })?;
     Ok(CertKeyPair {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
+}
+
+/// `O=<organization>, CN=<common name>`, in the order Go's crypto/x509 writes them.
+fn subject(spec: &LeafSpec) -> Result<rcgen::DistinguishedName> {
+    let mut name = rcgen::DistinguishedName::new();
+    match spec.organizations.as_slice() {
+        [] => {}
+        [organization] => name.push(DnType::OrganizationName, organization.as_str()),
+        // rcgen keeps one value per attribute type; a silently dropped group would make
+        // `check` report SubjectChanged on every pass.
+        _ => {
+            return Err(Error::UnsupportedSubject {
+                common_name: spec.common_name.clone(),
+                reason: "more than one organization",
+            });
+        }
+    }
+    name.push(DnType::CommonName, spec.common_name.as_str());
+    Ok(name)
 }
 
 fn subject_alt_names(spec: &LeafSpec) -> Result<Vec<SanType>> {
@@ -133,3 +186,6 @@ fn subject_alt_names(spec: &LeafSpec) -> Result<Vec<SanType>> {
     sans.extend(spec.ip_addresses.iter().copied().map(SanType::IpAddress));
     Ok(sans)
 }
+
+#[cfg(test)]
+mod tests;

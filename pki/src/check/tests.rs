@@ -1,18 +1,15 @@
-use std::net::{IpAddr, Ipv4Addr};
-
 use time::macros::datetime;
-use x509_parser::extensions::ParsedExtension;
 
 use super::*;
 use crate::profiles::{self, ApiServerSans};
+use crate::test_support::{NOW, YEAR};
 use crate::{generate_ca, issue_leaf};
 
-const NOW: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
-const YEAR: Duration = Duration::days(365);
+const RENEW: Duration = Duration::days(30);
 
 fn sans() -> ApiServerSans {
     ApiServerSans {
-        service_ip: IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)),
+        service_ip: "10.96.0.1".parse().expect("ip"),
         dns_domain: "cluster.local".into(),
         service_names: vec!["demo-apiserver".into(), "demo-apiserver.team-a.svc".into()],
         endpoint_hosts: vec!["192.0.2.2".into()],
@@ -20,213 +17,245 @@ fn sans() -> ApiServerSans {
     }
 }
 
-fn with_cert<T>(pem: &str, f: impl FnOnce(&X509Certificate) -> T) -> T {
-    let pem = parse_pem(pem).expect("pem");
-    let cert = parse_cert(&pem).expect("certificate");
-    f(&cert)
+struct Fixture {
+    ca: CertKeyPair,
+    spec: LeafSpec,
+    leaf: CertKeyPair,
 }
 
-#[test]
-fn ca_is_a_self_signed_ca_that_can_sign() {
-    let ca = generate_ca("kubernetes", NOW, Duration::days(3650)).expect("ca");
-    with_cert(&ca.cert_pem, |cert| {
-        assert!(cert.is_ca());
-        assert_eq!(cert.subject().to_string(), "CN=kubernetes");
-        assert!(cert.verify_signature(None).is_ok(), "self-signed");
-        let bc = cert.basic_constraints().expect("ext").expect("basic constraints");
-        assert!(bc.critical && bc.value.ca);
-        let ku = cert.key_usage().expect("ext").expect("key usage").value;
-        assert!(ku.key_cert_sign() && ku.crl_sign() && ku.digital_signature());
-        assert_eq!(
-            cert.validity().not_after.to_datetime(),
-            NOW + Duration::days(3650)
-        );
-        assert!(
-            cert.validity().not_before.to_datetime() < NOW,
-            "backdated for clock skew"
-        );
-    });
-    assert_eq!(check_ca(&ca, NOW), Verdict::Valid);
-    assert_eq!(check_ca(&ca, NOW + Duration::days(3651)), Verdict::Expired);
-}
-
-#[test]
-fn apiserver_certificate_chains_to_ca_with_every_name() {
+fn fixture() -> Fixture {
     let ca = generate_ca("kubernetes", NOW, YEAR * 10).expect("ca");
     let spec = profiles::apiserver(&sans());
     let leaf = issue_leaf(&ca, &spec, NOW, YEAR).expect("leaf");
-    with_cert(&ca.cert_pem, |ca_cert| {
-        with_cert(&leaf.cert_pem, |cert| {
-            assert!(cert.verify_signature(Some(ca_cert.public_key())).is_ok());
-            assert_eq!(cert.issuer(), ca_cert.subject());
-            assert!(!cert.is_ca());
-            let eku = cert.extended_key_usage().expect("ext").expect("eku").value;
-            assert!(eku.server_auth && !eku.client_auth);
-            let (dns, ips) = super::sans(cert);
-            for name in [
-                "kubernetes",
-                "kubernetes.default.svc.cluster.local",
-                "demo-apiserver.team-a.svc",
-                "api.example.com",
-                "localhost",
-            ] {
-                assert!(dns.contains(name), "missing DNS SAN {name}: {dns:?}");
-            }
-            for ip in ["10.96.0.1", "192.0.2.2", "127.0.0.1"] {
-                assert!(
-                    ips.contains(&ip.parse::<IpAddr>().expect("ip")),
-                    "missing IP SAN {ip}"
-                );
-            }
-            let has_aki = cert
-                .extensions()
-                .iter()
-                .any(|e| matches!(e.parsed_extension(), ParsedExtension::AuthorityKeyIdentifier(_)));
-            assert!(has_aki, "authority key identifier lets verifiers pick the CA");
-        })
-    });
+    Fixture { ca, spec, leaf }
+}
+
+#[test]
+fn a_fresh_leaf_is_valid_until_the_renewal_window() {
+    let f = fixture();
+    let at = |now| check(&f.leaf, &f.ca.cert_pem, &f.spec, now, RENEW);
+    assert_eq!(at(NOW), Verdict::Valid);
     assert_eq!(
-        check(&leaf, &ca.cert_pem, &spec, NOW, Duration::days(30)),
+        at(NOW - Duration::minutes(4)),
+        Verdict::Valid,
+        "backdated for clock skew"
+    );
+    assert_eq!(at(NOW + YEAR - RENEW - Duration::seconds(1)), Verdict::Valid);
+    assert_eq!(at(NOW + YEAR - RENEW), Verdict::ExpiresSoon);
+    assert_eq!(at(NOW + YEAR - Duration::seconds(1)), Verdict::ExpiresSoon);
+    assert_eq!(at(NOW + YEAR), Verdict::Expired);
+    assert_eq!(at(NOW + YEAR * 2), Verdict::Expired);
+    assert_eq!(at(NOW - Duration::hours(1)), Verdict::Expired, "not yet valid");
+}
+
+#[test]
+fn names_in_another_order_are_the_same_names() {
+    let f = fixture();
+    let mut spec = f.spec.clone();
+    spec.dns_names.reverse();
+    spec.ip_addresses.reverse();
+    assert_eq!(check(&f.leaf, &f.ca.cert_pem, &spec, NOW, RENEW), Verdict::Valid);
+}
+
+#[test]
+fn a_leaf_from_another_ca_is_a_broken_chain() {
+    let f = fixture();
+    // Same subject name, different key: only the signature tells them apart.
+    let impostor = generate_ca("kubernetes", NOW, YEAR * 10).expect("ca");
+    assert_eq!(
+        check(&f.leaf, &impostor.cert_pem, &f.spec, NOW, RENEW),
+        Verdict::ChainBroken
+    );
+    let etcd_ca = generate_ca("etcd-ca", NOW, YEAR).expect("ca");
+    assert_eq!(
+        check(&f.leaf, &etcd_ca.cert_pem, &f.spec, NOW, RENEW),
+        Verdict::ChainBroken
+    );
+}
+
+#[test]
+fn a_ca_in_a_leaf_slot_is_a_broken_chain() {
+    let f = fixture();
+    assert_eq!(
+        check(&f.ca, &f.ca.cert_pem, &f.spec, NOW, RENEW),
+        Verdict::ChainBroken
+    );
+}
+
+#[test]
+fn someone_elses_key_is_a_mismatch_and_garbage_is_unparseable() {
+    let f = fixture();
+    let other = issue_leaf(&f.ca, &f.spec, NOW, YEAR).expect("leaf");
+    let swapped = CertKeyPair {
+        cert_pem: f.leaf.cert_pem.clone(),
+        key_pem: other.key_pem,
+    };
+    assert_eq!(
+        check(&swapped, &f.ca.cert_pem, &f.spec, NOW, RENEW),
+        Verdict::KeyMismatch
+    );
+
+    let no_key = CertKeyPair {
+        cert_pem: f.leaf.cert_pem.clone(),
+        key_pem: String::new(),
+    };
+    let verdict = check(&no_key, &f.ca.cert_pem, &f.spec, NOW, RENEW);
+    assert!(
+        matches!(verdict, Verdict::Unparseable(ref m) if m.starts_with("private key")),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn another_user_or_group_is_a_changed_subject() {
+    let ca = generate_ca("kubernetes", NOW, YEAR).expect("ca");
+    let admin = issue_leaf(&ca, &profiles::admin(), NOW, YEAR).expect("leaf");
+    let renamed = LeafSpec::client("kubernetes-admin", &["kubeadm:cluster-admins"]);
+    let regrouped = LeafSpec::client("someone-else", &["system:masters"]);
+    for spec in [renamed, regrouped, profiles::scheduler()] {
+        assert_eq!(
+            check(&admin, &ca.cert_pem, &spec, NOW, RENEW),
+            Verdict::SubjectChanged
+        );
+    }
+    assert_eq!(
+        check(&admin, &ca.cert_pem, &profiles::admin(), NOW, RENEW),
         Verdict::Valid
     );
 }
 
 #[test]
-fn client_profiles_carry_kubernetes_identities() {
-    let ca = generate_ca("kubernetes", NOW, YEAR).expect("ca");
-    for (spec, subject) in [
-        (profiles::admin(), "O=system:masters, CN=kubernetes-admin"),
-        (
-            profiles::controller_manager(),
-            "CN=system:kube-controller-manager",
-        ),
-        (profiles::scheduler(), "CN=system:kube-scheduler"),
-        (
-            profiles::apiserver_kubelet_client(),
-            "O=kubeadm:cluster-admins, CN=kube-apiserver-kubelet-client",
-        ),
-    ] {
-        let leaf = issue_leaf(&ca, &spec, NOW, YEAR).expect("leaf");
-        with_cert(&leaf.cert_pem, |cert| {
-            assert_eq!(cert.subject().to_string(), subject);
-            let eku = cert.extended_key_usage().expect("ext").expect("eku").value;
-            assert!(eku.client_auth && !eku.server_auth, "{subject}");
-        });
+fn another_usage_is_a_changed_usage() {
+    let f = fixture();
+    let mut both = f.spec.clone();
+    both.usage = Usage::ServerAndClient;
+    assert_eq!(
+        check(&f.leaf, &f.ca.cert_pem, &both, NOW, RENEW),
+        Verdict::UsageChanged
+    );
+    let mut client = f.spec.clone();
+    client.usage = Usage::Client;
+    assert_eq!(
+        check(&f.leaf, &f.ca.cert_pem, &client, NOW, RENEW),
+        Verdict::UsageChanged
+    );
+}
+
+#[test]
+fn an_added_or_removed_name_is_a_san_change() {
+    let f = fixture();
+    let mut more_dns = sans();
+    more_dns.extra_sans.push("new.example.com".into());
+    let mut more_ips = sans();
+    more_ips.endpoint_hosts.push("192.0.2.3".into());
+    let mut fewer = sans();
+    fewer.service_names.pop();
+    for changed in [more_dns, more_ips, fewer] {
+        let spec = profiles::apiserver(&changed);
+        assert_eq!(
+            check(&f.leaf, &f.ca.cert_pem, &spec, NOW, RENEW),
+            Verdict::SansChanged
+        );
     }
 }
 
 #[test]
-fn etcd_certificates_serve_and_authenticate() {
-    let ca = generate_ca("etcd-ca", NOW, YEAR).expect("ca");
-    let names = vec!["demo-etcd-0.demo-etcd".to_string()];
-    for spec in [profiles::etcd_server(&names), profiles::etcd_peer(&names)] {
-        let leaf = issue_leaf(&ca, &spec, NOW, YEAR).expect("leaf");
-        with_cert(&leaf.cert_pem, |cert| {
-            let eku = cert.extended_key_usage().expect("ext").expect("eku").value;
-            assert!(eku.client_auth && eku.server_auth);
-            let (dns, ips) = super::sans(cert);
-            assert!(dns.contains("demo-etcd-0.demo-etcd") && dns.contains("localhost"));
-            assert!(ips.contains(&IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        });
-    }
-}
-
-#[test]
-fn check_reports_each_reason_to_reissue() {
-    let ca = generate_ca("kubernetes", NOW, YEAR * 10).expect("ca");
-    let other_ca = generate_ca("kubernetes", NOW, YEAR * 10).expect("ca");
-    let spec = profiles::apiserver(&sans());
-    let leaf = issue_leaf(&ca, &spec, NOW, YEAR).expect("leaf");
-    let renew = Duration::days(30);
-
-    assert_eq!(
-        check(&leaf, &ca.cert_pem, &spec, NOW + YEAR - Duration::days(10), renew),
-        Verdict::ExpiresSoon
-    );
-    assert_eq!(
-        check(&leaf, &ca.cert_pem, &spec, NOW + YEAR + Duration::days(1), renew),
-        Verdict::Expired
-    );
-    assert_eq!(
-        check(&leaf, &other_ca.cert_pem, &spec, NOW, renew),
-        Verdict::ChainBroken
-    );
-
-    let other_leaf = issue_leaf(&ca, &spec, NOW, YEAR).expect("leaf");
-    let swapped = CertKeyPair {
-        cert_pem: leaf.cert_pem.clone(),
-        key_pem: other_leaf.key_pem,
-    };
-    assert_eq!(
-        check(&swapped, &ca.cert_pem, &spec, NOW, renew),
-        Verdict::KeyMismatch
-    );
-
-    let mut more_sans = sans();
-    more_sans.extra_sans.push("new.example.com".into());
-    assert_eq!(
-        check(&leaf, &ca.cert_pem, &profiles::apiserver(&more_sans), NOW, renew),
-        Verdict::SansChanged
-    );
-
-    let admin = issue_leaf(&ca, &profiles::admin(), NOW, YEAR).expect("leaf");
-    assert_eq!(
-        check(&admin, &ca.cert_pem, &profiles::scheduler(), NOW, renew),
-        Verdict::SubjectChanged
-    );
-
+fn garbage_certificates_are_unparseable() {
+    let f = fixture();
     let garbage = CertKeyPair {
         cert_pem: "not a certificate".into(),
         key_pem: String::new(),
     };
-    assert!(matches!(
-        check(&garbage, &ca.cert_pem, &spec, NOW, renew),
-        Verdict::Unparseable(_)
-    ));
-    assert!(matches!(check_ca(&garbage, NOW), Verdict::Unparseable(_)));
+    let verdict = check(&garbage, &f.ca.cert_pem, &f.spec, NOW, RENEW);
+    assert!(
+        matches!(verdict, Verdict::Unparseable(ref m) if m.starts_with("certificate")),
+        "{verdict:?}"
+    );
+    let verdict = check(&f.leaf, "", &f.spec, NOW, RENEW);
+    assert!(
+        matches!(verdict, Verdict::Unparseable(ref m) if m.starts_with("CA certificate")),
+        "{verdict:?}"
+    );
+    let verdict = check_ca(&garbage, NOW);
+    assert!(matches!(verdict, Verdict::Unparseable(_)), "{verdict:?}");
+    assert_eq!(verdict.reason(), "Unparseable");
+}
+
+#[test]
+fn check_ca_judges_kind_key_and_time() {
+    let f = fixture();
+    assert_eq!(check_ca(&f.ca, NOW), Verdict::Valid);
+    assert_eq!(
+        check_ca(&f.ca, NOW + YEAR * 10 - Duration::seconds(1)),
+        Verdict::Valid
+    );
+    assert_eq!(check_ca(&f.ca, NOW + YEAR * 10), Verdict::Expired);
+    assert_eq!(check_ca(&f.leaf, NOW), Verdict::ChainBroken, "a leaf is no CA");
+
+    let other = generate_ca("kubernetes", NOW, YEAR).expect("ca");
+    let swapped = CertKeyPair {
+        cert_pem: f.ca.cert_pem.clone(),
+        key_pem: other.key_pem,
+    };
+    assert_eq!(check_ca(&swapped, NOW), Verdict::KeyMismatch);
+}
+
+fn testdata(name: &str) -> String {
+    let path = format!("{}/src/check/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).expect(&path)
+}
+
+/// The discovery hash equals what openssl computed over CAs that openssl made (see testdata/README.md).
+#[test]
+fn ca_cert_hash_matches_openssl_fixtures() {
+    for name in ["ca-ec.crt", "ca-rsa.crt"] {
+        let expected = testdata(&format!("{name}.sha256"));
+        assert_eq!(
+            ca_cert_hash(&testdata(name)).expect("hash"),
+            expected.trim(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn ca_cert_hash_is_of_the_public_key_only() {
+    let f = fixture();
+    let hash = ca_cert_hash(&f.ca.cert_pem).expect("hash");
+    let hex = hash.strip_prefix("sha256:").expect("prefix");
+    assert!(
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    );
+    // A leaf carries another key, hence another hash; a re-read of the same CA, the same one.
+    assert_ne!(ca_cert_hash(&f.leaf.cert_pem).expect("hash"), hash);
+    assert_eq!(ca_cert_hash(&f.ca.cert_pem.clone()).expect("hash"), hash);
+    assert!(matches!(ca_cert_hash("nope"), Err(Error::ParsePem(_))));
 }
 
 #[test]
 fn not_after_reads_the_certificate() {
-    let ca = generate_ca("kubernetes", NOW, YEAR).expect("ca");
-    assert_eq!(not_after(&ca.cert_pem).expect("parse"), NOW + YEAR);
-}
-
-#[test]
-fn service_account_keys_are_a_pair() {
-    let keys = crate::generate_service_account_keys().expect("keys");
-    let private = KeyPair::from_pem(&keys.private_key_pem).expect("private key parses");
-    assert_eq!(private.public_key_pem(), keys.public_key_pem);
-    assert!(keys.public_key_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
-}
-
-/// The discovery hash must equal what `openssl` computes over the same certificate,
-/// the recipe kubeadm's documentation gives.
-#[test]
-fn ca_cert_hash_matches_openssl() {
-    let ca = generate_ca("kubernetes", NOW, YEAR).expect("ca");
-    let ours = ca_cert_hash(&ca.cert_pem).expect("hash");
-    assert!(ours.starts_with("sha256:") && ours.len() == 7 + 64);
-    let Ok(openssl) = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-    else {
-        return;
-    };
-    use std::io::Write;
-    let mut child = openssl;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(ca.cert_pem.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("openssl");
-    let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if theirs.len() == 64 {
-        assert_eq!(ours, format!("sha256:{theirs}"));
+    for name in ["ca-ec.crt", "ca-rsa.crt"] {
+        let unix: i64 = testdata(&format!("{name}.not-after-unix"))
+            .trim()
+            .parse()
+            .expect("seconds");
+        let expected = OffsetDateTime::from_unix_timestamp(unix).expect("time");
+        assert_eq!(not_after(&testdata(name)).expect("parse"), expected, "{name}");
     }
+    let f = fixture();
+    assert_eq!(
+        not_after(&f.leaf.cert_pem).expect("parse"),
+        datetime!(2027-01-01 00:00 UTC)
+    );
+    assert!(not_after("").is_err());
+}
+
+#[test]
+fn every_verdict_has_a_bounded_reason() {
+    assert_eq!(Verdict::Unparseable("any detail".into()).reason(), "Unparseable");
+    assert_eq!(Verdict::SansChanged.reason(), "SansChanged");
+    assert_eq!(Verdict::Valid.reason(), format!("{:?}", Verdict::Valid));
 }
