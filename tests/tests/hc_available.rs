@@ -52,7 +52,7 @@ async fn restart_etcd_keeps_data(client: &Client, ns: &str, name: &str, hosted: 
     let hcs: Api<HostedCluster> = Api::namespaced(client.clone(), ns);
     wait_until(&hcs, name, Duration::from_secs(180), available).await?;
     let configs: Api<ConfigMap> = Api::namespaced(hosted.clone(), "tenant");
-    let kept = eventually(Duration::from_secs(120), || configs.get("kept")).await?;
+    let kept = eventually(Duration::from_secs(120), || async { Ok(configs.get("kept").await?) }).await?;
     let answer = kept.data.unwrap_or_default().get("answer").cloned();
     ensure!(answer.as_deref() == Some("42"), "data after the etcd pod restarted: {answer:?}");
     Ok(())

@@ -76,7 +76,7 @@ pub struct EtcdSpec {
     #[serde(default)]
     pub storage: StorageSpec,
 
-    /// Compute resources of each member; defaults request 100m CPU and 128Mi memory.
+    /// Compute resources of each member; defaults request 25m CPU and 96Mi memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
@@ -140,7 +140,7 @@ pub struct ApiServerSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_args: BTreeMap<String, String>,
 
-    /// Compute resources; defaults request 250m CPU and 256Mi memory.
+    /// Compute resources; defaults request 50m CPU and 256Mi memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }
@@ -197,7 +197,8 @@ pub struct ComponentSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_args: BTreeMap<String, String>,
 
-    /// Compute resources; defaults request 100m CPU and 128Mi memory.
+    /// Compute resources; defaults request 25m CPU and 64Mi memory (controller manager)
+    /// or 10m CPU and 32Mi memory (scheduler).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
 }

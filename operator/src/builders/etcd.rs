@@ -191,7 +191,7 @@ pub fn statefulset(hc: &HostedCluster, inputs: &Inputs) -> Result<StatefulSet, B
                             "startupProbe": probe("/readyz", 60),
                             "readinessProbe": probe("/readyz", 3),
                             "livenessProbe": probe("/livez", 8),
-                            "resources": resources(&hc.spec.etcd.resources, "100m", "128Mi"),
+                            "resources": resources(&hc.spec.etcd.resources, "25m", "96Mi"),
                             "securityContext": container_security(),
                             "volumeMounts": [
                                 { "name": "data", "mountPath": "/var/lib/etcd" },

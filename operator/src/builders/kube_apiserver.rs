@@ -191,7 +191,7 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
                             "startupProbe": probe("/livez", 60),
                             "readinessProbe": probe("/readyz", 3),
                             "livenessProbe": probe("/livez", 8),
-                            "resources": resources(&api.resources, "250m", "256Mi"),
+                            "resources": resources(&api.resources, "50m", "256Mi"),
                             "securityContext": container_security(),
                             "volumeMounts": [{ "name": "pki", "mountPath": PKI_DIR, "readOnly": true }],
                         }],

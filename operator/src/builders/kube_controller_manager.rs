@@ -92,6 +92,11 @@ pub(crate) fn control_plane_deployment(
     sources: Vec<serde_json::Value>,
 ) -> Result<Deployment, BuildError> {
     let cluster = name(hc);
+    // Requests are small so that many control planes share a node; limits are the user's call.
+    let (cpu, memory) = match component {
+        Component::KubeControllerManager => ("25m", "64Mi"),
+        _ => ("10m", "32Mi"),
+    };
     let probe = |failures: i32| {
         json!({
             "httpGet": { "path": "/healthz", "port": "https", "scheme": "HTTPS" },
@@ -130,7 +135,7 @@ pub(crate) fn control_plane_deployment(
                             "startupProbe": probe(30),
                             "readinessProbe": probe(3),
                             "livenessProbe": probe(8),
-                            "resources": resources(&spec.resources, "100m", "128Mi"),
+                            "resources": resources(&spec.resources, cpu, memory),
                             "securityContext": container_security(),
                             "volumeMounts": [{ "name": "config", "mountPath": "/etc/kubernetes", "readOnly": true }],
                         }],
