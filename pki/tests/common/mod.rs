@@ -5,6 +5,8 @@
 // Test-only helpers: a failed setup step should fail the test loudly.
 #![allow(clippy::expect_used)]
 
+pub mod components;
+
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -42,7 +44,10 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 pub fn tools<const N: usize>(names: [&str; N]) -> Option<[PathBuf; N]> {
     let found = names.map(tool);
     if let Some(i) = found.iter().position(Option::is_none) {
-        eprintln!("{} not found; skipped", names[i]);
+        eprintln!(
+            "{} not found (or NESTPLANE_PKI_SKIP_INTEROP set); skipped",
+            names[i]
+        );
         return None;
     }
     Some(found.map(|p| p.expect("checked")))

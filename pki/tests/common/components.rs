@@ -1,0 +1,254 @@
+//! The control-plane components, started on a bundle written out as kubeadm lays out its PKI.
+// Test-only helpers: a failed setup step should fail the test loudly.
+#![allow(clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use nestplane_pki::{CertKeyPair, ControlPlaneBundle, KubeconfigSpec, kubeconfig};
+
+use super::{Running, TempDir, describe, free_port, run, stdout, tool, wait_for};
+
+pub const STARTUP: Duration = Duration::from_secs(180);
+
+pub struct Tools {
+    pub etcd: PathBuf,
+    pub etcdctl: PathBuf,
+    pub apiserver: PathBuf,
+    pub controller_manager: PathBuf,
+    pub kubectl: PathBuf,
+    pub kubeadm: PathBuf,
+    pub openssl: PathBuf,
+    pub curl: PathBuf,
+}
+
+impl Tools {
+    /// Every binary, or `None` after saying which is missing.
+    pub fn find() -> Option<Self> {
+        let find = |name: &str| {
+            let path = tool(name);
+            if path.is_none() {
+                eprintln!("{name} not found (or NESTPLANE_PKI_SKIP_INTEROP set); skipped");
+            }
+            path
+        };
+        Some(Tools {
+            etcd: find("etcd")?,
+            etcdctl: find("etcdctl")?,
+            apiserver: find("kube-apiserver")?,
+            controller_manager: find("kube-controller-manager")?,
+            kubectl: find("kubectl")?,
+            kubeadm: find("kubeadm")?,
+            openssl: find("openssl")?,
+            curl: find("curl")?,
+        })
+    }
+}
+
+/// Two etcd members with TLS for clients and peers, as the operator runs them.
+pub fn start_etcd(t: &Tools, dir: &TempDir) -> Etcd {
+    let members: Vec<(String, u16, u16)> = (0..2)
+        .map(|i| (format!("m{i}"), free_port(), free_port()))
+        .collect();
+    let initial_cluster = members
+        .iter()
+        .map(|(name, _, peer)| format!("{name}=https://127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pki = |name: &str| dir.0.join(name);
+    let mut running: Vec<Running> = members
+        .iter()
+        .map(|(name, client, peer)| {
+            let mut command = Command::new(&t.etcd);
+            command
+                .args(["--name", name, "--initial-cluster", &initial_cluster])
+                .args(["--initial-cluster-state", "new", "--unsafe-no-fsync"])
+                .arg("--data-dir")
+                .arg(dir.0.join(format!("etcd-{name}")))
+                .arg(format!("--listen-client-urls=https://127.0.0.1:{client}"))
+                .arg(format!("--advertise-client-urls=https://127.0.0.1:{client}"))
+                .arg(format!("--listen-peer-urls=https://127.0.0.1:{peer}"))
+                .arg(format!("--initial-advertise-peer-urls=https://127.0.0.1:{peer}"))
+                .args(["--client-cert-auth", "--peer-client-cert-auth"])
+                .arg("--trusted-ca-file")
+                .arg(pki("etcd/ca.crt"))
+                .arg("--cert-file")
+                .arg(pki("etcd/server.crt"))
+                .arg("--key-file")
+                .arg(pki("etcd/server.key"))
+                .arg("--peer-trusted-ca-file")
+                .arg(pki("etcd/ca.crt"))
+                .arg("--peer-cert-file")
+                .arg(pki("etcd/peer.crt"))
+                .arg("--peer-key-file")
+                .arg(pki("etcd/peer.key"));
+            Running::spawn(&format!("etcd {name}"), &mut command, dir)
+        })
+        .collect();
+    let urls = members
+        .iter()
+        .map(|(_, client, _)| format!("https://127.0.0.1:{client}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let etcd = Etcd {
+        members: Vec::new(),
+        urls,
+    };
+    // Both members healthy means they reached each other with the peer certificate.
+    wait_for(&mut running[0], STARTUP, || {
+        etcd.ctl(
+            t,
+            dir,
+            "etcd/healthcheck-client",
+            &["endpoint", "health", "--cluster"],
+        )
+        .status
+        .success()
+        .then_some(())
+    });
+    Etcd {
+        members: running,
+        ..etcd
+    }
+}
+
+pub struct Etcd {
+    pub members: Vec<Running>,
+    /// Client URLs, comma-separated.
+    pub urls: String,
+}
+
+impl Etcd {
+    /// etcdctl authenticated by the certificate `<client>.crt` under `dir`.
+    pub fn ctl(&self, t: &Tools, dir: &TempDir, client: &str, args: &[&str]) -> Output {
+        run(Command::new(&t.etcdctl)
+            .args([
+                "--endpoints",
+                &self.urls,
+                "--dial-timeout=3s",
+                "--command-timeout=5s",
+            ])
+            .arg("--cacert")
+            .arg(dir.0.join("etcd/ca.crt"))
+            .arg("--cert")
+            .arg(dir.0.join(format!("{client}.crt")))
+            .arg("--key")
+            .arg(dir.0.join(format!("{client}.key")))
+            .args(args))
+    }
+}
+
+/// kube-apiserver with every certificate and key of the bundle, flags as kubeadm sets them.
+pub fn start_apiserver(t: &Tools, dir: &TempDir, etcd_urls: &str) -> (Running, String) {
+    let port = free_port();
+    let file = |name: &str| format!("{}", dir.0.join(name).display());
+    let args = [
+        format!("--etcd-servers={etcd_urls}"),
+        format!("--etcd-cafile={}", file("etcd/ca.crt")),
+        format!("--etcd-certfile={}", file("apiserver-etcd-client.crt")),
+        format!("--etcd-keyfile={}", file("apiserver-etcd-client.key")),
+        format!("--secure-port={port}"),
+        "--bind-address=127.0.0.1".into(),
+        "--advertise-address=127.0.0.1".into(),
+        format!("--cert-dir={}", file("apiserver-generated")),
+        format!("--tls-cert-file={}", file("apiserver.crt")),
+        format!("--tls-private-key-file={}", file("apiserver.key")),
+        format!("--client-ca-file={}", file("ca.crt")),
+        format!(
+            "--kubelet-client-certificate={}",
+            file("apiserver-kubelet-client.crt")
+        ),
+        format!("--kubelet-client-key={}", file("apiserver-kubelet-client.key")),
+        format!("--proxy-client-cert-file={}", file("front-proxy-client.crt")),
+        format!("--proxy-client-key-file={}", file("front-proxy-client.key")),
+        format!("--requestheader-client-ca-file={}", file("front-proxy-ca.crt")),
+        "--requestheader-allowed-names=front-proxy-client".into(),
+        "--requestheader-username-headers=X-Remote-User".into(),
+        "--requestheader-group-headers=X-Remote-Group".into(),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+        format!("--service-account-key-file={}", file("sa.pub")),
+        format!("--service-account-signing-key-file={}", file("sa.key")),
+        "--service-cluster-ip-range=10.96.0.0/16".into(),
+        "--authorization-mode=Node,RBAC".into(),
+        "--enable-bootstrap-token-auth=true".into(),
+    ];
+    let running = Running::spawn("kube-apiserver", Command::new(&t.apiserver).args(args), dir);
+    (running, format!("https://127.0.0.1:{port}"))
+}
+
+/// kube-controller-manager signing with the cluster CA, as the join flow needs.
+pub fn start_controller_manager(t: &Tools, dir: &TempDir, k: &Kubeconfigs) -> Running {
+    let config = k.controller_manager.display().to_string();
+    let file = |name: &str| dir.0.join(name).display().to_string();
+    let args = [
+        format!("--kubeconfig={config}"),
+        format!("--authentication-kubeconfig={config}"),
+        format!("--authorization-kubeconfig={config}"),
+        format!("--cluster-signing-cert-file={}", file("ca.crt")),
+        format!("--cluster-signing-key-file={}", file("ca.key")),
+        format!("--root-ca-file={}", file("ca.crt")),
+        format!("--service-account-private-key-file={}", file("sa.key")),
+        "--use-service-account-credentials=true".into(),
+        "--controllers=csrsigning,csrapproving,bootstrapsigner,tokencleaner".into(),
+        "--leader-elect=false".into(),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={}", free_port()),
+        format!("--cert-dir={}", file("kcm-generated")),
+    ];
+    Running::spawn(
+        "kube-controller-manager",
+        Command::new(&t.controller_manager).args(args),
+        dir,
+    )
+}
+
+pub struct Kubeconfigs {
+    pub admin: PathBuf,
+    pub controller_manager: PathBuf,
+    pub scheduler: PathBuf,
+    pub kubelet_client: PathBuf,
+}
+
+impl Kubeconfigs {
+    pub fn write(dir: &TempDir, bundle: &ControlPlaneBundle, server: &str) -> Self {
+        let write = |name: &str, client: &CertKeyPair| {
+            let text = kubeconfig(&KubeconfigSpec {
+                cluster_name: "demo",
+                server,
+                ca_cert_pem: &bundle.ca.cert_pem,
+                user_name: name,
+                client,
+            });
+            dir.write(&format!("{name}.conf"), &text)
+        };
+        let leaf = |name: &str| bundle.leaf(name).expect("leaf");
+        Kubeconfigs {
+            admin: write("admin", leaf("admin")),
+            controller_manager: write("controller-manager", leaf("controller-manager")),
+            scheduler: write("scheduler", leaf("scheduler")),
+            kubelet_client: write("apiserver-kubelet-client", leaf("apiserver-kubelet-client")),
+        }
+    }
+}
+
+pub fn kubectl(t: &Tools, config: &Path, args: &[&str]) -> Output {
+    run(Command::new(&t.kubectl)
+        .arg("--kubeconfig")
+        .arg(config)
+        .arg("--request-timeout=10s")
+        .args(args))
+}
+
+/// The user and groups (JSON) kube-apiserver sees.
+pub fn whoami(t: &Tools, config: &Path, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["auth", "whoami", "-o"];
+    args.push("jsonpath={.status.userInfo.username} {.status.userInfo.groups}");
+    args.extend(extra);
+    let out = kubectl(t, config, &args);
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let (user, groups) = text.split_once(' ').unwrap_or((&text, ""));
+    (user.to_string(), groups.to_string())
+}
