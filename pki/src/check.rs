@@ -119,7 +119,12 @@ fn time_verdict(cert: &X509Certificate, now: OffsetDateTime, renew_before: Durat
 /// matches, and it has not expired.
 pub fn check_ca(ca: &CertKeyPair, now: OffsetDateTime) -> Verdict {
     parsed_or_verdict!(cert, &ca.cert_pem, "CA certificate");
-    let can_sign = matches!(cert.key_usage(), Ok(Some(ku)) if ku.value.key_cert_sign());
+    // keyUsage is optional (RFC 5280 4.2.1.3), but when present it must allow keyCertSign.
+    let can_sign = match cert.key_usage() {
+        Ok(Some(ku)) => ku.value.key_cert_sign(),
+        Ok(None) => true,
+        Err(_) => false,
+    };
     if !cert.is_ca() || !can_sign || cert.verify_signature(None).is_err() {
         return Verdict::ChainBroken;
     }

@@ -200,6 +200,27 @@ fn check_ca_judges_kind_key_and_time() {
     assert_eq!(check_ca(&swapped, NOW), Verdict::KeyMismatch);
 }
 
+/// A CA made by other tools: keyUsage may be absent, but must not forbid signing.
+#[test]
+fn check_ca_reads_key_usage_as_rfc_5280_does() {
+    let self_signed = |usages: Vec<rcgen::KeyUsagePurpose>| {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = usages;
+        params.not_before = NOW - Duration::days(1);
+        params.not_after = NOW + YEAR;
+        let cert = params.self_signed(&key).expect("cert");
+        CertKeyPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    };
+    assert_eq!(check_ca(&self_signed(Vec::new()), NOW), Verdict::Valid);
+    let cannot_sign = self_signed(vec![rcgen::KeyUsagePurpose::DigitalSignature]);
+    assert_eq!(check_ca(&cannot_sign, NOW), Verdict::ChainBroken);
+}
+
 fn testdata(name: &str) -> String {
     let path = format!("{}/src/check/testdata/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).expect(&path)
