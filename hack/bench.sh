@@ -31,7 +31,9 @@ namespace_memory_mib() {
 # Memory of the management cluster's own control plane (kubeadm static pods).
 baseline_mib() {
   local total=0 uid
-  for uid in $(kubectl -n kube-system get pods -l tier=control-plane -o jsonpath='{.items[*].metadata.uid}'); do
+  # Static pods' cgroups are named after the kubelet's config hash, not the mirror pod's UID.
+  for uid in $(kubectl -n kube-system get pods -l tier=control-plane \
+      -o jsonpath='{.items[*].metadata.annotations.kubernetes\.io/config\.hash}'); do
     total="$(echo "$total + $(pod_memory_mib "$uid")" | bc -l)"
   done
   printf '%.1f' "$total"
