@@ -50,7 +50,7 @@ unit: ## Unit tests: no cluster needed
 
 ##@ Tests
 .PHONY: test e2e smoke
-test: lint unit up e2e ## Every test: lint, unit, then integration and e2e against the real cluster
+test: lint binaries unit up e2e ## Every test: lint, unit (with the built binaries), then integration and e2e against the real cluster
 
 smoke: ## The management-cluster smoke test only
 	$(CARGO) test -p nestplane-e2e --test cluster_smoke -- --nocapture
