@@ -58,7 +58,6 @@ smoke: ## The management-cluster smoke test only
 e2e: ## Integration and e2e tests against the running management cluster
 	$(CARGO) test -p nestplane-e2e -- --test-threads=2
 
--include hack/openstack/openstack.mk
 
 ##@ Benchmarks
 .PHONY: bench
