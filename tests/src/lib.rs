@@ -147,16 +147,21 @@ pub mod hosted {
 
     /// The sample every user starts from, `manifests/samples/hostedcluster.yaml`, in `namespace`.
     pub fn sample(namespace: &str) -> Result<HostedCluster> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/samples/hostedcluster.yaml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../manifests/samples/hostedcluster.yaml"
+        );
         let mut hc: HostedCluster = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
         hc.metadata.namespace = Some(namespace.to_string());
         Ok(hc)
     }
 
     pub fn condition_true(hc: &HostedCluster, type_: &str) -> bool {
-        hc.status
-            .as_ref()
-            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == type_ && c.status == "True"))
+        hc.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == type_ && c.status == "True")
+        })
     }
 
     /// Condition: the HostedCluster reports `Available=True` for its current generation.
@@ -184,17 +189,22 @@ pub mod hosted {
             .as_ref()
             .and_then(|s| s.kubeconfig_secret_ref.clone())
             .ok_or_else(|| anyhow!("status.kubeconfigSecretRef is not set"))?;
-        let secret = Api::<Secret>::namespaced(client.clone(), &namespace).get(&reference.name).await?;
+        let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
+            .get(&reference.name)
+            .await?;
         let data = secret.data.unwrap_or_default();
-        let value = data.get(&reference.key).ok_or_else(|| anyhow!("key {} missing", reference.key))?;
+        let value = data
+            .get(&reference.key)
+            .ok_or_else(|| anyhow!("key {} missing", reference.key))?;
         Ok(String::from_utf8(value.0.clone())?)
     }
 
     /// A client for the hosted cluster, as its admin.
     pub async fn hosted_client(kubeconfig: &str) -> Result<Client> {
-        let config = Config::from_custom_kubeconfig(Kubeconfig::from_yaml(kubeconfig)?, &KubeConfigOptions::default())
-            .await
-            .context("hosted kubeconfig")?;
+        let config =
+            Config::from_custom_kubeconfig(Kubeconfig::from_yaml(kubeconfig)?, &KubeConfigOptions::default())
+                .await
+                .context("hosted kubeconfig")?;
         Ok(Client::try_from(config)?)
     }
 
@@ -214,7 +224,9 @@ pub mod hosted {
         loop {
             match f().await {
                 Ok(value) => return Ok(value),
-                Err(e) if tokio::time::Instant::now() >= deadline => bail!("still failing after {timeout:?}: {e:#}"),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    bail!("still failing after {timeout:?}: {e:#}")
+                }
                 Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
             }
         }

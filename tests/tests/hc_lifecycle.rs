@@ -24,8 +24,15 @@ async fn owned_versions(client: &Client, ns: &str, name: &str) -> Result<BTreeMa
     let mut versions = BTreeMap::new();
     macro_rules! collect {
         ($kind:ty, $label:expr) => {
-            for o in Api::<$kind>::namespaced(client.clone(), ns).list(&selector).await?.items {
-                versions.insert(format!("{}/{}", $label, o.name_any()), o.resource_version().unwrap_or_default());
+            for o in Api::<$kind>::namespaced(client.clone(), ns)
+                .list(&selector)
+                .await?
+                .items
+            {
+                versions.insert(
+                    format!("{}/{}", $label, o.name_any()),
+                    o.resource_version().unwrap_or_default(),
+                );
             }
         };
     }
@@ -47,7 +54,15 @@ async fn nudge(client: &Client, ns: &str, name: &str, value: &str) -> Result<()>
 }
 
 fn template_hash(d: &Deployment) -> Option<String> {
-    d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?.get(INPUTS_HASH).cloned()
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(INPUTS_HASH)
+        .cloned()
 }
 
 #[tokio::test]
@@ -62,8 +77,14 @@ async fn steady_state_writes_nothing_and_operator_restart_keeps_the_ca() -> Resu
         let status_before = hcs.get(&name).await?.status;
         nudge(&client, &ns, &name, "1").await?;
         let after = owned_versions(&client, &ns, &name).await?;
-        ensure!(before == after, "a reconcile with nothing to do wrote objects:\n{before:#?}\n{after:#?}");
-        ensure!(hcs.get(&name).await?.status == status_before, "an unchanged status was rewritten");
+        ensure!(
+            before == after,
+            "a reconcile with nothing to do wrote objects:\n{before:#?}\n{after:#?}"
+        );
+        ensure!(
+            hcs.get(&name).await?.status == status_before,
+            "an unchanged status was rewritten"
+        );
 
         let ca_name = format!("{name}-ca");
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -72,9 +93,18 @@ async fn steady_state_writes_nothing_and_operator_restart_keeps_the_ca() -> Resu
         nudge(&client, &ns, &name, "2").await?;
         wait_until(&hcs, &name, Duration::from_secs(120), available).await?;
         let ca_after = secrets.get(&ca_name).await?;
-        ensure!(ca_before.metadata.uid == ca_after.metadata.uid, "the CA Secret was recreated");
-        ensure!(ca_before.data == ca_after.data, "the CA changed across an operator restart");
-        ensure!(before == owned_versions(&client, &ns, &name).await?, "the restarted operator rewrote objects");
+        ensure!(
+            ca_before.metadata.uid == ca_after.metadata.uid,
+            "the CA Secret was recreated"
+        );
+        ensure!(
+            ca_before.data == ca_after.data,
+            "the CA changed across an operator restart"
+        );
+        ensure!(
+            before == owned_versions(&client, &ns, &name).await?,
+            "the restarted operator rewrote objects"
+        );
         Ok(())
     })
     .await
@@ -83,14 +113,26 @@ async fn steady_state_writes_nothing_and_operator_restart_keeps_the_ca() -> Resu
 async fn restart_operator(client: &Client) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
     let selector = ListParams::default().labels("app.kubernetes.io/name=nestplane");
-    let old: Vec<String> = pods.list(&selector).await?.items.iter().map(|p| p.name_any()).collect();
-    ensure!(!old.is_empty(), "no operator pod in {OPERATOR_NAMESPACE}: run `make up`");
+    let old: Vec<String> = pods
+        .list(&selector)
+        .await?
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    ensure!(
+        !old.is_empty(),
+        "no operator pod in {OPERATOR_NAMESPACE}: run `make up`"
+    );
     for pod in &old {
         pods.delete(pod, &DeleteParams::default()).await?;
     }
     eventually(Duration::from_secs(120), || async {
         let fresh: Vec<Pod> = pods.list(&selector).await?.items;
-        if fresh.iter().any(|p| !old.contains(&p.name_any()) && pod_ready(Some(p))) {
+        if fresh
+            .iter()
+            .any(|p| !old.contains(&p.name_any()) && pod_ready(Some(p)))
+        {
             Ok(())
         } else {
             bail!("no new ready operator pod yet")
@@ -112,16 +154,29 @@ async fn rotation_request_rolls_only_the_components_that_mount_it() -> Result<()
         let etcd = format!("{name}-etcd");
         let hash_before = template_hash(&deployments.get(&apiserver).await?);
         let scheduler_before = template_hash(&deployments.get(&scheduler).await?);
-        let etcd_before = statefulsets.get(&etcd).await?.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations);
+        let etcd_before = statefulsets
+            .get(&etcd)
+            .await?
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations);
         let cert_before = secrets.get(&format!("{name}-apiserver")).await?.data;
 
         let patch = json!({ "metadata": { "annotations": { "nestplane.io/rotate": "true" } } });
         secrets
-            .patch(&format!("{name}-apiserver"), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                &format!("{name}-apiserver"),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
             .await?;
         let rolled = eventually(Duration::from_secs(60), || async {
             let d = deployments.get(&apiserver).await?;
-            if template_hash(&d) != hash_before { Ok(d) } else { bail!("kube-apiserver did not roll") }
+            if template_hash(&d) != hash_before {
+                Ok(d)
+            } else {
+                bail!("kube-apiserver did not roll")
+            }
         })
         .await?;
         ensure!(template_hash(&rolled).is_some());
@@ -131,9 +186,20 @@ async fn rotation_request_rolls_only_the_components_that_mount_it() -> Result<()
             !rotated.annotations().contains_key("nestplane.io/rotate"),
             "the rotation request stays and would rotate forever"
         );
-        ensure!(template_hash(&deployments.get(&scheduler).await?) == scheduler_before, "the scheduler rolled");
-        let etcd_after = statefulsets.get(&etcd).await?.spec.and_then(|s| s.template.metadata).and_then(|m| m.annotations);
-        ensure!(etcd_after == etcd_before, "etcd rolled for an API server certificate");
+        ensure!(
+            template_hash(&deployments.get(&scheduler).await?) == scheduler_before,
+            "the scheduler rolled"
+        );
+        let etcd_after = statefulsets
+            .get(&etcd)
+            .await?
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations);
+        ensure!(
+            etcd_after == etcd_before,
+            "etcd rolled for an API server certificate"
+        );
         let hcs: Api<HostedCluster> = Api::namespaced(client.clone(), &ns);
         wait_until(&hcs, &name, Duration::from_secs(180), available).await?;
         Ok(())

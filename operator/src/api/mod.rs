@@ -13,15 +13,24 @@ mod tests {
     /// `make crds` writes the committed CRD; it must match the Rust types.
     #[test]
     fn committed_crd_matches_generated() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/crds/hostedclusters.nestplane.io.yaml");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../manifests/crds/hostedclusters.nestplane.io.yaml"
+        );
         let committed = std::fs::read_to_string(path).expect("committed CRD");
         let generated = serde_yaml::to_string(&HostedCluster::crd()).expect("yaml");
-        assert!(committed == generated, "{path} is stale: run `make crds` and commit the result");
+        assert!(
+            committed == generated,
+            "{path} is stale: run `make crds` and commit the result"
+        );
         let chart_copy = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../deploy/chart/nestplane/files/crds/hostedclusters.nestplane.io.yaml"
         );
         let chart = std::fs::read_to_string(chart_copy).expect("chart's CRD");
-        assert!(chart == generated, "{chart_copy} is stale: run `make crds` and commit the result");
+        assert!(
+            chart == generated,
+            "{chart_copy} is stale: run `make crds` and commit the result"
+        );
     }
 }

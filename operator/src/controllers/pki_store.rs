@@ -135,7 +135,8 @@ pub async fn ensure_pki(client: &kube::Client, req: &PkiRequest<'_>) -> Result<(
                     (Some(_), Some(v)) => changes.reissued.push((role, format!("{v:?}"))),
                     _ => changes.created.push(role),
                 }
-                let applied = owned::apply(client, &secrets::tls_secret(hc, role, &leaf, &ca.cert_pem)?).await?;
+                let applied =
+                    owned::apply(client, &secrets::tls_secret(hc, role, &leaf, &ca.cert_pem)?).await?;
                 clear_rotate_request(&api, &applied).await?
             }
         };
@@ -277,15 +278,23 @@ pub fn admin_kubeconfig(data: &SecretData, cluster: &str) -> Result<String> {
 
 /// A rotation request is honoured once: the annotation goes away with the reissue.
 async fn clear_rotate_request(api: &Api<Secret>, secret: &Secret) -> Result<Secret> {
-    let requested = secret.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(ROTATE_ANNOTATION));
+    let requested = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ROTATE_ANNOTATION));
     if !requested {
         return Ok(secret.clone());
     }
     let name = secret.metadata.name.clone().unwrap_or_default();
     let patch = serde_json::json!({ "metadata": { "annotations": { ROTATE_ANNOTATION: null } } });
-    api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .context("clear rotation request on", "Secret", &name)
+    api.patch(
+        &name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .context("clear rotation request on", "Secret", &name)
 }
 
 async fn get(api: &Api<Secret>, role: SecretRole, cluster: &str) -> Result<Option<Secret>> {
