@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Stops every process `make openstack-up` started, by the PIDs it recorded, in reverse order.
+# Servers' QEMU processes belong to libvirtd: they are destroyed through libvirt first.
+# State stays in $NESTPLANE_STATE/openstack, so the next `make openstack-up` is warm;
+# WIPE=1 also deletes it (databases, images, instances, credentials) and the veth pair.
+. "$(dirname "$0")/lib.sh"
+
+if os_running libvirtd; then
+  for dom in $(virsh -c qemu:///system list --name 2>/dev/null | grep '^instance-' || true); do
+    virsh -c qemu:///system destroy "$dom" >/dev/null 2>&1 || true
+  done
+fi
+for name in neutron-macvtap-$OS_LIBVIRT_HOST neutron-macvtap-$OS_FAKE_HOST nova-compute-qemu nova-compute-fake \
+  nova-scheduler nova-conductor nova-api neutron-rpc neutron-api placement glance keystone libvirtd \
+  toxiproxy rabbitmq epmd mariadb; do
+  os_stop "$name"
+done
+# Anything left with a PID file is something an older version of these scripts started.
+for pidfile in "$OS_RUN"/*.pid; do
+  [ -e "$pidfile" ] || continue
+  os_stop "$(basename "$pidfile" .pid)"
+done
+if [ "${WIPE:-0}" = 1 ]; then
+  log "wiping $OS_STATE"
+  ip link del "$OS_VETH_HOST" 2>/dev/null || true
+  rm -rf "$OS_STATE"
+fi

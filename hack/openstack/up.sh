@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Starts the test cloud: MariaDB, RabbitMQ, Keystone, Glance, Placement, Nova (two compute hosts),
+# Neutron (ML2/macvtap) and toxiproxy, all on loopback; then creates what tests need (bootstrap.py).
+# Idempotent: what runs is left running, databases are synced once per release.
+# Ends by writing $OS_CLOUDS_YAML (nestplane's application credential) and $OS_SECRET_YAML.
+. "$(dirname "$0")/lib.sh"
+. "$OS_DIR/configs.sh"
+
+start_time=$SECONDS
+"$OS_DIR/install.sh"
+mkdir -p "$OS_ETC" "$OS_RUN" "$OS_LOGS" "$OS_LIB"
+write_all_configs
+export PATH="$OS_STATE/bin:$OS_BIN:$PATH"
+# Privileged helpers (privsep, rootwrap) run as `sudo CMD`; as root that is just CMD. The shim is on
+# the PATH of the cloud's own processes only.
+mkdir -p "$OS_STATE/bin"
+printf '#!/bin/sh\nexec "$@"\n' >"$OS_STATE/bin/sudo"
+chmod +x "$OS_STATE/bin/sudo"
+
+# A veth pair that stays on this machine: the host's end carries the provider network's gateway
+# address, the other end is physnet1, where Neutron's macvtap agents attach guests.
+setup_network() {
+  if ! ip link show "$OS_VETH_HOST" >/dev/null 2>&1; then
+    ip link add "$OS_VETH_HOST" type veth peer name "$OS_VETH_PHYS"
+  fi
+  ip addr replace "$OS_NET_GATEWAY/${OS_NET_CIDR#*/}" dev "$OS_VETH_HOST"
+  ip link set "$OS_VETH_HOST" up
+  ip link set "$OS_VETH_PHYS" up
+}
+
+start_mariadb() {
+  if [ ! -d "$OS_LIB/mysql/mysql" ]; then
+    log "initializing MariaDB in $OS_LIB/mysql"
+    mkdir -p "$OS_LIB/mysql"
+    mariadb-install-db --defaults-file="$OS_ETC/mariadb/my.cnf" --auth-root-authentication-method=socket \
+      --skip-test-db >"$OS_LOGS/mariadb-install.log" 2>&1
+  fi
+  os_start mariadb mariadbd --defaults-file="$OS_ETC/mariadb/my.cnf"
+  os_wait "MariaDB" 60 mariadb --socket="$OS_RUN/mysqld.sock" -e 'SELECT 1'
+  local db sql=""
+  for db in keystone glance placement nova_api nova nova_cell0 neutron; do
+    sql+="CREATE DATABASE IF NOT EXISTS $db CHARACTER SET utf8mb4;"
+  done
+  for db in keystone glance placement nova_api nova neutron; do
+    sql+="CREATE USER IF NOT EXISTS '$db'@'127.0.0.1' IDENTIFIED BY '$OS_DB_PASSWORD';"
+  done
+  sql+="GRANT ALL ON keystone.* TO 'keystone'@'127.0.0.1'; GRANT ALL ON glance.* TO 'glance'@'127.0.0.1';"
+  sql+="GRANT ALL ON placement.* TO 'placement'@'127.0.0.1'; GRANT ALL ON neutron.* TO 'neutron'@'127.0.0.1';"
+  sql+="GRANT ALL ON nova_api.* TO 'nova_api'@'127.0.0.1'; GRANT ALL ON nova.* TO 'nova'@'127.0.0.1';"
+  sql+="GRANT ALL ON nova_cell0.* TO 'nova'@'127.0.0.1'; GRANT ALL ON nova_api.* TO 'nova'@'127.0.0.1';"
+  mariadb --socket="$OS_RUN/mysqld.sock" -e "$sql"
+}
+
+start_rabbitmq() {
+  os_start epmd epmd -address "$OS_HOST" -port "$PORT_EPMD"
+  os_wait "epmd" 20 epmd -names
+  mkdir -p "$OS_LIB/rabbitmq" "$OS_LOGS/rabbitmq"
+  # Runs as root with its data under our state; Erlang distribution on loopback only.
+  os_start rabbitmq env HOME="$OS_LIB/rabbitmq" \
+    RABBITMQ_NODENAME=rabbit@localhost \
+    RABBITMQ_CONFIG_FILE="$OS_ETC/rabbitmq/rabbitmq.conf" \
+    RABBITMQ_MNESIA_BASE="$OS_LIB/rabbitmq/mnesia" \
+    RABBITMQ_LOG_BASE="$OS_LOGS/rabbitmq" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$OS_ETC/rabbitmq/enabled_plugins" \
+    RABBITMQ_DIST_PORT="$PORT_RABBIT_DIST" \
+    ERL_EPMD_ADDRESS="$OS_HOST" \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+    /usr/lib/rabbitmq/bin/rabbitmq-server
+}
+
+rabbitmqctl_() { HOME="$OS_LIB/rabbitmq" ERL_EPMD_ADDRESS="$OS_HOST" /usr/lib/rabbitmq/bin/rabbitmqctl -n rabbit@localhost "$@"; }
+
+configure_rabbitmq() {
+  os_wait "RabbitMQ" 120 rabbitmqctl_ await_startup
+  if ! rabbitmqctl_ list_users 2>/dev/null | grep -q '^openstack\b'; then
+    rabbitmqctl_ add_user openstack "$OS_RABBIT_PASSWORD" >/dev/null
+  fi
+  rabbitmqctl_ set_permissions -p / openstack '.*' '.*' '.*' >/dev/null
+}
+
+# db_sync NAME COMMAND...: runs a schema migration once per installed release.
+db_sync() {
+  local name=$1 marker="$OS_LIB/db-synced/$1-$OPENSTACK_RELEASE"; shift
+  [ -f "$marker" ] && return 0
+  log "migrating the $name database"
+  "$@" >>"$OS_LOGS/db-sync-$name.log" 2>&1 || die "$name database migration failed: see $OS_LOGS/db-sync-$name.log"
+  mkdir -p "$OS_LIB/db-synced"
+  touch "$marker"
+}
+
+# gunicorn_start NAME PORT MODULE [ENV=VALUE...]: one WSGI API on loopback.
+gunicorn_start() {
+  local name=$1 port=$2 module=$3; shift 3
+  os_start "$name" env "$@" "$OS_BIN/gunicorn" --pythonpath "$OS_DIR/py" --bind "$OS_HOST:$port" \
+    --workers 1 --threads 8 --timeout 300 --graceful-timeout 5 --access-logfile - --name "$name" \
+    "wsgi:load('$module')"
+}
+
+start_keystone() {
+  local conf="$OS_ETC/keystone/keystone.conf"
+  db_sync keystone keystone-manage --config-file "$conf" db_sync
+  if [ ! -d "$OS_LIB/keystone/fernet-keys" ]; then
+    mkdir -p "$OS_LIB/keystone"
+    keystone-manage --config-file "$conf" fernet_setup --keystone-user root --keystone-group root
+    keystone-manage --config-file "$conf" credential_setup --keystone-user root --keystone-group root
+  fi
+  local marker="$OS_LIB/db-synced/keystone-bootstrap"
+  if [ ! -f "$marker" ]; then
+    keystone-manage --config-file "$conf" bootstrap --bootstrap-password "$OS_PASSWORD" \
+      --bootstrap-admin-url "http://$OS_HOST:$PORT_KEYSTONE/v3" \
+      --bootstrap-internal-url "http://$OS_HOST:$PORT_KEYSTONE/v3" \
+      --bootstrap-public-url "http://$OS_HOST:$PORT_KEYSTONE/v3" \
+      --bootstrap-region-id RegionOne >>"$OS_LOGS/keystone-bootstrap.log" 2>&1
+    touch "$marker"
+  fi
+  gunicorn_start keystone "$PORT_KEYSTONE" keystone.wsgi.api \
+    OS_KEYSTONE_CONFIG_DIR="$OS_ETC/keystone" OS_KEYSTONE_CONFIG_FILES=keystone.conf
+}
+
+start_glance() {
+  db_sync glance glance-manage --config-file "$OS_ETC/glance/glance-api.conf" db_sync
+  gunicorn_start glance "$PORT_GLANCE" glance.wsgi.api OS_GLANCE_CONFIG_DIR="$OS_ETC/glance"
+}
+
+start_placement() {
+  db_sync placement placement-manage --config-file "$OS_ETC/placement/placement.conf" db sync
+  gunicorn_start placement "$PORT_PLACEMENT" placement.wsgi.api OS_PLACEMENT_CONFIG_DIR="$OS_ETC/placement"
+}
+
+start_nova_control() {
+  local conf="$OS_ETC/nova/nova.conf"
+  db_sync nova-api nova-manage --config-file "$conf" api_db sync
+  db_sync nova-cells sh -c "nova-manage --config-file '$conf' cell_v2 map_cell0 &&
+    (nova-manage --config-file '$conf' cell_v2 list_cells | grep -q ' cell1 ' ||
+     nova-manage --config-file '$conf' cell_v2 create_cell --name cell1)"
+  db_sync nova nova-manage --config-file "$conf" db sync
+  gunicorn_start nova-api "$PORT_NOVA" nova.wsgi.osapi_compute \
+    OS_NOVA_CONFIG_DIR="$OS_ETC/nova" OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf"
+  os_start nova-conductor nova-conductor --config-file "$conf" --log-file "$OS_LOGS/nova-conductor.log"
+  os_start nova-scheduler nova-scheduler --config-file "$conf" --log-file "$OS_LOGS/nova-scheduler.log"
+}
+
+start_neutron() {
+  local conf=(--config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini")
+  db_sync neutron neutron-db-manage "${conf[@]}" upgrade head
+  gunicorn_start neutron-api "$PORT_NEUTRON" neutron.wsgi.api \
+    OS_NEUTRON_CONFIG_DIR="$OS_ETC/neutron" OS_NEUTRON_CONFIG_FILES="neutron.conf;plugins/ml2/ml2_conf.ini"
+  os_start neutron-rpc neutron-rpc-server "${conf[@]}" --log-file "$OS_LOGS/neutron-rpc.log"
+}
+
+start_libvirt() {
+  mkdir -p /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt /run/libvirt
+  os_start libvirtd libvirtd --config "$OS_ETC/libvirt/libvirtd.conf"
+  os_wait "libvirtd" 60 virsh -c qemu:///system version
+}
+
+start_computes() {
+  local conf="$OS_ETC/nova/nova.conf" host
+  os_start nova-compute-fake nova-compute --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-fake.conf"
+  os_start nova-compute-qemu nova-compute --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-qemu.conf"
+  # One macvtap agent per compute host name: ML2 binds a port only for a host with a live agent.
+  for host in "$OS_FAKE_HOST" "$OS_LIBVIRT_HOST"; do
+    os_start "neutron-macvtap-$host" "$OS_BIN/python3" "$OS_DIR/py/macvtap_agent.py" \
+      --config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini" \
+      --config-file "$OS_ETC/neutron/macvtap-$host.ini" --log-file "$OS_LOGS/neutron-macvtap-$host.log"
+  done
+}
+
+start_toxiproxy() {
+  [ -x "$TOXIPROXY_BIN/server" ] || die "toxiproxy is not built: hack/build-binaries.sh toxiproxy"
+  os_start toxiproxy "$TOXIPROXY_BIN/server" -host "$OS_HOST" -port "$PORT_TOXIPROXY" \
+    -config "$OS_ETC/toxiproxy/proxies.json"
+}
+
+# bootstrap PHASE: py/bootstrap.py with the settings of lib.sh. Names carry an NSP_ prefix because
+# openstacksdk reads OS_* variables as credentials.
+bootstrap() {
+  local v args=()
+  for v in OS_HOST PORT_KEYSTONE PORT_GLANCE PORT_PLACEMENT PORT_NOVA PORT_NEUTRON PORT_NOVA_PROXY \
+    PORT_NEUTRON_PROXY OS_STATE OS_ETC OS_LOGS OS_IMAGES OS_PASSWORD OS_SERVICE_PASSWORD OS_CLOUDS_YAML \
+    OS_ADMIN_CLOUDS_YAML OS_SECRET_YAML OS_FAKE_HOST OS_LIBVIRT_HOST OS_FAKE_AZ OS_LIBVIRT_AZ OS_NET_CIDR \
+    OS_NET_GATEWAY OS_NET_POOL_START OS_NET_POOL_END; do
+    args+=("NSP_$v=${!v}")
+  done
+  env "${args[@]}" "$OS_BIN/python3" "$OS_DIR/py/bootstrap.py" "$1"
+}
+
+setup_network
+start_mariadb
+start_rabbitmq
+start_toxiproxy
+start_keystone
+start_libvirt
+os_wait "Keystone" 120 os_http_up "http://$OS_HOST:$PORT_KEYSTONE/v3"
+# Services, endpoints, users and roles first: every other service authenticates against them.
+bootstrap identity
+configure_rabbitmq
+start_glance
+start_placement
+start_neutron
+start_nova_control
+os_wait "Placement" 120 os_http_up "http://$OS_HOST:$PORT_PLACEMENT/"
+os_wait "Neutron API" 180 os_http_up "http://$OS_HOST:$PORT_NEUTRON/"
+start_computes
+os_wait "Nova API" 180 os_http_up "http://$OS_HOST:$PORT_NOVA/"
+os_wait "Glance" 120 os_http_up "http://$OS_HOST:$PORT_GLANCE/versions"
+# Compute hosts, agents, cells, zones, flavors, network, images, quotas, nestplane's credential.
+bootstrap resources
+log "OpenStack is up in $((SECONDS - start_time))s; clouds.yaml: $OS_CLOUDS_YAML (cloud 'nestplane'), admin: $OS_ADMIN_CLOUDS_YAML"
