@@ -21,17 +21,25 @@ BUSYBOX_VERSION="$(dpkg-query -W -f='${Version}' busybox-static | sed 's/^1://; 
 BUSYBOX_IMAGE="docker.io/library/busybox:$BUSYBOX_VERSION"
 SMOKE_IMAGE="nestplane.local/smoke:dev"
 
-# image NAME ARGS...: build the archive (if absent) and import it (if absent).
+# image NAME ARGS...: build the archive (if absent) and import it (if containerd does not have
+# this very build). Archives are keyed by their arguments, which name resolved input paths, so a
+# rebuilt input (e.g. our own smoke binary) gives a new archive under the same image name.
 image() {
   local name=$1; shift
-  local archive="$ARCHIVES/$(echo "$name" | tr '/:' '__').tar"
+  local base key archive marker
+  base="$ARCHIVES/$(echo "$name" | tr '/:' '__')"
+  key="$(printf '%s\n' "$@" | sha256sum | cut -c1-12)"
+  archive="$base-$key.tar"
+  marker="$base.imported"
   mkdir -p "$ARCHIVES"
   if [ ! -f "$archive" ]; then
     python3 "$OCI" --name "$name" --out "$archive.tmp" "$@"
     mv "$archive.tmp" "$archive"
   fi
-  if ! "${CTR[@]}" images ls -q "name==$name" | grep -qx "$name"; then
-    "${CTR[@]}" images import --no-unpack=false "$archive" >/dev/null
+  if [ "$(cat "$marker" 2>/dev/null)" != "$key" ] \
+    || ! "${CTR[@]}" images ls -q "name==$name" | grep -qx "$name"; then
+    "${CTR[@]}" images import "$archive" >/dev/null
+    echo "$key" >"$marker"
     log "imported $name"
   fi
 }
@@ -63,10 +71,10 @@ image "registry.k8s.io/kube-proxy:$KUBERNETES_VERSION" \
 image "$ETCD_IMAGE" --file "$ETCD_BIN/etcd:/usr/local/bin/etcd" \
   --file "$ETCD_BIN/etcdctl:/usr/local/bin/etcdctl" --dir /var/lib/etcd --entrypoint /usr/local/bin/etcd
 image "$COREDNS_IMAGE" --file "$COREDNS_BIN/coredns:/coredns" --entrypoint /coredns
-image "$PAUSE_IMAGE" --file "$NESTPLANE_CACHE/pause-current/bin/pause:/pause" --entrypoint /pause
+image "$PAUSE_IMAGE" --file "$(readlink -f "$NESTPLANE_CACHE/pause-current")/bin/pause:/pause" --entrypoint /pause
 image "$LPP_IMAGE" --file "$LPP_BIN/local-path-provisioner:/usr/bin/local-path-provisioner" \
   --dir /tmp --cmd local-path-provisioner
 # shellcheck disable=SC2046
 image "$BUSYBOX_IMAGE" --file /bin/busybox:/bin/busybox $(busybox_links) --dir /tmp --cmd sh
-image "$SMOKE_IMAGE" --file "$NESTPLANE_CACHE/smoke-current/bin/smoke:/usr/local/bin/smoke" \
+image "$SMOKE_IMAGE" --file "$(readlink -f "$NESTPLANE_CACHE/smoke-current")/bin/smoke:/usr/local/bin/smoke" \
   --entrypoint /usr/local/bin/smoke

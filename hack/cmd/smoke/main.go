@@ -50,27 +50,45 @@ func serve() {
 	waitForTermination()
 }
 
+// fetch retries for up to 30 seconds: a new Service's DNS record and proxy rules take
+// a moment to appear, as they do for any client.
 func fetch(raw string) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		log.Fatalf("bad URL %q: %v", raw, err)
 	}
-	addrs, err := net.LookupHost(u.Hostname())
-	if err != nil {
-		log.Fatalf("resolve %s: %v", u.Hostname(), err)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := fetchOnce(u.Hostname(), raw)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			log.Fatal(err)
+		}
+		log.Printf("retrying: %v", err)
+		time.Sleep(time.Second)
 	}
-	fmt.Printf("resolved %s to %v\n", u.Hostname(), addrs)
+}
+
+func fetchOnce(host, raw string) error {
+	addrs, err := net.LookupHost(host)
+	if err != nil {
+		return fmt.Errorf("resolve %s: %w", host, err)
+	}
+	fmt.Printf("resolved %s to %v\n", host, addrs)
 	client := &http.Client{Timeout: 10 * time.Second}
 	resp, err := client.Get(raw)
 	if err != nil {
-		log.Fatalf("GET %s: %v", raw, err)
+		return fmt.Errorf("GET %s: %w", raw, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	fmt.Printf("status %d body %s", resp.StatusCode, body)
 	if resp.StatusCode != http.StatusOK {
-		os.Exit(1)
+		return fmt.Errorf("GET %s: status %d", raw, resp.StatusCode)
 	}
+	fmt.Printf("status %d body %s", resp.StatusCode, body)
+	return nil
 }
 
 func keep(path string) {
