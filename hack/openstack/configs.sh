@@ -156,8 +156,6 @@ workers = 1
 [scheduler]
 workers = 1
 discover_hosts_in_cells_interval = -1
-[filter_scheduler]
-enabled_filters = AvailabilityZoneFilter,ComputeFilter,ComputeCapabilitiesFilter,ImagePropertiesFilter
 $(authtoken nova)
 $(service_auth placement nova)
 $(service_auth neutron nova)

@@ -92,7 +92,7 @@ db_sync() {
 gunicorn_start() {
   local name=$1 port=$2 module=$3; shift 3
   os_start "$name" env "$@" "$OS_BIN/gunicorn" --pythonpath "$OS_DIR/py" --bind "$OS_HOST:$port" \
-    --workers 1 --threads 8 --timeout 300 --graceful-timeout 5 --access-logfile - --name "$name" \
+    --workers 1 --threads 8 --timeout 300 --graceful-timeout 5 --keep-alive 300 --access-logfile - --name "$name" \
     "wsgi:load('$module')"
 }
 
