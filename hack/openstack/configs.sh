@@ -125,7 +125,7 @@ EOF
 
 # Nova: one nova.conf for the API and the cell services, and one per compute host on top of it.
 write_nova_config() {
-  mkdir -p "$OS_ETC/nova" "$OS_LIB/nova"
+  mkdir -p "$OS_ETC/nova" "$OS_LIB/nova/compute-fake/instances" "$OS_LIB/nova/compute-qemu/instances"
   cp "$OS_VENV/etc/nova/api-paste.ini" "$OS_ETC/nova/"
   cat >"$OS_ETC/nova/nova.conf" <<EOF
 [DEFAULT]
@@ -189,14 +189,17 @@ EOF
 [DEFAULT]
 host = $OS_FAKE_HOST
 compute_driver = fake.FakeDriver
-instances_path = $OS_LIB/nova/instances-fake
+# Each compute service keeps its node identity (compute_id) in its own state_path.
+state_path = $OS_LIB/nova/compute-fake
+instances_path = $OS_LIB/nova/compute-fake/instances
 log_file = $OS_LOGS/nova-compute-fake.log
 EOF
   cat >"$OS_ETC/nova/nova-compute-qemu.conf" <<EOF
 [DEFAULT]
 host = $OS_LIBVIRT_HOST
 compute_driver = libvirt.LibvirtDriver
-instances_path = $OS_LIB/nova/instances-qemu
+state_path = $OS_LIB/nova/compute-qemu
+instances_path = $OS_LIB/nova/compute-qemu/instances
 log_file = $OS_LOGS/nova-compute-qemu.log
 # Leave most of the machine to the management cluster.
 reserved_host_memory_mb = 16384
