@@ -141,6 +141,10 @@ instance_usage_audit = false
 heal_instance_info_cache_interval = -1
 [api]
 auth_strategy = keystone
+[workarounds]
+# Privileged helpers run as plain `sudo privsep-helper` (the shim in $OS_STATE/bin), not through
+# rootwrap, whose filters only accept configuration files under /etc.
+disable_rootwrap = true
 [wsgi]
 api_paste_config = $OS_ETC/nova/api-paste.ini
 [api_database]
@@ -202,7 +206,7 @@ state_path = $OS_LIB/nova/compute-qemu
 instances_path = $OS_LIB/nova/compute-qemu/instances
 log_file = $OS_LOGS/nova-compute-qemu.log
 # Leave most of the machine to the management cluster.
-reserved_host_memory_mb = 16384
+reserved_host_memory_mb = 4096
 reserved_host_cpus = 0
 initial_cpu_allocation_ratio = 8.0
 initial_ram_allocation_ratio = 1.0

@@ -129,10 +129,13 @@ def compute_hosts(conn):
         if host not in (agg.hosts or []):
             conn.compute.add_host_to_aggregate(agg, host)
 
-    def hypervisors():
-        return len(list(conn.compute.hypervisors())) >= 2
+    def inventories():
+        providers = list(conn.placement.resource_providers())
+        return len(providers) >= 2 and all(
+            list(conn.placement.resource_provider_inventories(p)) for p in providers)
 
-    wait("both hypervisors", 120, hypervisors)
+    # A compute host whose inventory placement refuses never gets a server: fail here, not in a test.
+    wait("both compute hosts' inventories in placement", 180, inventories)
 
 
 def flavors(conn):
@@ -201,7 +204,7 @@ def application_credentials(conn):
             user_conn = openstack.connect(
                 auth_url=KEYSTONE, username="nestplane", password=USER_PASSWORD, project_name=project,
                 user_domain_name="Default", project_domain_name="Default", region_name=REGION)
-            user = user_conn.identity.find_user("nestplane")
+            user = user_conn.current_user_id
             name = f"nestplane-e2e-{project}"
             for old in user_conn.identity.application_credentials(user):
                 if old.name == name:
