@@ -156,7 +156,11 @@ start_libvirt() {
 
 start_computes() {
   local conf="$OS_ETC/nova/nova.conf" host
-  os_start nova-compute-fake nova-compute --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-fake.conf"
+  # The fake driver never writes the node identity file that Nova insists on finding from its
+  # second start on, and names its node with a random UUID (py/nova_compute_fake.py fixes that).
+  local identity="$OS_LIB/nova/compute-fake/compute_id"
+  [ -s "$identity" ] || cat /proc/sys/kernel/random/uuid >"$identity"
+  os_start nova-compute-fake "$OS_BIN/python3" "$OS_DIR/py/nova_compute_fake.py" --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-fake.conf"
   os_start nova-compute-qemu nova-compute --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-qemu.conf"
   # One macvtap agent per compute host name: ML2 binds a port only for a host with a live agent.
   for host in "$OS_FAKE_HOST" "$OS_LIBVIRT_HOST"; do
