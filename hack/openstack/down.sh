@@ -9,6 +9,13 @@ if os_running libvirtd; then
   for dom in $(virsh -c qemu:///system list --name 2>/dev/null | grep '^instance-' || true); do
     virsh -c qemu:///system destroy "$dom" >/dev/null 2>&1 || true
   done
+  # libvirt keeps domain definitions in /etc/libvirt/qemu; a wiped Nova must not find them again.
+  if [ "${WIPE:-0}" = 1 ]; then
+    for dom in $(virsh -c qemu:///system list --all --name 2>/dev/null | grep '^instance-' || true); do
+      virsh -c qemu:///system undefine --nvram "$dom" >/dev/null 2>&1 ||
+        virsh -c qemu:///system undefine "$dom" >/dev/null 2>&1 || true
+    done
+  fi
 fi
 for name in neutron-macvtap-$OS_LIBVIRT_HOST neutron-macvtap-$OS_FAKE_HOST nova-compute-qemu nova-compute-fake \
   nova-scheduler nova-conductor nova-api neutron-rpc neutron-api placement glance keystone libvirtd \

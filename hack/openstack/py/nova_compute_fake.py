@@ -8,7 +8,10 @@ create its node again and refuse to start. Here the sentinel is a UUID derived f
 import sys
 import uuid
 
-from nova.virt import fake
+# First: nova.cmd.compute sets up Nova's threading backend and must come before any other import.
+from nova.cmd.compute import main  # isort: skip
+
+from nova.virt import fake  # noqa: E402
 
 _NAMESPACE = uuid.UUID("6b0b8a5e-6f3c-4d7e-9d2a-1f0c6e1b6a40")
 
@@ -21,8 +24,6 @@ class _StableSentinels:
 
 
 fake.uuids = _StableSentinels()
-
-from nova.cmd.compute import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())
