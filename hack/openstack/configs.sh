@@ -235,7 +235,7 @@ notify_nova_on_port_status_changes = true
 notify_nova_on_port_data_changes = true
 api_workers = 1
 rpc_workers = 1
-rpc_state_report_workers = 1
+rpc_state_report_workers = 0
 [database]
 connection = $(os_db_url neutron)
 $(authtoken neutron)
