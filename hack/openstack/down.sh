@@ -17,11 +17,11 @@ if os_running libvirtd; then
     done
   fi
 fi
-for name in neutron-macvtap-$OS_LIBVIRT_HOST neutron-macvtap-$OS_FAKE_HOST nova-compute-qemu nova-compute-fake \
-  nova-scheduler nova-conductor nova-api neutron-rpc neutron-api placement glance keystone libvirtd \
-  toxiproxy rabbitmq epmd mariadb; do
-  os_stop "$name"
-done
+# OpenStack services first, all at once; then what they depend on.
+os_stop_all "neutron-macvtap-$OS_LIBVIRT_HOST" "neutron-macvtap-$OS_FAKE_HOST" nova-compute-qemu nova-compute-fake \
+  nova-scheduler nova-conductor nova-api neutron-rpc neutron-api placement glance keystone
+os_stop_all libvirtd toxiproxy rabbitmq
+os_stop_all epmd mariadb
 # Anything left with a PID file is something an older version of these scripts started.
 for pidfile in "$OS_RUN"/*.pid; do
   [ -e "$pidfile" ] || continue

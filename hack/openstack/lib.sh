@@ -99,6 +99,34 @@ os_stop() {
   rm -f "$pidfile"
 }
 
+# os_stop_all NAME...: os_stop for several daemons at once (TERM all, then wait, then KILL).
+os_stop_all() {
+  local name pid pids=() names=()
+  for name in "$@"; do
+    [ -f "$(os_pidfile "$name")" ] || continue
+    pid="$(cat "$(os_pidfile "$name")")"
+    if kill -TERM -- "-$pid" 2>/dev/null; then
+      pids+=("$pid")
+      names+=("$name")
+    fi
+    rm -f "$(os_pidfile "$name")"
+  done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  local deadline=$((SECONDS + 20)) alive
+  while :; do
+    alive=0
+    for pid in "${pids[@]}"; do
+      kill -0 -- "-$pid" 2>/dev/null && alive=1
+    done
+    [ $alive -eq 1 ] && [ $SECONDS -lt $deadline ] || break
+    sleep 0.5
+  done
+  for pid in "${pids[@]}"; do
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+  log "stopped ${names[*]}"
+}
+
 # os_wait DESCRIPTION TIMEOUT_SECONDS COMMAND...: polls COMMAND every second.
 os_wait() {
   local what=$1 timeout=$2; shift 2
