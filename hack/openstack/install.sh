@@ -30,7 +30,9 @@ install_debian_packages() {
   if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
     apt-get update -qq
   fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Another script may hold the dpkg lock (hack/install-packages.sh): wait for it.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 \
+    "${missing[@]}" >/dev/null
   [ $had_policy -eq 1 ] || rm -f /usr/sbin/policy-rc.d
 }
 
