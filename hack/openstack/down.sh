@@ -30,5 +30,6 @@ done
 if [ "${WIPE:-0}" = 1 ]; then
   log "wiping $OS_STATE"
   ip link del "$OS_VETH_HOST" 2>/dev/null || true
+  nft delete table inet nestplane_openstack 2>/dev/null || true
   rm -rf "$OS_STATE"
 fi

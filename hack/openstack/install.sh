@@ -10,7 +10,7 @@ packages=(
   mariadb-server rabbitmq-server
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils genisoimage
   python3 python3-venv python3-dev libvirt-dev pkg-config gcc
-  iproute2 curl ca-certificates procps
+  iproute2 nftables curl ca-certificates procps
 )
 
 install_debian_packages() {

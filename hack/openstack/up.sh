@@ -26,6 +26,22 @@ setup_network() {
   ip addr replace "$OS_NET_GATEWAY/${OS_NET_CIDR#*/}" dev "$OS_VETH_HOST"
   ip link set "$OS_VETH_HOST" up
   ip link set "$OS_VETH_PHYS" up
+  # This machine forwards packets (the management cluster needs it) and has a default route, so
+  # guests could reach beyond it through their gateway. Our own nftables table keeps them on the
+  # machine: they may talk to the host itself and to the management cluster's pods and Services.
+  nft -f - <<NFT
+table inet nestplane_openstack
+delete table inet nestplane_openstack
+table inet nestplane_openstack {
+  chain forward {
+    type filter hook forward priority filter - 10; policy accept;
+    iifname "$OS_VETH_HOST" ip daddr != { 10.244.0.0/16, 10.96.0.0/12 } drop
+    oifname "$OS_VETH_HOST" ip saddr != { 10.244.0.0/16, 10.96.0.0/12 } drop
+    iifname "$OS_VETH_HOST" meta nfproto ipv6 drop
+    oifname "$OS_VETH_HOST" meta nfproto ipv6 drop
+  }
+}
+NFT
 }
 
 start_mariadb() {
