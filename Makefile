@@ -55,8 +55,11 @@ test: lint binaries unit up e2e ## Every test: lint, unit (with the built binari
 smoke: ## The management-cluster smoke test only
 	$(CARGO) test -p nestplane-e2e --test cluster_smoke -- --nocapture
 
-e2e: ## Integration and e2e tests against the running management cluster
+e2e: ## Integration and e2e tests against the running management cluster and the test cloud
 	$(CARGO) test -p nestplane-e2e -- --test-threads=2
+
+# openstack-up, openstack-down, test-openstack; makes e2e start the cloud first.
+include hack/openstack/openstack.mk
 
 
 ##@ Benchmarks

@@ -1,59 +1,82 @@
-# Background daemons without an init system: each runs under a small supervisor loop
-# in its own session (so one kill of the process group stops it and its children),
-# logs to $NESTPLANE_STATE/logs/<name>.log, and is known by $NESTPLANE_STATE/run/<name>.pid.
+# Background daemons without an init system. Each runs in its own session (setsid), so one kill
+# of the process group stops it and its children; it logs to $DAEMON_LOG_DIR/<name>.log and is
+# known by $DAEMON_RUN_DIR/<name>.pid. By default a small supervisor loop restarts it when it
+# exits; DAEMON_SUPERVISE=0 runs it once (the OpenStack cloud does, so a crash stays visible).
+DAEMON_RUN_DIR="${DAEMON_RUN_DIR:-$NESTPLANE_STATE/run}"
+DAEMON_LOG_DIR="${DAEMON_LOG_DIR:-$NESTPLANE_STATE/logs}"
+DAEMON_SUPERVISE="${DAEMON_SUPERVISE:-1}"
+DAEMON_STOP_TIMEOUT="${DAEMON_STOP_TIMEOUT:-15}"
 
-daemon_pidfile() { echo "$NESTPLANE_STATE/run/$1.pid"; }
+daemon_pidfile() { echo "$DAEMON_RUN_DIR/$1.pid"; }
 
 daemon_running() {
   local pidfile; pidfile="$(daemon_pidfile "$1")"
   [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
 }
 
-# daemon_start NAME COMMAND...: restarts COMMAND one second after it exits, until stopped.
+# daemon_start NAME COMMAND...: starts COMMAND unless NAME already runs.
 daemon_start() {
   local name=$1; shift
-  mkdir -p "$NESTPLANE_STATE/run" "$NESTPLANE_STATE/logs"
+  mkdir -p "$DAEMON_RUN_DIR" "$DAEMON_LOG_DIR"
   if daemon_running "$name"; then
     log "$name already running (pid $(cat "$(daemon_pidfile "$name")"))"
     return 0
   fi
-  local logfile="$NESTPLANE_STATE/logs/$name.log"
-  # setsid makes the supervisor a process-group leader: its PID is the group to kill.
-  setsid bash -c '
-    trap "exit 0" TERM INT
-    while true; do
-      "$@" &
-      wait $! || true
-      echo "[supervisor] $(date +%T) exited; restarting in 1s"
-      sleep 1
-    done' "$name" "$@" >>"$logfile" 2>&1 </dev/null &
+  local logfile="$DAEMON_LOG_DIR/$name.log"
+  if [ "$DAEMON_SUPERVISE" = 1 ]; then
+    # The supervisor restarts COMMAND one second after it exits, until stopped.
+    setsid bash -c '
+      trap "exit 0" TERM INT
+      while true; do
+        "$@" &
+        wait $! || true
+        echo "[supervisor] $(date +%T) exited; restarting in 1s"
+        sleep 1
+      done' "$name" "$@" >>"$logfile" 2>&1 </dev/null &
+  else
+    setsid "$@" >>"$logfile" 2>&1 </dev/null &
+  fi
+  # setsid made it a process-group leader: its PID is the group to kill.
   echo $! >"$(daemon_pidfile "$name")"
   log "started $name (pid $!, log $logfile)"
 }
 
-# daemon_stop NAME: TERM the process group, then KILL what is left after 15 seconds.
+# daemon_stop NAME...: TERM each process group at once, KILL what is left after
+# $DAEMON_STOP_TIMEOUT seconds, and remove the PID files.
 daemon_stop() {
-  local name=$1 pidfile; pidfile="$(daemon_pidfile "$name")"
-  [ -f "$pidfile" ] || return 0
-  local pid; pid="$(cat "$pidfile")"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 1 30); do
-      kill -0 -- "-$pid" 2>/dev/null || break
-      sleep 0.5
+  local name pidfile pid pids=() names=()
+  for name in "$@"; do
+    pidfile="$(daemon_pidfile "$name")"
+    [ -f "$pidfile" ] || continue
+    pid="$(cat "$pidfile")"
+    if kill -TERM -- "-$pid" 2>/dev/null; then
+      pids+=("$pid")
+      names+=("$name")
+    fi
+    rm -f "$pidfile"
+  done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  local deadline=$((SECONDS + DAEMON_STOP_TIMEOUT)) alive
+  while :; do
+    alive=0
+    for pid in "${pids[@]}"; do
+      kill -0 -- "-$pid" 2>/dev/null && alive=1
     done
+    [ $alive -eq 1 ] && [ $SECONDS -lt $deadline ] || break
+    sleep 0.5
+  done
+  for pid in "${pids[@]}"; do
     kill -KILL -- "-$pid" 2>/dev/null || true
-    log "stopped $name (pid $pid)"
-  fi
-  rm -f "$pidfile"
+  done
+  log "stopped ${names[*]}"
 }
 
-# wait_for DESCRIPTION TIMEOUT_SECONDS COMMAND...: polls COMMAND every 2 seconds.
+# wait_for DESCRIPTION TIMEOUT_SECONDS COMMAND...: polls COMMAND every $WAIT_INTERVAL seconds (2).
 wait_for() {
   local what=$1 timeout=$2; shift 2
   local deadline=$((SECONDS + timeout))
   until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "timed out after ${timeout}s waiting for $what"
-    sleep 2
+    [ $SECONDS -lt $deadline ] || die "timed out after ${timeout}s waiting for $what${WAIT_HINT:+ ($WAIT_HINT)}"
+    sleep "${WAIT_INTERVAL:-2}"
   done
 }

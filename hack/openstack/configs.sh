@@ -142,7 +142,7 @@ heal_instance_info_cache_interval = -1
 [api]
 auth_strategy = keystone
 [workarounds]
-# Privileged helpers run as plain `sudo privsep-helper` (the shim in $OS_STATE/bin), not through
+# Privileged helpers run as plain "sudo privsep-helper" (the shim in $OS_STATE/bin), not through
 # rootwrap, whose filters only accept configuration files under /etc.
 disable_rootwrap = true
 [wsgi]

@@ -5,7 +5,7 @@
 # WIPE=1 also deletes it (databases, images, instances, credentials) and the veth pair.
 . "$(dirname "$0")/lib.sh"
 
-if os_running libvirtd; then
+if daemon_running libvirtd; then
   for dom in $(virsh -c qemu:///system list --name 2>/dev/null | grep '^instance-' || true); do
     virsh -c qemu:///system destroy "$dom" >/dev/null 2>&1 || true
   done
@@ -18,14 +18,14 @@ if os_running libvirtd; then
   fi
 fi
 # OpenStack services first, all at once; then what they depend on.
-os_stop_all "neutron-macvtap-$OS_LIBVIRT_HOST" "neutron-macvtap-$OS_FAKE_HOST" nova-compute-qemu nova-compute-fake \
+daemon_stop "neutron-macvtap-$OS_LIBVIRT_HOST" "neutron-macvtap-$OS_FAKE_HOST" nova-compute-qemu nova-compute-fake \
   nova-scheduler nova-conductor nova-api neutron-rpc neutron-api placement glance keystone
-os_stop_all libvirtd toxiproxy rabbitmq
-os_stop_all epmd mariadb
+daemon_stop libvirtd toxiproxy rabbitmq
+daemon_stop epmd mariadb
 # Anything left with a PID file is something an older version of these scripts started.
 for pidfile in "$OS_RUN"/*.pid; do
   [ -e "$pidfile" ] || continue
-  os_stop "$(basename "$pidfile" .pid)"
+  daemon_stop "$(basename "$pidfile" .pid)"
 done
 if [ "${WIPE:-0}" = 1 ]; then
   log "wiping $OS_STATE"

@@ -60,81 +60,15 @@ OS_TRANSPORT_URL="rabbit://openstack:$OS_RABBIT_PASSWORD@$OS_HOST:$PORT_RABBIT/"
 os_db_url() { echo "mysql+pymysql://$1:$OS_DB_PASSWORD@$OS_HOST:$PORT_MARIADB/$1?charset=utf8mb4"; }
 
 # --- background processes -----------------------------------------------------------
-# Each daemon runs in its own session (setsid), so killing its process group stops it
-# and every child. PID files live in $OS_RUN, logs in $OS_LOGS.
-
-os_pidfile() { echo "$OS_RUN/$1.pid"; }
-
-os_running() {
-  local pidfile; pidfile="$(os_pidfile "$1")"
-  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
-}
-
-# os_start NAME COMMAND...: starts COMMAND in a new session unless NAME already runs.
-os_start() {
-  local name=$1; shift
-  mkdir -p "$OS_RUN" "$OS_LOGS"
-  if os_running "$name"; then
-    return 0
-  fi
-  setsid "$@" >>"$OS_LOGS/$name.log" 2>&1 </dev/null &
-  echo $! >"$(os_pidfile "$name")"
-  log "started $name (pid $!)"
-}
-
-# os_stop NAME: TERM the process group, KILL what is left after 20 seconds.
-os_stop() {
-  local name=$1 pidfile; pidfile="$(os_pidfile "$1")"
-  [ -f "$pidfile" ] || return 0
-  local pid; pid="$(cat "$pidfile")"
-  if kill -0 -- "-$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do
-      kill -0 -- "-$pid" 2>/dev/null || break
-      sleep 0.5
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    log "stopped $name (pid $pid)"
-  fi
-  rm -f "$pidfile"
-}
-
-# os_stop_all NAME...: os_stop for several daemons at once (TERM all, then wait, then KILL).
-os_stop_all() {
-  local name pid pids=() names=()
-  for name in "$@"; do
-    [ -f "$(os_pidfile "$name")" ] || continue
-    pid="$(cat "$(os_pidfile "$name")")"
-    if kill -TERM -- "-$pid" 2>/dev/null; then
-      pids+=("$pid")
-      names+=("$name")
-    fi
-    rm -f "$(os_pidfile "$name")"
-  done
-  [ ${#pids[@]} -gt 0 ] || return 0
-  local deadline=$((SECONDS + 20)) alive
-  while :; do
-    alive=0
-    for pid in "${pids[@]}"; do
-      kill -0 -- "-$pid" 2>/dev/null && alive=1
-    done
-    [ $alive -eq 1 ] && [ $SECONDS -lt $deadline ] || break
-    sleep 0.5
-  done
-  for pid in "${pids[@]}"; do
-    kill -KILL -- "-$pid" 2>/dev/null || true
-  done
-  log "stopped ${names[*]}"
-}
-
-# os_wait DESCRIPTION TIMEOUT_SECONDS COMMAND...: polls COMMAND every second.
-os_wait() {
-  local what=$1 timeout=$2; shift 2
-  local deadline=$((SECONDS + timeout))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || die "timed out after ${timeout}s waiting for $what (logs: $OS_LOGS)"
-    sleep 1
-  done
-}
+# hack/lib/daemon.sh, with the cloud's own PID and log directories. The cloud's daemons are not
+# restarted when they exit: a crash shows in `make openstack-status` and the logs.
+DAEMON_RUN_DIR="$OS_RUN"
+DAEMON_LOG_DIR="$OS_LOGS"
+DAEMON_SUPERVISE=0
+DAEMON_STOP_TIMEOUT=20
+WAIT_INTERVAL=1
+WAIT_HINT="logs: $OS_LOGS"
+# shellcheck source=../lib/daemon.sh
+. "$HACK_DIR/lib/daemon.sh"
 
 os_http_up() { curl -fsS -o /dev/null --max-time 2 "$1"; }

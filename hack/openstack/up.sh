@@ -51,8 +51,8 @@ start_mariadb() {
     mariadb-install-db --defaults-file="$OS_ETC/mariadb/my.cnf" --auth-root-authentication-method=socket \
       --skip-test-db >"$OS_LOGS/mariadb-install.log" 2>&1
   fi
-  os_start mariadb mariadbd --defaults-file="$OS_ETC/mariadb/my.cnf"
-  os_wait "MariaDB" 60 mariadb --socket="$OS_RUN/mysqld.sock" -e 'SELECT 1'
+  daemon_start mariadb mariadbd --defaults-file="$OS_ETC/mariadb/my.cnf"
+  wait_for "MariaDB" 60 mariadb --socket="$OS_RUN/mysqld.sock" -e 'SELECT 1'
   local db sql=""
   for db in keystone glance placement nova_api nova nova_cell0 neutron; do
     sql+="CREATE DATABASE IF NOT EXISTS $db CHARACTER SET utf8mb4;"
@@ -68,11 +68,11 @@ start_mariadb() {
 }
 
 start_rabbitmq() {
-  os_start epmd epmd -address "$OS_HOST" -port "$PORT_EPMD"
-  os_wait "epmd" 20 epmd -names
+  daemon_start epmd epmd -address "$OS_HOST" -port "$PORT_EPMD"
+  wait_for "epmd" 20 epmd -names
   mkdir -p "$OS_LIB/rabbitmq" "$OS_LOGS/rabbitmq"
   # Runs as root with its data under our state; Erlang distribution on loopback only.
-  os_start rabbitmq env HOME="$OS_LIB/rabbitmq" \
+  daemon_start rabbitmq env HOME="$OS_LIB/rabbitmq" \
     RABBITMQ_NODENAME=rabbit@localhost \
     RABBITMQ_CONFIG_FILE="$OS_ETC/rabbitmq/rabbitmq.conf" \
     RABBITMQ_MNESIA_BASE="$OS_LIB/rabbitmq/mnesia" \
@@ -87,7 +87,7 @@ start_rabbitmq() {
 rabbitmqctl_() { HOME="$OS_LIB/rabbitmq" ERL_EPMD_ADDRESS="$OS_HOST" /usr/lib/rabbitmq/bin/rabbitmqctl -n rabbit@localhost "$@"; }
 
 configure_rabbitmq() {
-  os_wait "RabbitMQ" 120 rabbitmqctl_ await_startup
+  wait_for "RabbitMQ" 120 rabbitmqctl_ await_startup
   if ! rabbitmqctl_ list_users 2>/dev/null | grep -q '^openstack\b'; then
     rabbitmqctl_ add_user openstack "$OS_RABBIT_PASSWORD" >/dev/null
   fi
@@ -107,7 +107,7 @@ db_sync() {
 # gunicorn_start NAME PORT MODULE [ENV=VALUE...]: one WSGI API on loopback.
 gunicorn_start() {
   local name=$1 port=$2 module=$3; shift 3
-  os_start "$name" env "$@" "$OS_BIN/gunicorn" --pythonpath "$OS_DIR/py" --bind "$OS_HOST:$port" \
+  daemon_start "$name" env "$@" "$OS_BIN/gunicorn" --pythonpath "$OS_DIR/py" --bind "$OS_HOST:$port" \
     --workers 1 --threads 8 --timeout 300 --graceful-timeout 5 --keep-alive 300 --access-logfile - --name "$name" \
     "wsgi:load('$module')"
 }
@@ -152,8 +152,8 @@ start_nova_control() {
   db_sync nova nova-manage --config-file "$conf" db sync
   gunicorn_start nova-api "$PORT_NOVA" nova.wsgi.osapi_compute \
     OS_NOVA_CONFIG_DIR="$OS_ETC/nova" OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf"
-  os_start nova-conductor nova-conductor --config-file "$conf" --log-file "$OS_LOGS/nova-conductor.log"
-  os_start nova-scheduler nova-scheduler --config-file "$conf" --log-file "$OS_LOGS/nova-scheduler.log"
+  daemon_start nova-conductor nova-conductor --config-file "$conf" --log-file "$OS_LOGS/nova-conductor.log"
+  daemon_start nova-scheduler nova-scheduler --config-file "$conf" --log-file "$OS_LOGS/nova-scheduler.log"
 }
 
 start_neutron() {
@@ -161,13 +161,13 @@ start_neutron() {
   db_sync neutron neutron-db-manage "${conf[@]}" upgrade head
   gunicorn_start neutron-api "$PORT_NEUTRON" neutron.wsgi.api \
     OS_NEUTRON_CONFIG_DIR="$OS_ETC/neutron" OS_NEUTRON_CONFIG_FILES="neutron.conf;plugins/ml2/ml2_conf.ini"
-  os_start neutron-rpc neutron-rpc-server "${conf[@]}" --log-file "$OS_LOGS/neutron-rpc.log"
+  daemon_start neutron-rpc neutron-rpc-server "${conf[@]}" --log-file "$OS_LOGS/neutron-rpc.log"
 }
 
 start_libvirt() {
   mkdir -p /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt /run/libvirt
-  os_start libvirtd libvirtd --config "$OS_ETC/libvirt/libvirtd.conf"
-  os_wait "libvirtd" 60 virsh -c qemu:///system version
+  daemon_start libvirtd libvirtd --config "$OS_ETC/libvirt/libvirtd.conf"
+  wait_for "libvirtd" 60 virsh -c qemu:///system version
 }
 
 start_computes() {
@@ -176,11 +176,11 @@ start_computes() {
   # second start on, and names its node with a random UUID (py/nova_compute_fake.py fixes that).
   local identity="$OS_LIB/nova/compute-fake/compute_id"
   [ -s "$identity" ] || cat /proc/sys/kernel/random/uuid >"$identity"
-  os_start nova-compute-fake "$OS_BIN/python3" "$OS_DIR/py/nova_compute_fake.py" --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-fake.conf"
-  os_start nova-compute-qemu nova-compute --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-qemu.conf"
+  daemon_start nova-compute-fake "$OS_BIN/python3" "$OS_DIR/py/nova_compute_fake.py" --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-fake.conf"
+  daemon_start nova-compute-qemu nova-compute --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-qemu.conf"
   # One macvtap agent per compute host name: ML2 binds a port only for a host with a live agent.
   for host in "$OS_FAKE_HOST" "$OS_LIBVIRT_HOST"; do
-    os_start "neutron-macvtap-$host" "$OS_BIN/python3" "$OS_DIR/py/macvtap_agent.py" \
+    daemon_start "neutron-macvtap-$host" "$OS_BIN/python3" "$OS_DIR/py/macvtap_agent.py" \
       --config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini" \
       --config-file "$OS_ETC/neutron/macvtap-$host.ini" --log-file "$OS_LOGS/neutron-macvtap-$host.log"
   done
@@ -188,7 +188,7 @@ start_computes() {
 
 start_toxiproxy() {
   [ -x "$TOXIPROXY_BIN/server" ] || die "toxiproxy is not built: hack/build-binaries.sh toxiproxy"
-  os_start toxiproxy "$TOXIPROXY_BIN/server" -host "$OS_HOST" -port "$PORT_TOXIPROXY" \
+  daemon_start toxiproxy "$TOXIPROXY_BIN/server" -host "$OS_HOST" -port "$PORT_TOXIPROXY" \
     -config "$OS_ETC/toxiproxy/proxies.json"
 }
 
@@ -211,7 +211,7 @@ start_rabbitmq
 start_toxiproxy
 start_keystone
 start_libvirt
-os_wait "Keystone" 120 os_http_up "http://$OS_HOST:$PORT_KEYSTONE/v3"
+wait_for "Keystone" 120 os_http_up "http://$OS_HOST:$PORT_KEYSTONE/v3"
 # Services, endpoints, users and roles first: every other service authenticates against them.
 bootstrap identity
 configure_rabbitmq
@@ -219,11 +219,11 @@ start_glance
 start_placement
 start_neutron
 start_nova_control
-os_wait "Placement" 120 os_http_up "http://$OS_HOST:$PORT_PLACEMENT/"
-os_wait "Neutron API" 180 os_http_up "http://$OS_HOST:$PORT_NEUTRON/"
+wait_for "Placement" 120 os_http_up "http://$OS_HOST:$PORT_PLACEMENT/"
+wait_for "Neutron API" 180 os_http_up "http://$OS_HOST:$PORT_NEUTRON/"
 start_computes
-os_wait "Nova API" 180 os_http_up "http://$OS_HOST:$PORT_NOVA/"
-os_wait "Glance" 120 os_http_up "http://$OS_HOST:$PORT_GLANCE/versions"
+wait_for "Nova API" 180 os_http_up "http://$OS_HOST:$PORT_NOVA/"
+wait_for "Glance" 120 os_http_up "http://$OS_HOST:$PORT_GLANCE/versions"
 # Compute hosts, agents, cells, zones, flavors, network, images, quotas, nestplane's credential.
 bootstrap resources
 log "OpenStack is up in $((SECONDS - start_time))s; clouds.yaml: $OS_CLOUDS_YAML (cloud 'nestplane'), admin: $OS_ADMIN_CLOUDS_YAML"

@@ -7,4 +7,5 @@ pub mod controllers;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod openstack;
 pub mod telemetry;

@@ -1,0 +1,202 @@
+//! OpenStack compute for worker nodes: the [`Compute`] trait with plain request and response types.
+//!
+//! [`client::Client`] implements it against a real cloud (Keystone, Nova, Glance, Neutron over
+//! HTTP). Nothing here knows about Kubernetes.
+
+pub mod client;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use futures::future::BoxFuture;
+
+pub use client::{Client, CloudConfig};
+
+/// The Nova microversion every compute request pins: tags on create and in `GET /servers?tags=`
+/// (2.26, 2.52), `OS-EXT-SRV-ATTR:user_data` in server show (2.3, subject to the cloud's policy)
+/// and `hostname` (2.90). Supported by every Nova since Xena (2021.2).
+pub const COMPUTE_MICROVERSION: &str = "2.90";
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to create. Flavor, image and network are IDs: resolve names with the `find_*` methods.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub name: String,
+    pub flavor_id: String,
+    pub image_id: String,
+    pub network_ids: Vec<String>,
+    /// Raw user-data (cloud-init); the client base64-encodes it. Nova allows 64 KiB encoded.
+    pub user_data: Vec<u8>,
+    /// Server tags, e.g. the owning NodePool's UID. Nova allows 50 tags of 60 characters.
+    pub tags: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub availability_zone: Option<String>,
+    pub key_name: Option<String>,
+}
+
+/// A server as Nova reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    pub id: String,
+    pub name: String,
+    pub status: ServerStatus,
+    pub tags: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    /// Fixed IPs by network name.
+    pub addresses: BTreeMap<String, Vec<String>>,
+    pub availability_zone: Option<String>,
+    /// Nova's fault message for a server in ERROR.
+    pub fault: Option<String>,
+}
+
+impl Server {
+    /// Every fixed IP, in network-name order.
+    pub fn fixed_ips(&self) -> Vec<String> {
+        self.addresses.values().flatten().cloned().collect()
+    }
+}
+
+/// Nova's server status, with the states a controller acts on named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerStatus {
+    Build,
+    Active,
+    Error,
+    ShutOff,
+    Deleted,
+    Other(String),
+}
+
+impl ServerStatus {
+    pub fn parse(status: &str) -> Self {
+        match status {
+            "BUILD" => Self::Build,
+            "ACTIVE" => Self::Active,
+            "ERROR" => Self::Error,
+            "SHUTOFF" => Self::ShutOff,
+            "DELETED" | "SOFT_DELETED" => Self::Deleted,
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for ServerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Build => f.write_str("BUILD"),
+            Self::Active => f.write_str("ACTIVE"),
+            Self::Error => f.write_str("ERROR"),
+            Self::ShutOff => f.write_str("SHUTOFF"),
+            Self::Deleted => f.write_str("DELETED"),
+            Self::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Compute operations nestplane needs for NodePool workers.
+///
+/// Object-safe so that the controller can hold an `Arc<dyn Compute>`.
+pub trait Compute: Send + Sync {
+    /// Creates a server; returns it as Nova first reports it (usually BUILD).
+    fn create_server<'a>(&'a self, spec: &'a ServerSpec) -> BoxFuture<'a, Result<Server>>;
+    /// The server with this ID, or `None` once it is gone.
+    fn get_server<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Server>>>;
+    /// Every server of the project that carries `tag`.
+    fn list_servers_by_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Result<Vec<Server>>>;
+    /// Requests deletion; a server that is already gone is not an error.
+    fn delete_server<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// The user-data the server was created with, or `None` if it had none. Needs a cloud policy
+    /// that shows `OS-EXT-SRV-ATTR:user_data` to the caller (admin only upstream).
+    fn get_user_data<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Vec<u8>>>>;
+    /// Flavor ID for a name or ID.
+    fn find_flavor<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>>;
+    /// Image ID for a name or ID (Glance).
+    fn find_image<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>>;
+    /// Network ID for a name or ID (Neutron).
+    fn find_network<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>>;
+}
+
+/// Every failure carries the operation it belongs to.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("OpenStack {op}: {source}")]
+    OpenStack {
+        op: &'static str,
+        #[source]
+        source: Failure,
+    },
+    #[error("cloud configuration: {0}")]
+    Config(String),
+}
+
+/// What went wrong in one operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// No HTTP response: connection refused or reset, timeout, broken body.
+    #[error("{method} {url}: {message}")]
+    Transport {
+        method: String,
+        url: String,
+        message: String,
+        timeout: bool,
+    },
+    /// The service answered with an error status.
+    #[error("{method} {url} returned {status}: {message}")]
+    Status {
+        method: String,
+        url: String,
+        status: u16,
+        message: String,
+        request_id: Option<String>,
+    },
+    /// The service answered 2xx with something we could not read.
+    #[error("unexpected response from {url}: {message}")]
+    Decode { url: String, message: String },
+    #[error("no {service} endpoint (interface {interface}, region {region}) in the service catalog")]
+    NoEndpoint {
+        service: String,
+        interface: String,
+        region: String,
+    },
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("{kind} {name:?} is ambiguous: {count} matches")]
+    Ambiguous {
+        kind: &'static str,
+        name: String,
+        count: usize,
+    },
+}
+
+impl Error {
+    pub(crate) fn op(op: &'static str, source: Failure) -> Self {
+        Self::OpenStack { op, source }
+    }
+
+    /// The underlying failure, if this came from a request.
+    pub fn failure(&self) -> Option<&Failure> {
+        match self {
+            Self::OpenStack { source, .. } => Some(source),
+            Self::Config(_) => None,
+        }
+    }
+
+    /// The HTTP status the service answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self.failure() {
+            Some(Failure::Status { status, .. }) => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Worth retrying with backoff: no answer, a timeout, 409 (the server is busy with another task),
+    /// 429, or a 5xx. Quota errors (403) and bad requests (400) are not.
+    pub fn is_transient(&self) -> bool {
+        match self.failure() {
+            Some(Failure::Transport { .. }) => true,
+            Some(Failure::Status { status, .. }) => matches!(status, 409 | 429 | 500..=599),
+            _ => false,
+        }
+    }
+}
