@@ -22,6 +22,11 @@ pub enum Error {
     NoNodeAddress(i32),
     #[error("object has no {0}")]
     MissingField(&'static str),
+    #[error(
+        "{kind} {name} belongs to an earlier HostedCluster of the same name; waiting for the \
+         garbage collector to remove it"
+    )]
+    PredecessorNotGone { kind: &'static str, name: String },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -38,15 +43,40 @@ impl Error {
             Error::SecretKey { .. } => "SecretKey",
             Error::NoNodeAddress(_) => "NoNodeAddress",
             Error::MissingField(_) => "MissingField",
-            Error::Finalizer(_) => "Finalizer",
+            Error::PredecessorNotGone { .. } => "PredecessorNotGone",
+            // Every reconcile error passes through the finalizer helper: label the cause.
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "Finalizer",
+            },
         }
     }
 
-    /// How long to wait before retrying: soon for API hiccups, longer for what needs a person.
-    pub fn retry_after(&self) -> Duration {
+    /// True when retrying soon may help (API hiccups, conflicts, a node not Ready yet); false
+    /// when a person must change something (an invalid spec, a damaged Secret).
+    pub fn is_transient(&self) -> bool {
         match self {
-            Error::Kube { .. } | Error::Finalizer(_) | Error::NoNodeAddress(_) => Duration::from_secs(5),
-            _ => Duration::from_secs(60),
+            Error::Kube { source, .. } => match source {
+                kube::Error::Api(status) => !matches!(status.code, 400 | 403 | 422),
+                _ => true,
+            },
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_transient(),
+                _ => true,
+            },
+            Error::NoNodeAddress(_) | Error::PredecessorNotGone { .. } => true,
+            Error::Build(_) | Error::Pki(_) | Error::SecretKey { .. } | Error::MissingField(_) => false,
+        }
+    }
+
+    /// How long to wait before retrying: soon for what may pass, longer for what needs a person.
+    pub fn retry_after(&self) -> Duration {
+        if self.is_transient() {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_secs(60)
         }
     }
 }
@@ -64,5 +94,55 @@ impl<T> KubeContext<T> for std::result::Result<T, kube::Error> {
             name: name.to_string(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> Error {
+        let status = kube::core::Status::failure("boom", "Reason").with_code(code);
+        Error::Kube {
+            action: "apply",
+            kind: "Secret",
+            name: "demo-ca".into(),
+            source: kube::Error::Api(Box::new(status)),
+        }
+    }
+
+    #[test]
+    fn labels_are_variant_names_never_messages() {
+        assert_eq!(api_error(500).metric_label(), "Kube");
+        assert_eq!(Error::MissingField("metadata.uid").metric_label(), "MissingField");
+        assert_eq!(Error::NoNodeAddress(31000).metric_label(), "NoNodeAddress");
+        let nested = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::ApplyFailed(
+            Error::MissingField("metadata.uid"),
+        )));
+        assert_eq!(
+            nested.metric_label(),
+            "MissingField",
+            "the cause, not the wrapper"
+        );
+        let unnamed = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::UnnamedObject));
+        assert_eq!(unnamed.metric_label(), "Finalizer");
+    }
+
+    #[test]
+    fn messages_name_the_action_and_the_object() {
+        assert!(api_error(500).to_string().starts_with("apply Secret demo-ca: "));
+    }
+
+    #[test]
+    fn forbidden_and_invalid_wait_for_a_person_the_rest_retries_soon() {
+        assert!(api_error(500).is_transient());
+        assert!(api_error(409).is_transient());
+        assert!(!api_error(403).is_transient());
+        assert!(!api_error(422).is_transient());
+        assert!(!Error::MissingField("metadata.namespace").is_transient());
+        let nested = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::ApplyFailed(api_error(
+            422,
+        ))));
+        assert_eq!(nested.retry_after(), Duration::from_secs(60));
     }
 }

@@ -26,6 +26,9 @@ enum Command {
         /// Registry of the control-plane images.
         #[arg(long, env = "NESTPLANE_IMAGE_REGISTRY", default_value = "registry.k8s.io")]
         image_registry: String,
+        /// Reconcile HostedClusters in this namespace only (default: all namespaces).
+        #[arg(long, env = "NESTPLANE_WATCH_NAMESPACE")]
+        namespace: Option<String>,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
@@ -43,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run {
             http_addr,
             image_registry,
+            namespace,
         } => {
             nestplane::telemetry::init();
             let client = Client::try_default()
@@ -50,7 +54,11 @@ async fn main() -> anyhow::Result<()> {
                 .context("connecting to the management cluster")?;
             let metrics = Arc::new(Metrics::default());
             let server = tokio::spawn(nestplane::http::serve(http_addr, metrics.clone()));
-            controllers::run(client, Config { image_registry }, metrics).await;
+            let config = Config {
+                image_registry,
+                namespace,
+            };
+            controllers::run(client, config, metrics).await;
             server.abort();
         }
         Command::Crd => print!("{}", serde_yaml::to_string(&HostedCluster::crd())?),

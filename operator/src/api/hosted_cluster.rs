@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 pub struct HostedClusterSpec {
     /// Kubernetes version of the control plane, e.g. `v1.35.4`. Supported: v1.35.x.
     /// Upgrades move forward only.
-    #[x_kube(validation = Rule::new(r"self.matches('^v1\\.35\\.[0-9]+$')").message("unsupported version: nestplane supports v1.35.x"))]
+    #[x_kube(validation = Rule::new(SUPPORTED_VERSION).message("unsupported version: nestplane supports v1.35.x"))]
     #[x_kube(validation = Rule::new(VERSION_NO_DOWNGRADE).message("version cannot be downgraded"))]
     #[schemars(length(max = 16))]
     pub version: String,
@@ -57,6 +57,12 @@ pub struct HostedClusterSpec {
     #[serde(default)]
     pub certificates: CertificatesSpec,
 }
+
+/// Kubernetes minors nestplane can run (each needs an etcd image in `builders::Images`).
+pub const SUPPORTED_MINORS: &[&str] = &["1.35"];
+
+/// CEL: `version` is `v<supported minor>.<patch>`. Extend with `SUPPORTED_MINORS`.
+pub(crate) const SUPPORTED_VERSION: &str = r"self.matches('^v1\\.35\\.[0-9]+$')";
 
 /// Transition rule: compare minor, then patch (the major is fixed by the version pattern).
 const VERSION_NO_DOWNGRADE: &str = "int(self.split('.')[1]) > int(oldSelf.split('.')[1]) || \
@@ -133,7 +139,7 @@ pub struct ApiServerSpec {
     pub service: ApiServerServiceSpec,
 
     /// Extra names or IP addresses for the serving certificate.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, rename = "extraSANs", skip_serializing_if = "Vec::is_empty")]
     pub extra_sans: Vec<String>,
 
     /// Extra kube-apiserver flags (`name: value`, without `--`); they override nestplane's.

@@ -53,6 +53,15 @@ pub fn client_url(hc: &HostedCluster) -> String {
     )
 }
 
+/// etcd starts first.
+pub fn depends_on() -> &'static [Component] {
+    &[]
+}
+
+pub fn required_certs() -> &'static [SecretRole] {
+    &[SecretRole::EtcdCa, SecretRole::EtcdServer, SecretRole::EtcdPeer]
+}
+
 pub fn args(hc: &HostedCluster) -> BTreeMap<&'static str, String> {
     let cluster = name(hc);
     let statefulset = Component::Etcd.workload_name(&cluster);
@@ -89,6 +98,9 @@ pub fn args(hc: &HostedCluster) -> BTreeMap<&'static str, String> {
         ("peer-cert-file", format!("{PKI_DIR}/peer.crt")),
         ("peer-key-file", format!("{PKI_DIR}/peer.key")),
         ("snapshot-count", "10000".to_string()),
+        // As kubeadm does for etcd 3.6+.
+        ("feature-gates", "InitialCorruptCheck=true".to_string()),
+        ("watch-progress-notify-interval", "5s".to_string()),
         ("auto-compaction-mode", "periodic".to_string()),
         ("auto-compaction-retention", "8h".to_string()),
         ("quota-backend-bytes", "2147483648".to_string()),

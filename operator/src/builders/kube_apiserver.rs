@@ -50,6 +50,24 @@ pub fn kubernetes_service_ip(hc: &HostedCluster) -> Result<IpAddr, BuildError> {
     }
 }
 
+pub fn depends_on() -> &'static [Component] {
+    &[Component::Etcd]
+}
+
+pub fn required_certs() -> &'static [SecretRole] {
+    use SecretRole::*;
+    &[
+        Ca,
+        EtcdCa,
+        FrontProxyCa,
+        ServiceAccount,
+        ApiServer,
+        ApiServerKubeletClient,
+        ApiServerEtcdClient,
+        FrontProxyClient,
+    ]
+}
+
 pub fn args(hc: &HostedCluster, inputs: &Inputs) -> BTreeMap<&'static str, String> {
     let network = &hc.spec.network;
     let pki = |file: &str| format!("{PKI_DIR}/{file}");
@@ -131,6 +149,28 @@ pub fn service(hc: &HostedCluster, node_port: Option<i32>) -> Result<Service, Bu
     )
 }
 
+/// kubeadm's /etc/kubernetes/pki layout, from the Secrets in `required_certs()`; CA keys stay out.
+fn pki_sources(cluster: &str) -> Vec<serde_json::Value> {
+    vec![
+        ca_cert(cluster, SecretRole::Ca, "ca"),
+        pair(cluster, SecretRole::ApiServer, "apiserver"),
+        pair(
+            cluster,
+            SecretRole::ApiServerKubeletClient,
+            "apiserver-kubelet-client",
+        ),
+        pair(cluster, SecretRole::ApiServerEtcdClient, "apiserver-etcd-client"),
+        pair(cluster, SecretRole::FrontProxyClient, "front-proxy-client"),
+        ca_cert(cluster, SecretRole::FrontProxyCa, "front-proxy-ca"),
+        ca_cert(cluster, SecretRole::EtcdCa, "etcd/ca"),
+        project(
+            cluster,
+            SecretRole::ServiceAccount,
+            &[(SA_PRIVATE_KEY, SA_PRIVATE_KEY), (SA_PUBLIC_KEY, SA_PUBLIC_KEY)],
+        ),
+    ]
+}
+
 pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, BuildError> {
     let cluster = name(hc);
     let api = &hc.spec.api_server;
@@ -140,24 +180,7 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
             "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": failures,
         })
     };
-    let sources = vec![
-        ca_cert(&cluster, SecretRole::Ca, "ca"),
-        pair(&cluster, SecretRole::ApiServer, "apiserver"),
-        pair(
-            &cluster,
-            SecretRole::ApiServerKubeletClient,
-            "apiserver-kubelet-client",
-        ),
-        pair(&cluster, SecretRole::ApiServerEtcdClient, "apiserver-etcd-client"),
-        pair(&cluster, SecretRole::FrontProxyClient, "front-proxy-client"),
-        ca_cert(&cluster, SecretRole::FrontProxyCa, "front-proxy-ca"),
-        ca_cert(&cluster, SecretRole::EtcdCa, "etcd/ca"),
-        project(
-            &cluster,
-            SecretRole::ServiceAccount,
-            &[(SA_PRIVATE_KEY, SA_PRIVATE_KEY), (SA_PUBLIC_KEY, SA_PUBLIC_KEY)],
-        ),
-    ];
+    let sources = pki_sources(&cluster);
     typed(
         "apiserver deployment",
         json!({

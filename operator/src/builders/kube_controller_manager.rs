@@ -5,11 +5,25 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
 
-use super::secrets::{KUBECONFIG_KEY, SA_PRIVATE_KEY, SecretRole, ca_cert, pair, project};
+use super::kubeconfig::KUBECONFIG_KEY;
+use super::secrets::{SA_PRIVATE_KEY, SecretRole, ca_cert, pair, project};
 use super::*;
 
 pub const PORT: i32 = 10257;
 const KUBECONFIG: &str = "/etc/kubernetes/controller-manager.conf";
+
+pub fn depends_on() -> &'static [Component] {
+    &[Component::KubeApiserver]
+}
+
+pub fn required_certs() -> &'static [SecretRole] {
+    &[
+        SecretRole::Ca,
+        SecretRole::FrontProxyCa,
+        SecretRole::ServiceAccount,
+        SecretRole::ControllerManagerKubeconfig,
+    ]
+}
 
 pub fn args(hc: &HostedCluster) -> BTreeMap<&'static str, String> {
     let network = &hc.spec.network;
@@ -68,38 +82,58 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
     ];
     control_plane_deployment(
         hc,
-        Component::KubeControllerManager,
-        &inputs.images.kube_controller_manager,
-        inputs.hash(Component::KubeControllerManager),
-        render_args(args(hc), &spec.extra_args),
-        PORT,
+        ControlPlaneContainer {
+            component: Component::KubeControllerManager,
+            image: &inputs.images.kube_controller_manager,
+            inputs_hash: inputs.hash(Component::KubeControllerManager),
+            args: render_args(args(hc), &spec.extra_args),
+            port: PORT,
+            // kubeadm probes /healthz only; it also tells whether the pod may count as ready.
+            probe_paths: ("/healthz", "/healthz"),
+            sources,
+        },
         spec,
-        sources,
     )
 }
 
+/// What differs between the kube-controller-manager and kube-scheduler containers.
+pub(crate) struct ControlPlaneContainer<'a> {
+    pub component: Component,
+    pub image: &'a str,
+    pub inputs_hash: String,
+    pub args: Vec<String>,
+    pub port: i32,
+    /// HTTPS paths of the liveness (and startup) probe and of the readiness probe.
+    pub probe_paths: (&'static str, &'static str),
+    /// Projected under /etc/kubernetes.
+    pub sources: Vec<serde_json::Value>,
+}
+
 /// The Deployment shape kube-controller-manager and kube-scheduler share: leader-elected
-/// replicas, an HTTPS /healthz probe, and files projected under /etc/kubernetes.
-#[allow(clippy::too_many_arguments)]
+/// replicas, HTTPS probes, and files projected under /etc/kubernetes.
 pub(crate) fn control_plane_deployment(
     hc: &HostedCluster,
-    component: Component,
-    image: &str,
-    inputs_hash: String,
-    args: Vec<String>,
-    port: i32,
+    container: ControlPlaneContainer,
     spec: &crate::api::ComponentSpec,
-    sources: Vec<serde_json::Value>,
 ) -> Result<Deployment, BuildError> {
+    let ControlPlaneContainer {
+        component,
+        image,
+        inputs_hash,
+        args,
+        port,
+        probe_paths: (live, ready),
+        sources,
+    } = container;
     let cluster = name(hc);
     // Requests are small so that many control planes share a node; limits are the user's call.
     let (cpu, memory) = match component {
         Component::KubeControllerManager => ("25m", "64Mi"),
         _ => ("10m", "32Mi"),
     };
-    let probe = |failures: i32| {
+    let probe = |path: &str, failures: i32| {
         json!({
-            "httpGet": { "path": "/healthz", "port": "https", "scheme": "HTTPS" },
+            "httpGet": { "path": path, "port": "https", "scheme": "HTTPS" },
             "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": failures,
         })
     };
@@ -132,9 +166,9 @@ pub(crate) fn control_plane_deployment(
                             "command": [component.as_str()],
                             "args": args,
                             "ports": [{ "name": "https", "containerPort": port }],
-                            "startupProbe": probe(30),
-                            "readinessProbe": probe(3),
-                            "livenessProbe": probe(8),
+                            "startupProbe": probe(live, 30),
+                            "readinessProbe": probe(ready, 3),
+                            "livenessProbe": probe(live, 8),
                             "resources": resources(&spec.resources, cpu, memory),
                             "securityContext": container_security(),
                             "volumeMounts": [{ "name": "config", "mountPath": "/etc/kubernetes", "readOnly": true }],

@@ -3,12 +3,21 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 
-use super::kube_controller_manager::control_plane_deployment;
-use super::secrets::{KUBECONFIG_KEY, SecretRole, project};
+use super::kube_controller_manager::{ControlPlaneContainer, control_plane_deployment};
+use super::kubeconfig::KUBECONFIG_KEY;
+use super::secrets::{SecretRole, project};
 use super::*;
 
 pub const PORT: i32 = 10259;
 const KUBECONFIG: &str = "/etc/kubernetes/scheduler.conf";
+
+pub fn depends_on() -> &'static [Component] {
+    &[Component::KubeApiserver]
+}
+
+pub fn required_certs() -> &'static [SecretRole] {
+    &[SecretRole::SchedulerKubeconfig]
+}
 
 pub fn args() -> BTreeMap<&'static str, String> {
     BTreeMap::from([
@@ -32,13 +41,17 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
     )];
     control_plane_deployment(
         hc,
-        Component::KubeScheduler,
-        &inputs.images.kube_scheduler,
-        inputs.hash(Component::KubeScheduler),
-        render_args(args(), &spec.extra_args),
-        PORT,
+        ControlPlaneContainer {
+            component: Component::KubeScheduler,
+            image: &inputs.images.kube_scheduler,
+            inputs_hash: inputs.hash(Component::KubeScheduler),
+            args: render_args(args(), &spec.extra_args),
+            port: PORT,
+            // As kubeadm: /livez keeps it running, /readyz gates readiness.
+            probe_paths: ("/livez", "/readyz"),
+            sources,
+        },
         spec,
-        sources,
     )
 }
 

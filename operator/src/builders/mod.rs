@@ -2,15 +2,18 @@
 //! Nothing here does I/O: the same inputs always give the same objects.
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use sha2::{Digest, Sha256};
 
 use crate::api::HostedCluster;
+use secrets::SecretRole;
 
 pub mod etcd;
 pub mod kube_apiserver;
 pub mod kube_controller_manager;
 pub mod kube_scheduler;
+pub mod kubeconfig;
 pub mod secrets;
 
 pub const MANAGED_BY: &str = "nestplane";
@@ -59,6 +62,46 @@ impl Component {
     pub fn workload_name(self, cluster: &str) -> String {
         format!("{cluster}-{}", self.as_str())
     }
+
+    /// Components that must be available before this one is rolled out.
+    pub fn depends_on(self) -> &'static [Component] {
+        match self {
+            Component::Etcd => etcd::depends_on(),
+            Component::KubeApiserver => kube_apiserver::depends_on(),
+            Component::KubeControllerManager => kube_controller_manager::depends_on(),
+            Component::KubeScheduler => kube_scheduler::depends_on(),
+        }
+    }
+
+    /// The Secrets the component mounts: their contents make up its inputs hash.
+    pub fn required_certs(self) -> &'static [SecretRole] {
+        match self {
+            Component::Etcd => etcd::required_certs(),
+            Component::KubeApiserver => kube_apiserver::required_certs(),
+            Component::KubeControllerManager => kube_controller_manager::required_certs(),
+            Component::KubeScheduler => kube_scheduler::required_certs(),
+        }
+    }
+
+    /// The component's workload.
+    pub fn workload(self, hc: &HostedCluster, inputs: &Inputs) -> Result<Workload, BuildError> {
+        Ok(match self {
+            Component::Etcd => Workload::StatefulSet(etcd::statefulset(hc, inputs)?),
+            Component::KubeApiserver => Workload::Deployment(kube_apiserver::deployment(hc, inputs)?),
+            Component::KubeControllerManager => {
+                Workload::Deployment(kube_controller_manager::deployment(hc, inputs)?)
+            }
+            Component::KubeScheduler => Workload::Deployment(kube_scheduler::deployment(hc, inputs)?),
+        })
+    }
+}
+
+/// What runs a component's pods.
+#[derive(Debug, Clone)]
+pub enum Workload {
+    /// etcd: members keep their claims across restarts.
+    StatefulSet(StatefulSet),
+    Deployment(Deployment),
 }
 
 /// Container images of one control plane. They follow `spec.version` only.
@@ -70,7 +113,8 @@ pub struct Images {
     pub kube_scheduler: String,
 }
 
-/// etcd release shipped with each supported Kubernetes minor (as kubeadm pins it).
+/// etcd release shipped with each supported Kubernetes minor (as kubeadm pins it in
+/// `cmd/kubeadm/app/constants`). Keep in step with `api::SUPPORTED_MINORS`.
 const ETCD_FOR_MINOR: &[(&str, &str)] = &[("1.35", "3.6.16-0")];
 
 impl Images {
@@ -262,3 +306,88 @@ pub(crate) fn spread(hc: &HostedCluster, component: Component) -> serde_json::Va
 
 #[cfg(test)]
 pub(crate) mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_supported_minor_has_an_etcd_image() {
+        for minor in crate::api::SUPPORTED_MINORS {
+            let images = Images::for_version(&format!("v{minor}.0"), "registry.k8s.io").expect(minor);
+            assert!(images.etcd.starts_with("registry.k8s.io/etcd:"), "{images:?}");
+        }
+    }
+
+    #[test]
+    fn images_follow_the_spec_version_only() {
+        let images = Images::for_version("v1.35.4", "registry.k8s.io").expect("images");
+        assert_eq!(
+            images,
+            Images {
+                etcd: "registry.k8s.io/etcd:3.6.16-0".into(),
+                kube_apiserver: "registry.k8s.io/kube-apiserver:v1.35.4".into(),
+                kube_controller_manager: "registry.k8s.io/kube-controller-manager:v1.35.4".into(),
+                kube_scheduler: "registry.k8s.io/kube-scheduler:v1.35.4".into(),
+            }
+        );
+        assert!(Images::for_version("v1.34.2", "registry.k8s.io").is_err());
+    }
+
+    #[test]
+    fn dependencies_point_backwards_in_start_order() {
+        for component in Component::ALL {
+            for dependency in component.depends_on() {
+                assert!(dependency < &component, "{component:?} depends on {dependency:?}");
+            }
+        }
+        assert_eq!(Component::KubeApiserver.depends_on(), [Component::Etcd]);
+    }
+
+    /// The inputs hash covers `required_certs()`: it must be exactly what the pod mounts.
+    #[test]
+    fn pods_mount_exactly_their_required_certs() {
+        let (hc, inputs) = (testing::hosted_cluster(), testing::inputs());
+        for component in Component::ALL {
+            let json = match component.workload(&hc, &inputs).expect("build") {
+                Workload::StatefulSet(s) => serde_json::to_value(s),
+                Workload::Deployment(d) => serde_json::to_value(d),
+            }
+            .expect("json");
+            let mut mounted = std::collections::BTreeSet::new();
+            let volumes = json["spec"]["template"]["spec"]["volumes"]
+                .as_array()
+                .expect("volumes");
+            for volume in volumes {
+                for source in volume["projected"]["sources"].as_array().into_iter().flatten() {
+                    mounted.insert(source["secret"]["name"].as_str().expect("secret").to_string());
+                }
+            }
+            let required: std::collections::BTreeSet<_> = component
+                .required_certs()
+                .iter()
+                .map(|r| r.secret_name("demo"))
+                .collect();
+            assert_eq!(mounted, required, "{component:?}");
+        }
+    }
+
+    #[test]
+    fn hash_depends_on_keys_and_values_not_order() {
+        let a = hash_data([("a", b"1".as_slice()), ("b", b"2".as_slice())]);
+        let b = hash_data([("b", b"2".as_slice()), ("a", b"1".as_slice())]);
+        assert_eq!(a, b);
+        assert_ne!(a, hash_data([("a", b"2".as_slice()), ("b", b"1".as_slice())]));
+        assert_ne!(
+            hash_data([("ab", b"".as_slice())]),
+            hash_data([("a", b"b".as_slice())])
+        );
+    }
+
+    #[test]
+    fn extra_args_override_and_dashes_are_optional() {
+        let defaults = BTreeMap::from([("v", "2".to_string()), ("profiling", "false".to_string())]);
+        let extra = BTreeMap::from([("--v".to_string(), "4".to_string())]);
+        assert_eq!(render_args(defaults, &extra), ["--profiling=false", "--v=4"]);
+    }
+}

@@ -1,11 +1,13 @@
-//! The Secrets that hold a control plane's PKI and kubeconfigs, and how pods mount them.
+//! The Secrets that hold a control plane's PKI, which leaves it needs, and how pods mount them.
+//! Kubeconfig Secrets are in `kubeconfig.rs`.
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use nestplane_pki::{self as pki, LeafSpec};
 use serde_json::{Value, json};
 
-use super::{BuildError, Component, labels, name, namespace, owner_reference, typed};
+use super::{BuildError, Endpoint, etcd, kube_apiserver, labels, name, namespace, owner_reference, typed};
 use crate::api::HostedCluster;
 
 pub const TLS_CERT: &str = "tls.crt";
@@ -13,9 +15,6 @@ pub const TLS_KEY: &str = "tls.key";
 pub const CA_CERT: &str = "ca.crt";
 pub const SA_PRIVATE_KEY: &str = "sa.key";
 pub const SA_PUBLIC_KEY: &str = "sa.pub";
-pub const KUBECONFIG_KEY: &str = "value";
-/// Annotation on a kubeconfig Secret: hash of the CA it embeds, so a new CA rebuilds it.
-pub const CA_HASH_ANNOTATION: &str = "nestplane.io/ca-hash";
 /// Annotation a user sets on a certificate Secret to have it reissued.
 pub const ROTATE_ANNOTATION: &str = "nestplane.io/rotate";
 
@@ -61,27 +60,7 @@ impl SecretRole {
     }
 }
 
-/// The Secrets each component mounts: their contents make up its inputs hash.
-pub fn mounted_by(component: Component) -> &'static [SecretRole] {
-    use SecretRole::*;
-    match component {
-        Component::Etcd => &[EtcdCa, EtcdServer, EtcdPeer],
-        Component::KubeApiserver => &[
-            Ca,
-            EtcdCa,
-            FrontProxyCa,
-            ServiceAccount,
-            ApiServer,
-            ApiServerKubeletClient,
-            ApiServerEtcdClient,
-            FrontProxyClient,
-        ],
-        Component::KubeControllerManager => &[Ca, FrontProxyCa, ServiceAccount, ControllerManagerKubeconfig],
-        Component::KubeScheduler => &[SchedulerKubeconfig],
-    }
-}
-
-fn secret(
+pub(crate) fn secret(
     hc: &HostedCluster,
     role: SecretRole,
     type_: &str,
@@ -138,21 +117,6 @@ pub fn service_account_secret(
     secret(hc, SecretRole::ServiceAccount, "Opaque", data, BTreeMap::new())
 }
 
-/// A kubeconfig Secret, annotated with the hash of the CA it embeds.
-pub fn kubeconfig_secret(
-    hc: &HostedCluster,
-    role: SecretRole,
-    kubeconfig: &str,
-    ca_hash: &str,
-) -> Result<Secret, BuildError> {
-    let data = BTreeMap::from([(
-        KUBECONFIG_KEY.to_string(),
-        ByteString(kubeconfig.as_bytes().to_vec()),
-    )]);
-    let annotations = BTreeMap::from([(CA_HASH_ANNOTATION.to_string(), ca_hash.to_string())]);
-    secret(hc, role, "Opaque", data, annotations)
-}
-
 /// A projected-volume source mapping a Secret's keys to file names.
 pub(crate) fn project(cluster: &str, role: SecretRole, items: &[(&str, &str)]) -> Value {
     let items: Vec<Value> = items
@@ -173,4 +137,94 @@ pub(crate) fn pair(cluster: &str, role: SecretRole, base: &str) -> Value {
 pub(crate) fn ca_cert(cluster: &str, role: SecretRole, base: &str) -> Value {
     let cert = format!("{base}.crt");
     project(cluster, role, &[(TLS_CERT, &cert)])
+}
+
+/// A leaf certificate of the control plane: its Secret, the CA that issues it, its identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeafPlan {
+    pub role: SecretRole,
+    pub issuer: SecretRole,
+    pub spec: LeafSpec,
+}
+
+/// The CAs of a control plane with their common names (kubeadm's).
+pub const CAS: [(SecretRole, &str); 3] = [
+    (SecretRole::Ca, "kubernetes"),
+    (SecretRole::EtcdCa, "etcd-ca"),
+    (SecretRole::FrontProxyCa, "front-proxy-ca"),
+];
+
+/// The leaves of a control plane. The serving certificate names the observed endpoint, so it
+/// is planned only once the endpoint is known.
+pub fn leaf_plan(hc: &HostedCluster, endpoint: &Endpoint) -> Result<Vec<LeafPlan>, BuildError> {
+    let sans = pki::ApiServerSans {
+        service_ip: kube_apiserver::kubernetes_service_ip(hc)?,
+        dns_domain: hc.spec.network.dns_domain.clone(),
+        service_names: kube_apiserver::service_dns_names(hc),
+        endpoint_hosts: vec![endpoint.host.clone()],
+        extra_sans: hc.spec.api_server.extra_sans.clone(),
+    };
+    let members = etcd::member_dns_names(hc);
+    let leaf = |role, issuer, spec| LeafPlan { role, issuer, spec };
+    use SecretRole::*;
+    Ok(vec![
+        leaf(ApiServer, Ca, pki::profiles::apiserver(&sans)),
+        leaf(
+            ApiServerKubeletClient,
+            Ca,
+            pki::profiles::apiserver_kubelet_client(),
+        ),
+        leaf(
+            ApiServerEtcdClient,
+            EtcdCa,
+            pki::profiles::apiserver_etcd_client(),
+        ),
+        leaf(
+            FrontProxyClient,
+            FrontProxyCa,
+            pki::profiles::front_proxy_client(),
+        ),
+        leaf(EtcdServer, EtcdCa, pki::profiles::etcd_server(&members)),
+        leaf(EtcdPeer, EtcdCa, pki::profiles::etcd_peer(&members)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builders::testing::{hosted_cluster, inputs};
+
+    #[test]
+    fn serving_certificate_names_the_endpoint_service_and_extra_sans() {
+        let mut hc = hosted_cluster();
+        hc.spec.api_server.extra_sans = vec!["api.example.org".into()];
+        let plan = leaf_plan(&hc, &inputs().endpoint).expect("plan");
+        let serving = &plan
+            .iter()
+            .find(|l| l.role == SecretRole::ApiServer)
+            .expect("apiserver")
+            .spec;
+        let ips: Vec<String> = serving.ip_addresses.iter().map(|ip| ip.to_string()).collect();
+        assert!(ips.contains(&"192.0.2.2".to_string()), "{ips:?}");
+        assert!(ips.contains(&"10.96.0.1".to_string()), "{ips:?}");
+        for name in [
+            "demo-apiserver.team-a.svc",
+            "api.example.org",
+            "kubernetes.default.svc.cluster.local",
+        ] {
+            assert!(serving.dns_names.iter().any(|d| d == name), "{name} missing");
+        }
+    }
+
+    #[test]
+    fn etcd_leaves_come_from_the_etcd_ca() {
+        let plan = leaf_plan(&hosted_cluster(), &inputs().endpoint).expect("plan");
+        for leaf in plan {
+            let etcd_leaf = matches!(
+                leaf.role,
+                SecretRole::EtcdServer | SecretRole::EtcdPeer | SecretRole::ApiServerEtcdClient
+            );
+            assert_eq!(etcd_leaf, leaf.issuer == SecretRole::EtcdCa, "{:?}", leaf.role);
+        }
+    }
 }

@@ -1,36 +1,41 @@
 //! HostedCluster reconciliation: orchestration only. Builders make the objects, `pki_store`
-//! the Secrets, `status` the conditions; this file runs them in dependency order.
+//! the Secrets, `observe` the reads, `status` the conditions; this file runs them in order:
+//! finalizer, Services, endpoint, PKI, kubeconfigs, then each component once its dependencies
+//! are available, orphan sweep, status.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Node, Service};
-use kube::api::{ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, info_span, instrument, warn};
+use tracing::{Instrument, debug, info, info_span, instrument, warn};
 
+use super::Context;
+use super::observe::{EndpointObservation, observe_endpoint, observe_workload, probe_readyz};
+use super::owned::{FIELD_MANAGER, OwnedSet};
 use super::pki_store::{self, PkiRequest, SecretData};
 use super::status::{Observed, WorkloadState, compute_status};
-use super::{Context, owned};
-use crate::api::conditions::PHASE_DELETING;
-use crate::api::{ApiServerServiceType, HostedCluster};
-use crate::builders::secrets::{SecretRole, mounted_by};
-use crate::builders::{
-    self, APISERVER_SERVICE_PORT, Component, Endpoint, Images, Inputs, etcd, hash_data, kube_apiserver,
-    kube_controller_manager, kube_scheduler,
-};
+use crate::api::conditions::{PHASE_AVAILABLE, PHASE_DELETING};
+use crate::api::{HostedCluster, HostedClusterStatus};
+use crate::builders::secrets::SecretRole;
+use crate::builders::{self, Component, Endpoint, Images, Inputs, Workload, etcd, hash_data, kube_apiserver};
 use crate::error::{Error, KubeContext, Result};
 
 pub const FINALIZER: &str = "nestplane.io/cleanup";
+const CONTROLLER: &str = "hostedcluster";
+/// Steady state: look again every minute (certificate expiry, drift); sooner while progressing.
+const REQUEUE_STEADY: Duration = Duration::from_secs(60);
+const REQUEUE_PROGRESSING: Duration = Duration::from_secs(5);
 
 #[instrument(skip_all, fields(namespace = %hc.namespace().unwrap_or_default(), name = %hc.name_any()))]
 pub async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile_timer("hostedcluster");
-    ctx.metrics.reconcile_run("hostedcluster");
+    let _timer = ctx.metrics.reconcile_timer(CONTROLLER);
+    ctx.metrics.reconcile_run(CONTROLLER);
     let namespace = hc.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let api: Api<HostedCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, hc, |event| async {
@@ -40,82 +45,65 @@ pub async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Context>) -> Result<Acti
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .or_else(|e| match e {
+        // A second pass over a deleted object found it gone: nothing left to do.
+        FinalizerError::RemoveFinalizer(kube::Error::Api(status)) if status.code == 404 => {
+            Ok(Action::await_change())
+        }
+        e => Err(Error::Finalizer(Box::new(e))),
+    })
 }
 
 pub fn error_policy(hc: Arc<HostedCluster>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(name = %hc.name_any(), error = %error, "reconcile failed");
-    ctx.metrics.reconcile_failure("hostedcluster", error);
+    ctx.metrics.reconcile_failure(CONTROLLER, error);
     Action::requeue(error.retry_after())
 }
 
 async fn apply(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
-    let outcome = provision(hc, ctx).await;
-    let (observed, requeue) = match outcome {
-        Ok(progress) => progress,
-        Err(error) => {
-            publish(
-                ctx,
-                hc,
-                EventType::Warning,
-                "ReconcileFailed",
-                "Reconcile",
-                error.to_string(),
-            )
-            .await;
-            let observed = observe_failure(hc, ctx, &error).await;
-            patch_status(hc, ctx, &observed).await?;
-            return Err(error);
+    let outcome = match OwnedSet::observe(&ctx.client, hc).await {
+        Ok(mut owned) => {
+            let outcome = provision(hc, ctx, &mut owned).await;
+            publish_changes(ctx, hc, &mut owned).await;
+            outcome
         }
+        Err(error) => Err(error),
     };
-    patch_status(hc, ctx, &observed).await?;
-    Ok(Action::requeue(requeue))
+    match outcome {
+        Ok((observed, requeue)) => {
+            apply_status(hc, ctx, &observed).await?;
+            Ok(Action::requeue(requeue))
+        }
+        Err(error) => {
+            let event = event(EventType::Warning, "ReconcileFailed", "Reconcile").note(error.to_string());
+            publish(ctx, hc, event).await;
+            let observed = observe_failure(hc, ctx, &error).await;
+            apply_status(hc, ctx, &observed).await?;
+            Err(error)
+        }
+    }
 }
 
-/// Services → endpoint → PKI → etcd → kube-apiserver (once etcd is ready) → controller
-/// manager and scheduler (once the API server is ready). Returns what it saw, for the status.
-async fn provision(hc: &HostedCluster, ctx: &Context) -> Result<(Observed, Duration)> {
-    let client = &ctx.client;
+/// One pass over the control plane. Returns what it saw (for the status) and when to look again.
+async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> Result<(Observed, Duration)> {
     let cluster = builders::name(hc);
+    let service = apply_services(hc, owned).await?;
+    let (endpoint, apiserver_port, advertise_address) =
+        match observe_endpoint(&ctx.client, hc, &service).await? {
+            EndpointObservation::Known {
+                endpoint,
+                apiserver_port,
+                advertise_address,
+            } => (endpoint, apiserver_port, advertise_address),
+            // No certificate can name an endpoint that is not known: wait, and sweep nothing.
+            EndpointObservation::Pending(why) => {
+                let mut observed = Observed::nothing_yet(hc, None);
+                observed.pending_endpoint = Some(why);
+                return Ok((observed, Duration::from_secs(10)));
+            }
+        };
 
-    let service = owned::apply(client, &kube_apiserver::service(hc, None)?)
-        .instrument(info_span!("apply", component = "kube-apiserver-service"))
-        .await?;
-    for svc in etcd::services(hc)? {
-        owned::apply(client, &svc).await?;
-    }
-    let Some((endpoint, apiserver_port, advertise_address)) = observe_endpoint(hc, ctx, &service).await?
-    else {
-        let mut observed = empty_observation(hc, None);
-        observed.readyz = Err("the LoadBalancer Service has no address yet".into());
-        return Ok((observed, Duration::from_secs(10)));
-    };
-
-    let request = PkiRequest {
-        hc,
-        endpoint: &endpoint,
-        now: ctx.clock.now(),
-    };
-    let (secret_data, changes) = pki_store::ensure_pki(client, &request)
-        .instrument(info_span!("pki"))
-        .await?;
-    for role in &changes.created {
-        info!(secret = %role.secret_name(&cluster), "created");
-    }
-    for (role, why) in &changes.reissued {
-        info!(secret = %role.secret_name(&cluster), reason = %why, "reissued");
-        let note = format!("reissued Secret {}: {why}", role.secret_name(&cluster));
-        publish(
-            ctx,
-            hc,
-            EventType::Normal,
-            "CertificateReissued",
-            "RotateCertificate",
-            note,
-        )
-        .await;
-    }
-    ctx.metrics.record_certificates(hc, &secret_data);
+    let secret_data = ensure_secrets(hc, ctx, owned, &endpoint).await?;
 
     let inputs = Inputs {
         images: Images::for_version(&hc.spec.version, &ctx.config.image_registry)?,
@@ -127,314 +115,279 @@ async fn provision(hc: &HostedCluster, ctx: &Context) -> Result<(Observed, Durat
             .map(|c| (*c, component_hash(&secret_data, *c)))
             .collect(),
     };
+    let workloads = roll_out(hc, ctx, owned, &inputs).await?;
 
-    let mut workloads = Vec::new();
-    let sts = owned::apply(client, &etcd::statefulset(hc, &inputs)?)
-        .instrument(info_span!("apply", component = "etcd"))
-        .await?;
-    let etcd_state = statefulset_state(&sts);
-    workloads.push((Component::Etcd, etcd_state.clone()));
-
-    let apiserver_state = if is_ready(&etcd_state) {
-        let d = owned::apply(client, &kube_apiserver::deployment(hc, &inputs)?)
-            .instrument(info_span!("apply", component = "kube-apiserver"))
-            .await?;
-        deployment_state(&d)
-    } else {
-        observe_deployment(hc, ctx, Component::KubeApiserver, "etcd").await?
-    };
-    workloads.push((Component::KubeApiserver, apiserver_state.clone()));
-
-    for (component, build) in [
-        (
-            Component::KubeControllerManager,
-            kube_controller_manager::deployment as BuildFn,
-        ),
-        (Component::KubeScheduler, kube_scheduler::deployment as BuildFn),
-    ] {
-        let state = if is_ready(&apiserver_state) {
-            let d = owned::apply(client, &build(hc, &inputs)?)
-                .instrument(info_span!("apply", component = component.as_str()))
-                .await?;
-            deployment_state(&d)
-        } else {
-            observe_deployment(hc, ctx, component, "kube-apiserver").await?
-        };
-        workloads.push((component, state));
-    }
-
-    let readyz = if is_ready(&apiserver_state) {
+    let apiserver_ready = workloads
+        .get(&Component::KubeApiserver)
+        .is_some_and(WorkloadState::is_ready);
+    let readyz = if apiserver_ready {
         probe_readyz(&pki_store::admin_kubeconfig(&secret_data, &cluster)?).await
     } else {
         Err("kube-apiserver is not ready".to_string())
     };
-    let settled = readyz.is_ok() && workloads.iter().all(|(_, s)| is_ready(s));
-    let mut observed = empty_observation(hc, Some(endpoint.url()));
-    observed.workloads = workloads;
+    sweep_orphans(hc, ctx, owned).await?;
+
+    let settled = readyz.is_ok() && workloads.values().all(|w| w.is_ready() && w.is_rolled_out());
+    let mut observed = Observed::nothing_yet(hc, Some(endpoint.url()));
+    observed.workloads = workloads.into_iter().collect();
     observed.readyz = readyz;
     observed.kubeconfig_secret = Some(SecretRole::AdminKubeconfig.secret_name(&cluster));
-    // Steady state: look again every minute (certificate expiry, drift); sooner while progressing.
     let requeue = if settled {
-        Duration::from_secs(60)
+        REQUEUE_STEADY
     } else {
-        Duration::from_secs(5)
+        REQUEUE_PROGRESSING
     };
     Ok((observed, requeue))
 }
 
-type BuildFn = fn(&HostedCluster, &Inputs) -> Result<Deployment, builders::BuildError>;
+/// Deletes what this HostedCluster controls but no longer wants, with an event for each.
+async fn sweep_orphans(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> Result<()> {
+    for deleted in owned.delete_orphans().await? {
+        let (kind, name) = (deleted.kind.clone(), deleted.name.clone());
+        info!(kind, name, "deleted");
+        let event = event(EventType::Normal, "Deleted", "Sweep")
+            .note(format!(
+                "deleted {} {}: no longer part of the control plane",
+                kind.unwrap_or_default(),
+                name.unwrap_or_default()
+            ))
+            .related(deleted);
+        publish(ctx, hc, event).await;
+    }
+    Ok(())
+}
 
-/// Where the API server is reachable, the port it listens on, and the address it advertises.
-async fn observe_endpoint(
+/// The Services come first: the API server's allocated node port is part of the endpoint that
+/// the serving certificate names.
+async fn apply_services(hc: &HostedCluster, owned: &mut OwnedSet) -> Result<Service> {
+    let service = owned
+        .apply(&kube_apiserver::service(hc, None)?)
+        .instrument(info_span!("apply", component = "kube-apiserver"))
+        .await?;
+    for etcd_service in etcd::services(hc)? {
+        owned.apply(&etcd_service).await?;
+    }
+    Ok(service)
+}
+
+/// PKI and kubeconfig Secrets; an event per reissued certificate.
+async fn ensure_secrets(
     hc: &HostedCluster,
     ctx: &Context,
-    service: &Service,
-) -> Result<Option<(Endpoint, i32, Option<String>)>> {
-    let spec = service.spec.clone().unwrap_or_default();
-    let port = spec
-        .ports
-        .unwrap_or_default()
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    match hc.spec.api_server.service.type_ {
-        ApiServerServiceType::NodePort => {
-            let node_port = port
-                .node_port
-                .ok_or(Error::MissingField("spec.ports[0].nodePort"))?;
-            let node_ip = node_address(ctx).await?.ok_or(Error::NoNodeAddress(node_port))?;
-            let endpoint = Endpoint {
-                host: node_ip.clone(),
-                port: node_port,
-            };
-            Ok(Some((endpoint, node_port, Some(node_ip))))
-        }
-        ApiServerServiceType::ClusterIP => {
-            let ip = spec.cluster_ip.ok_or(Error::MissingField("spec.clusterIP"))?;
-            let endpoint = Endpoint {
-                host: ip.clone(),
-                port: port.port,
-            };
-            Ok(Some((endpoint, APISERVER_SERVICE_PORT, Some(ip))))
-        }
-        ApiServerServiceType::LoadBalancer => {
-            let ingress = service
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .and_then(|i| i.first().cloned());
-            Ok(ingress.and_then(|i| {
-                let advertise = i.ip.clone();
-                i.ip.or(i.hostname).map(|host| {
-                    (
-                        Endpoint {
-                            host,
-                            port: port.port,
-                        },
-                        APISERVER_SERVICE_PORT,
-                        advertise,
-                    )
-                })
-            }))
-        }
+    owned: &mut OwnedSet,
+    endpoint: &Endpoint,
+) -> Result<SecretData> {
+    let cluster = builders::name(hc);
+    let request = PkiRequest {
+        hc,
+        endpoint,
+        now: ctx.clock.now(),
+    };
+    let (secret_data, reissued) = pki_store::ensure_pki(owned, &ctx.client, &request)
+        .instrument(info_span!("pki"))
+        .await?;
+    for (role, why) in reissued {
+        let name = role.secret_name(&cluster);
+        info!(secret = %name, reason = why, "reissued");
+        let event = event(EventType::Normal, "CertificateReissued", "RotateCertificate")
+            .note(format!("reissued Secret {name}: {why}"))
+            .related(secret_reference(hc, &name));
+        publish(ctx, hc, event).await;
+    }
+    ctx.metrics.record_certificates(hc, &secret_data);
+    Ok(secret_data)
+}
+
+/// Applies each component whose dependencies are available; reports (and keeps) the others.
+async fn roll_out(
+    hc: &HostedCluster,
+    ctx: &Context,
+    owned: &mut OwnedSet,
+    inputs: &Inputs,
+) -> Result<BTreeMap<Component, WorkloadState>> {
+    let mut states = BTreeMap::new();
+    for component in Component::ALL {
+        let blocked_by = component
+            .depends_on()
+            .iter()
+            .find(|d| !states.get(*d).is_some_and(WorkloadState::is_ready));
+        let span = info_span!("apply", component = component.as_str());
+        let state = match blocked_by {
+            None => match component.workload(hc, inputs)? {
+                Workload::StatefulSet(sts) => {
+                    let applied = owned.apply(&sts).instrument(span).await?;
+                    WorkloadState::of_statefulset(&applied)
+                }
+                Workload::Deployment(d) => {
+                    let applied = owned.apply(&d).instrument(span).await?;
+                    WorkloadState::of_deployment(&applied)
+                }
+            },
+            // Left as it is until the dependency is back: a restarting etcd does not roll the
+            // API server, and the sweep must not take the workload for an orphan.
+            Some(dependency) => match observe_workload(&ctx.client, hc, component).await? {
+                Some(existing) => {
+                    keep(owned, &existing);
+                    debug!(
+                        component = component.as_str(),
+                        waits_for = dependency.as_str(),
+                        "not applied"
+                    );
+                    WorkloadState::of_workload(&existing)
+                }
+                None => WorkloadState::Waiting(dependency.as_str()),
+            },
+        };
+        states.insert(component, state);
+    }
+    Ok(states)
+}
+
+fn keep(owned: &mut OwnedSet, workload: &Workload) {
+    match workload {
+        Workload::StatefulSet(sts) => owned.keep(sts),
+        Workload::Deployment(d) => owned.keep(d),
     }
 }
 
-/// The InternalIP of the first Ready node, by name: stable across reconciles.
-async fn node_address(ctx: &Context) -> Result<Option<String>> {
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let mut list = nodes
-        .list(&ListParams::default())
-        .await
-        .context("list", "Node", "*")?
-        .items;
-    list.sort_by_key(|n| n.name_any());
-    Ok(list.iter().find_map(|node| {
-        let status = node.status.as_ref()?;
-        let ready = status
-            .conditions
-            .as_ref()?
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        let addresses = status.addresses.as_ref()?;
-        ready.then(|| {
-            addresses
-                .iter()
-                .find(|a| a.type_ == "InternalIP")
-                .map(|a| a.address.clone())
-        })?
-    }))
-}
-
+/// Hash of every key of every Secret the component mounts.
 fn component_hash(data: &SecretData, component: Component) -> String {
     let mut entries = Vec::new();
-    for role in mounted_by(component) {
-        if let Some(secret) = data.get(role) {
-            for (key, value) in secret {
-                entries.push((format!("{}/{key}", role.suffix()), value.0.as_slice()));
-            }
+    for role in component.required_certs() {
+        for (key, value) in data.get(role).into_iter().flatten() {
+            entries.push((format!("{}/{key}", role.suffix()), value.0.as_slice()));
         }
     }
     hash_data(entries.iter().map(|(k, v)| (k.as_str(), *v)))
 }
 
-fn statefulset_state(sts: &StatefulSet) -> WorkloadState {
-    let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = sts.status.clone().unwrap_or_default();
-    let current = status.observed_generation >= sts.metadata.generation
-        && status.update_revision == status.current_revision;
-    let ready = if current {
-        status.ready_replicas.unwrap_or(0)
-    } else {
-        0
-    };
-    WorkloadState::Pods { ready, desired }
-}
-
-fn deployment_state(d: &Deployment) -> WorkloadState {
-    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-    let status = d.status.clone().unwrap_or_default();
-    let current = status.observed_generation >= d.metadata.generation;
-    let updated = status.updated_replicas.unwrap_or(0);
-    let available = status.available_replicas.unwrap_or(0);
-    let ready = if current { updated.min(available) } else { 0 };
-    WorkloadState::Pods { ready, desired }
-}
-
-fn is_ready(state: &WorkloadState) -> bool {
-    matches!(state, WorkloadState::Pods { ready, desired } if ready >= desired && *desired > 0)
-}
-
-/// A Deployment not applied this pass: report what exists, or that it waits for `dependency`.
-async fn observe_deployment(
-    hc: &HostedCluster,
-    ctx: &Context,
-    component: Component,
-    dependency: &'static str,
-) -> Result<WorkloadState> {
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &builders::namespace(hc));
-    let name = component.workload_name(&builders::name(hc));
-    Ok(
-        match api.get_opt(&name).await.context("get", "Deployment", &name)? {
-            Some(d) => deployment_state(&d),
-            None => WorkloadState::Waiting(dependency),
-        },
-    )
-}
-
-/// GET /readyz on the hosted API server as its admin.
-async fn probe_readyz(kubeconfig: &str) -> Result<(), String> {
-    let config = kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| e.to_string())?;
-    let mut config = kube::Config::from_custom_kubeconfig(config, &Default::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    config.connect_timeout = Some(Duration::from_secs(3));
-    config.read_timeout = Some(Duration::from_secs(5));
-    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
-    let request = http::Request::get("/readyz")
-        .body(Vec::new())
-        .map_err(|e| e.to_string())?;
-    match client.request_text(request).await {
-        Ok(body) if body.trim() == "ok" => Ok(()),
-        Ok(body) => Err(format!("answered {:?}", body.trim())),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn empty_observation(hc: &HostedCluster, endpoint: Option<String>) -> Observed {
-    Observed {
-        generation: hc.metadata.generation,
-        version: hc.spec.version.clone(),
-        endpoint,
-        kubeconfig_secret: None,
-        workloads: Component::ALL
-            .iter()
-            .map(|c| (*c, WorkloadState::Waiting("the endpoint")))
-            .collect(),
-        readyz: Err("not probed".into()),
-        error: None,
-    }
-}
-
-/// After a failed pass: keep the previous picture, with the error on `Available`.
+/// After a failed pass: the workloads as they are, with the error on `Available`.
 async fn observe_failure(hc: &HostedCluster, ctx: &Context, error: &Error) -> Observed {
     let previous = hc.status.clone().unwrap_or_default();
-    let mut observed = empty_observation(hc, previous.endpoint.clone());
+    let mut observed = Observed::nothing_yet(hc, previous.endpoint.clone());
     observed.kubeconfig_secret = previous.kubeconfig_secret_ref.map(|r| r.name);
-    let mut workloads = Vec::new();
+    observed.workloads.clear();
     for component in Component::ALL {
-        let state = observe_deployment(hc, ctx, component, "a successful reconcile")
-            .await
-            .unwrap_or(WorkloadState::Waiting("a successful reconcile"));
-        workloads.push((component, state));
+        let state = match observe_workload(&ctx.client, hc, component).await {
+            Ok(Some(workload)) => WorkloadState::of_workload(&workload),
+            _ => WorkloadState::Waiting("a successful reconcile"),
+        };
+        observed.workloads.push((component, state));
     }
-    observed.workloads = workloads;
     observed.error = Some(error.to_string());
     observed
 }
 
-async fn patch_status(hc: &HostedCluster, ctx: &Context, observed: &Observed) -> Result<()> {
+/// Writes the status computed from `observed`, unless it is what is already there.
+async fn apply_status(hc: &HostedCluster, ctx: &Context, observed: &Observed) -> Result<()> {
     let status = compute_status(hc.status.as_ref(), observed, ctx.clock.timestamp());
     if hc.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let became_available = status.phase.as_deref() == Some(crate::api::conditions::PHASE_AVAILABLE)
-        && hc.status.as_ref().and_then(|s| s.phase.as_deref()) != status.phase.as_deref();
-    let api: Api<HostedCluster> = Api::namespaced(ctx.client.clone(), &builders::namespace(hc));
-    let patch = json!({ "apiVersion": "nestplane.io/v1alpha1", "kind": "HostedCluster", "status": status });
-    api.patch_status(
-        &hc.name_any(),
-        &PatchParams::apply(owned::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .context("patch status of", "HostedCluster", &hc.name_any())?;
+    let became_available = status.phase.as_deref() == Some(PHASE_AVAILABLE)
+        && hc.status.as_ref().and_then(|s| s.phase.as_deref()) != Some(PHASE_AVAILABLE);
+    write_status(hc, ctx, &status).await?;
     if became_available {
         let note = format!(
             "the control plane is available at {}",
             status.endpoint.unwrap_or_default()
         );
-        publish(ctx, hc, EventType::Normal, "Available", "Reconcile", note).await;
+        publish(
+            ctx,
+            hc,
+            event(EventType::Normal, "Available", "Reconcile").note(note),
+        )
+        .await;
     }
     Ok(())
 }
 
-/// Owned objects go by ownerReferences; nothing outside the cluster exists yet to remove first.
-async fn cleanup(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
+async fn write_status(hc: &HostedCluster, ctx: &Context, status: &HostedClusterStatus) -> Result<()> {
     let api: Api<HostedCluster> = Api::namespaced(ctx.client.clone(), &builders::namespace(hc));
-    let patch = json!({ "status": { "phase": PHASE_DELETING } });
-    // Best effort: the object is going away.
-    let _ = api
-        .patch_status(&hc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await;
-    publish(
-        ctx,
-        hc,
-        EventType::Normal,
-        "Deleting",
-        "Cleanup",
-        "removing the control plane".into(),
+    let patch = json!({ "apiVersion": "nestplane.io/v1alpha1", "kind": "HostedCluster", "status": status });
+    api.patch_status(
+        &hc.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
     )
-    .await;
+    .await
+    .context("patch status of", "HostedCluster", &hc.name_any())?;
+    Ok(())
+}
+
+/// Everything the HostedCluster owns carries an ownerReference to it, so the garbage collector
+/// removes it (etcd's claims go with its StatefulSet); nothing outside the cluster exists yet.
+async fn cleanup(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
+    let mut status = hc.status.clone().unwrap_or_default();
+    status.phase = Some(PHASE_DELETING.to_string());
+    // Best effort: the object is going away.
+    if let Err(error) = write_status(hc, ctx, &status).await {
+        debug!(%error, "could not mark the HostedCluster as deleting");
+    }
+    let event = event(EventType::Normal, "Deleting", "Cleanup").note("removing the control plane".into());
+    publish(ctx, hc, event).await;
     Ok(Action::await_change())
 }
 
-async fn publish(
-    ctx: &Context,
-    hc: &HostedCluster,
-    type_: EventType,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
-    let event = Event {
+/// One event per object created, and per workload or Service changed. Changed Secrets have
+/// their own `CertificateReissued` events.
+async fn publish_changes(ctx: &Context, hc: &HostedCluster, owned: &mut OwnedSet) {
+    for change in owned.take_changes() {
+        let (reason, verb) = if change.created {
+            ("Created", "created")
+        } else {
+            ("Updated", "updated")
+        };
+        info!(kind = change.kind, name = %change.name, "{verb}");
+        if !change.created && change.kind == "Secret" {
+            continue;
+        }
+        let event = event(EventType::Normal, reason, "Apply")
+            .note(format!("{verb} {} {}", change.kind, change.name))
+            .related(change.reference);
+        publish(ctx, hc, event).await;
+    }
+}
+
+/// An event about the HostedCluster. The recorder folds events with the same type, reason,
+/// action and related object into one series, so each object named gets its own.
+fn event(type_: EventType, reason: &str, action: &str) -> Event {
+    Event {
         type_,
         reason: reason.to_string(),
-        note: Some(note),
+        note: None,
         action: action.to_string(),
         secondary: None,
-    };
+    }
+}
+
+trait EventExt {
+    fn note(self, note: String) -> Self;
+    fn related(self, object: ObjectReference) -> Self;
+}
+
+impl EventExt for Event {
+    fn note(mut self, note: String) -> Self {
+        self.note = Some(note);
+        self
+    }
+    fn related(mut self, object: ObjectReference) -> Self {
+        self.secondary = Some(object);
+        self
+    }
+}
+
+fn secret_reference(hc: &HostedCluster, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        name: Some(name.into()),
+        namespace: hc.namespace(),
+        ..ObjectReference::default()
+    }
+}
+
+async fn publish(ctx: &Context, hc: &HostedCluster, event: Event) {
     if let Err(e) = ctx.recorder.publish(&event, &hc.object_ref(&())).await {
         warn!(error = %e, "could not publish event");
     }

@@ -13,6 +13,7 @@ use crate::api::HostedCluster;
 use crate::metrics::Metrics;
 
 pub mod hosted_cluster;
+pub mod observe;
 pub mod owned;
 pub mod pki_store;
 pub mod status;
@@ -22,6 +23,8 @@ pub mod status;
 pub struct Config {
     /// Registry the control-plane images come from.
     pub image_registry: String,
+    /// Watch only this namespace; all namespaces when unset.
+    pub namespace: Option<String>,
 }
 
 /// The time source; tests can pin it.
@@ -58,22 +61,38 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
         config,
         clock: Clock,
     });
-    let hosted_clusters: Api<HostedCluster> = Api::all(client.clone());
+    let namespace = ctx.config.namespace.as_deref();
+    let hosted_clusters: Api<HostedCluster> = api(&client, namespace);
     // Children are watched by the label every owned object carries, so drift wakes the parent.
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=nestplane");
     Controller::new(hosted_clusters, watcher::Config::default().any_semantic())
-        .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .owns(Api::<Secret>::all(client.clone()), owned)
+        .owns(api::<StatefulSet>(&client, namespace), owned.clone())
+        .owns(api::<Deployment>(&client, namespace), owned.clone())
+        .owns(api::<Service>(&client, namespace), owned.clone())
+        .owns(api::<Secret>(&client, namespace), owned)
         .shutdown_on_signal()
         .run(hosted_cluster::reconcile, hosted_cluster::error_policy, ctx)
         .for_each(|result| async move {
+            use kube::runtime::controller::Error as ControllerError;
             match result {
                 Ok((object, _)) => tracing::debug!(name = %object.name, "reconciled"),
-                Err(error) => warn!(%error, "reconcile error"),
+                // `error_policy` has logged and counted it.
+                Err(ControllerError::ReconcilerFailed(..)) => {}
+                // A deleted object with a wake-up still queued.
+                Err(ControllerError::ObjectNotFound(object)) => tracing::debug!(%object, "gone"),
+                Err(error) => warn!(%error, "controller error"),
             }
         })
         .await;
     info!("controller stopped");
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }

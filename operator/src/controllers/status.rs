@@ -1,22 +1,83 @@
 //! Status computed from what was observed: a pure function, so every message is unit-tested.
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::conditions::*;
-use crate::api::{HostedClusterStatus, SecretKeyRef};
-use crate::builders::Component;
+use crate::api::{HostedCluster, HostedClusterStatus, SecretKeyRef};
+use crate::builders::kubeconfig::KUBECONFIG_KEY;
+use crate::builders::{Component, Workload};
 
 /// Readiness of one component's workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkloadState {
     /// Not created yet: waiting for the named dependency.
     Waiting(&'static str),
-    /// `ready` of `desired` pods ready and updated.
-    Pods { ready: i32, desired: i32 },
+    /// `ready` of `desired` pods serve; `updated` of them run the current template.
+    Pods { ready: i32, updated: i32, desired: i32 },
+}
+
+impl WorkloadState {
+    /// Enough pods serve, whichever template they run: a rollout that keeps old pods until
+    /// new ones are ready does not make a component unavailable.
+    pub fn is_ready(&self) -> bool {
+        matches!(self, WorkloadState::Pods { ready, desired, .. } if ready >= desired && *desired > 0)
+    }
+
+    /// Every desired pod runs the current template and is ready.
+    pub fn is_rolled_out(&self) -> bool {
+        matches!(self, WorkloadState::Pods { updated, desired, .. } if updated >= desired)
+    }
+
+    pub fn of_statefulset(sts: &StatefulSet) -> WorkloadState {
+        let desired = sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = sts.status.clone().unwrap_or_default();
+        let ready = status.ready_replicas.unwrap_or(0);
+        let current = status.observed_generation >= sts.metadata.generation;
+        let updated = match (current, status.update_revision == status.current_revision) {
+            (false, _) => 0,
+            (true, true) => ready,
+            (true, false) => status.updated_replicas.unwrap_or(0).min(ready),
+        };
+        WorkloadState::Pods {
+            ready,
+            updated,
+            desired,
+        }
+    }
+
+    /// While old pods remain they may be the available ones, so they do not count as updated.
+    pub fn of_deployment(d: &Deployment) -> WorkloadState {
+        let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let status = d.status.clone().unwrap_or_default();
+        let available = status.available_replicas.unwrap_or(0);
+        let current = status.observed_generation >= d.metadata.generation;
+        let new_pods = status.updated_replicas.unwrap_or(0);
+        let old_pods = (status.replicas.unwrap_or(0) - new_pods).max(0);
+        let updated = if current {
+            (available - old_pods).clamp(0, new_pods)
+        } else {
+            0
+        };
+        WorkloadState::Pods {
+            ready: available,
+            updated,
+            desired,
+        }
+    }
+
+    pub fn of_workload(workload: &Workload) -> WorkloadState {
+        match workload {
+            Workload::StatefulSet(sts) => WorkloadState::of_statefulset(sts),
+            Workload::Deployment(d) => WorkloadState::of_deployment(d),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct Observed {
+    pub namespace: String,
+    pub cluster: String,
     pub generation: Option<i64>,
     pub version: String,
     pub endpoint: Option<String>,
@@ -25,8 +86,31 @@ pub struct Observed {
     pub workloads: Vec<(Component, WorkloadState)>,
     /// Outcome of GET /readyz on the hosted API server.
     pub readyz: Result<(), String>,
+    /// Why the endpoint is not known yet (a LoadBalancer without an address).
+    pub pending_endpoint: Option<String>,
     /// The reconcile error, if this pass failed.
     pub error: Option<String>,
+}
+
+impl Observed {
+    /// Before any workload is looked at: everything waits for the endpoint.
+    pub fn nothing_yet(hc: &HostedCluster, endpoint: Option<String>) -> Observed {
+        Observed {
+            namespace: crate::builders::namespace(hc),
+            cluster: crate::builders::name(hc),
+            generation: hc.metadata.generation,
+            version: hc.spec.version.clone(),
+            endpoint,
+            kubeconfig_secret: None,
+            workloads: Component::ALL
+                .iter()
+                .map(|c| (*c, WorkloadState::Waiting("the endpoint")))
+                .collect(),
+            readyz: Err("not probed".into()),
+            pending_endpoint: None,
+            error: None,
+        }
+    }
 }
 
 fn condition_type(component: Component) -> &'static str {
@@ -41,27 +125,45 @@ fn condition_type(component: Component) -> &'static str {
 fn component_condition(
     component: Component,
     state: &WorkloadState,
-    readyz: &Result<(), String>,
+    observed: &Observed,
 ) -> (bool, &'static str, String) {
     let what = component.as_str();
+    if let (Component::KubeApiserver, Some(why)) = (component, &observed.pending_endpoint) {
+        return (false, REASON_WAITING_FOR_ENDPOINT, why.clone());
+    }
+    let pods = format!(
+        "kubectl -n {} get pods -l app.kubernetes.io/instance={},app.kubernetes.io/component={what}",
+        observed.namespace, observed.cluster
+    );
     match state {
         WorkloadState::Waiting(dependency) => {
             (false, REASON_WAITING, format!("{what} waits for {dependency}"))
         }
-        WorkloadState::Pods { ready, desired } if ready < desired || *desired == 0 => (
+        WorkloadState::Pods { ready, desired, .. } if !state.is_ready() => (
             false,
             REASON_PROGRESSING,
-            format!(
-                "{ready}/{desired} {what} pods ready; see `kubectl get pods -l app.kubernetes.io/component={what}`"
-            ),
+            format!("{ready}/{desired} {what} pods ready; see `{pods}`"),
         ),
-        WorkloadState::Pods { ready, .. } => match (component, readyz) {
-            (Component::KubeApiserver, Err(e)) => (false, REASON_READYZ_FAILED, format!("/readyz: {e}")),
-            (Component::KubeApiserver, Ok(())) => {
-                (true, REASON_READYZ_OK, format!("{ready} pods ready; /readyz ok"))
+        WorkloadState::Pods {
+            ready,
+            updated,
+            desired,
+        } => {
+            let rollout = if state.is_rolled_out() {
+                String::new()
+            } else {
+                format!("; rolling out a new template, {updated}/{desired} updated")
+            };
+            match (component, &observed.readyz) {
+                (Component::KubeApiserver, Err(e)) => (false, REASON_READYZ_FAILED, format!("/readyz: {e}")),
+                (Component::KubeApiserver, Ok(())) => (
+                    true,
+                    REASON_READYZ_OK,
+                    format!("{ready} pods ready; /readyz ok{rollout}"),
+                ),
+                _ => (true, REASON_READY, format!("{ready} pods ready{rollout}")),
             }
-            _ => (true, REASON_READY, format!("{ready} pods ready")),
-        },
+        }
     }
 }
 
@@ -75,7 +177,7 @@ pub fn compute_status(
     let mut conditions = Vec::new();
     let mut unavailable = Vec::new();
     for (component, state) in &observed.workloads {
-        let (ok, reason, message) = component_condition(*component, state, &observed.readyz);
+        let (ok, reason, message) = component_condition(*component, state, observed);
         if !ok {
             unavailable.push(component.as_str());
         }
@@ -127,7 +229,7 @@ pub fn compute_status(
             .or_else(|| previous.and_then(|p| p.version.clone())),
         kubeconfig_secret_ref: observed.kubeconfig_secret.clone().map(|name| SecretKeyRef {
             name,
-            key: crate::builders::secrets::KUBECONFIG_KEY.to_string(),
+            key: KUBECONFIG_KEY.to_string(),
         }),
         conditions,
     }
@@ -159,135 +261,4 @@ fn condition(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn observed(states: [WorkloadState; 4], readyz: Result<(), String>) -> Observed {
-        Observed {
-            generation: Some(2),
-            version: "v1.35.4".into(),
-            endpoint: Some("https://192.0.2.2:31443".into()),
-            kubeconfig_secret: Some("demo-kubeconfig".into()),
-            workloads: Component::ALL.into_iter().zip(states).collect(),
-            readyz,
-            error: None,
-        }
-    }
-
-    fn ready() -> WorkloadState {
-        WorkloadState::Pods { ready: 1, desired: 1 }
-    }
-
-    fn get<'a>(status: &'a HostedClusterStatus, type_: &str) -> &'a Condition {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
-            .expect("condition")
-    }
-
-    #[test]
-    fn all_ready_and_readyz_ok_is_available() {
-        let status = compute_status(
-            None,
-            &observed([ready(), ready(), ready(), ready()], Ok(())),
-            Timestamp::UNIX_EPOCH,
-        );
-        assert_eq!(get(&status, AVAILABLE).status, "True");
-        assert_eq!(status.phase.as_deref(), Some(PHASE_AVAILABLE));
-        assert_eq!(status.version.as_deref(), Some("v1.35.4"));
-        assert_eq!(status.kubeconfig_secret_ref.expect("ref").key, "value");
-    }
-
-    #[test]
-    fn readyz_failure_makes_the_api_server_unavailable_with_the_reason() {
-        let status = compute_status(
-            None,
-            &observed(
-                [ready(), ready(), ready(), ready()],
-                Err("connection refused".into()),
-            ),
-            Timestamp::UNIX_EPOCH,
-        );
-        let api = get(&status, API_SERVER_AVAILABLE);
-        assert_eq!(
-            (api.status.as_str(), api.reason.as_str()),
-            ("False", REASON_READYZ_FAILED)
-        );
-        assert!(api.message.contains("connection refused"));
-        assert_eq!(get(&status, AVAILABLE).message, "not available: kube-apiserver");
-        assert_eq!(status.phase.as_deref(), Some(PHASE_PROVISIONING));
-        assert_eq!(status.version, None);
-    }
-
-    #[test]
-    fn messages_name_unavailable_components_sorted() {
-        let states = [
-            WorkloadState::Pods { ready: 0, desired: 1 },
-            WorkloadState::Waiting("etcd"),
-            WorkloadState::Waiting("kube-apiserver"),
-            WorkloadState::Waiting("kube-apiserver"),
-        ];
-        let status = compute_status(
-            None,
-            &observed(states, Err("no endpoint".into())),
-            Timestamp::UNIX_EPOCH,
-        );
-        assert_eq!(
-            get(&status, AVAILABLE).message,
-            "not available: etcd, kube-apiserver, kube-controller-manager, kube-scheduler"
-        );
-        assert_eq!(get(&status, API_SERVER_AVAILABLE).reason, REASON_WAITING);
-        assert!(
-            get(&status, ETCD_AVAILABLE)
-                .message
-                .starts_with("0/1 etcd pods ready")
-        );
-    }
-
-    #[test]
-    fn transition_time_moves_only_when_status_flips() {
-        let t0 = Timestamp::UNIX_EPOCH;
-        let t1 = Timestamp::from_second(100).expect("time");
-        let first = compute_status(None, &observed([ready(), ready(), ready(), ready()], Ok(())), t0);
-        let same = compute_status(
-            Some(&first),
-            &observed([ready(), ready(), ready(), ready()], Ok(())),
-            t1,
-        );
-        assert_eq!(first, same, "an unchanged observation gives an identical status");
-        let degraded = compute_status(
-            Some(&first),
-            &observed(
-                [
-                    WorkloadState::Pods { ready: 0, desired: 1 },
-                    ready(),
-                    ready(),
-                    ready(),
-                ],
-                Ok(()),
-            ),
-            t1,
-        );
-        assert_eq!(get(&degraded, AVAILABLE).last_transition_time, Time(t1));
-        assert_eq!(get(&degraded, SCHEDULER_AVAILABLE).last_transition_time, Time(t0));
-        assert_eq!(degraded.phase.as_deref(), Some(PHASE_DEGRADED));
-        assert_eq!(
-            degraded.version.as_deref(),
-            Some("v1.35.4"),
-            "version stays what last ran"
-        );
-    }
-
-    #[test]
-    fn reconcile_error_is_reported_on_available() {
-        let mut o = observed([ready(), ready(), ready(), ready()], Ok(()));
-        o.error = Some("apply Secret demo-ca: forbidden".into());
-        let status = compute_status(None, &o, Timestamp::UNIX_EPOCH);
-        let available = get(&status, AVAILABLE);
-        assert_eq!(
-            (available.status.as_str(), available.reason.as_str()),
-            ("False", REASON_RECONCILE_ERROR)
-        );
-    }
-}
+mod tests;
