@@ -34,6 +34,19 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Every value [`Error::metric_label`] returns, so that the failures counter starts at zero
+    /// for each (a counter that appears only on the first failure has no rate before it).
+    pub const METRIC_LABELS: [&'static str; 8] = [
+        "Kube",
+        "Build",
+        "Pki",
+        "SecretKey",
+        "NoNodeAddress",
+        "MissingField",
+        "PredecessorNotGone",
+        "Finalizer",
+    ];
+
     /// A bounded label for the failures metric: the variant name.
     pub fn metric_label(&self) -> &'static str {
         match self {

@@ -1,4 +1,5 @@
-//! Prometheus metrics. Names are an API: `deploy/grafana` uses them.
+//! Prometheus metrics. Names are an API: the Grafana dashboard in
+//! `deploy/chart/nestplane/dashboards/` queries them, and a test checks that it names no other.
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -9,6 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::api::HostedCluster;
+use crate::api::conditions::{PHASE_AVAILABLE, PHASE_DEGRADED, PHASE_DELETING, PHASE_PROVISIONING};
 use crate::builders::secrets::{SecretRole, TLS_CERT};
 use crate::controllers::pki_store::SecretData;
 use crate::error::Error;
@@ -25,6 +27,22 @@ pub struct FailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub namespace: String,
+    pub name: String,
+    pub phase: &'static str,
+}
+
+/// Every phase a HostedCluster can be in: the phase gauge has one series per phase, 1 for the
+/// current one, so that a query can count clusters per phase.
+pub const PHASES: [&str; 4] = [
+    PHASE_PROVISIONING,
+    PHASE_AVAILABLE,
+    PHASE_DEGRADED,
+    PHASE_DELETING,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertificateLabels {
     pub namespace: String,
     pub name: String,
@@ -37,6 +55,7 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
     certificate_expiry: Family<CertificateLabels, Gauge<i64>>,
+    phase: Family<PhaseLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -48,6 +67,7 @@ impl Default for Metrics {
             Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
         });
         let certificate_expiry = Family::<CertificateLabels, Gauge<i64>>::default();
+        let phase = Family::<PhaseLabels, Gauge>::default();
         registry.register("reconcile_runs", "Reconciles started", runs.clone());
         registry.register(
             "reconcile_failures",
@@ -64,12 +84,18 @@ impl Default for Metrics {
             "When each hosted control-plane certificate expires (Unix time)",
             certificate_expiry.clone(),
         );
+        registry.register(
+            "hosted_cluster_phase",
+            "1 for the phase each HostedCluster is in, 0 for the others",
+            phase.clone(),
+        );
         Metrics {
             registry,
             runs,
             failures,
             duration,
             certificate_expiry,
+            phase,
         }
     }
 }
@@ -87,6 +113,16 @@ impl Drop for ReconcileTimer {
 }
 
 impl Metrics {
+    /// Creates a controller's series at zero, so dashboards show 0 instead of no data until the
+    /// first reconcile and the first failure of each kind.
+    pub fn register_controller(&self, controller: &'static str) {
+        let _ = self.runs.get_or_create(&ControllerLabels { controller });
+        let _ = self.duration.get_or_create(&ControllerLabels { controller });
+        for error in Error::METRIC_LABELS {
+            let _ = self.failures.get_or_create(&FailureLabels { controller, error });
+        }
+    }
+
     pub fn reconcile_run(&self, controller: &'static str) {
         self.runs.get_or_create(&ControllerLabels { controller }).inc();
     }
@@ -129,9 +165,184 @@ impl Metrics {
         }
     }
 
+    /// Sets the phase series of `hc`: 1 for `current`, 0 for every other phase.
+    pub fn record_phase(&self, hc: &HostedCluster, current: &str) {
+        for phase in PHASES {
+            self.phase
+                .get_or_create(&phase_labels(hc, phase))
+                .set(i64::from(phase == current));
+        }
+    }
+
+    /// Drops every series of a HostedCluster that is gone, so dashboards do not show it.
+    pub fn forget(&self, hc: &HostedCluster) {
+        for phase in PHASES {
+            self.phase.remove(&phase_labels(hc, phase));
+        }
+        for role in SecretRole::ALL {
+            self.certificate_expiry.remove(&CertificateLabels {
+                namespace: hc.metadata.namespace.clone().unwrap_or_default(),
+                name: hc.metadata.name.clone().unwrap_or_default(),
+                cert: SecretRole::suffix(role),
+            });
+        }
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+fn phase_labels(hc: &HostedCluster, phase: &'static str) -> PhaseLabels {
+    PhaseLabels {
+        namespace: hc.metadata.namespace.clone().unwrap_or_default(),
+        name: hc.metadata.name.clone().unwrap_or_default(),
+        phase,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::builders::testing::hosted_cluster;
+
+    const DASHBOARD: &str = include_str!("../../deploy/chart/nestplane/dashboards/nestplane.json");
+
+    /// Every `nestplane_*` name in the dashboard's queries.
+    fn dashboard_metrics() -> BTreeSet<String> {
+        let dashboard: Value = serde_json::from_str(DASHBOARD).expect("dashboard is JSON");
+        let mut exprs = Vec::new();
+        collect_exprs(&dashboard, &mut exprs);
+        assert!(exprs.len() >= 10, "found only {} queries", exprs.len());
+        exprs
+            .iter()
+            .flat_map(|expr| {
+                expr.match_indices("nestplane_").map(|(start, _)| {
+                    expr[start..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect::<String>()
+                })
+            })
+            .collect()
+    }
+
+    fn collect_exprs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("expr" | "definition", Value::String(expr)) => out.push(expr.clone()),
+                        _ => collect_exprs(value, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+            _ => {}
+        }
+    }
+
+    fn exported_series(metrics: &Metrics) -> BTreeSet<String> {
+        metrics
+            .encode()
+            .expect("encode")
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split(['{', ' ']).next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn dashboard_queries_only_metrics_the_operator_exports() {
+        let metrics = Metrics::default();
+        let hc = hosted_cluster();
+        // What a fresh operator exports before anything failed: counters at zero.
+        metrics.register_controller("hostedcluster");
+        metrics.record_phase(&hc, PHASE_AVAILABLE);
+        let data: SecretData = [(
+            SecretRole::ApiServer,
+            [(
+                TLS_CERT.to_string(),
+                k8s_openapi::ByteString(
+                    nestplane_pki::generate_ca(
+                        "test-ca",
+                        time::OffsetDateTime::now_utc(),
+                        time::Duration::days(1),
+                    )
+                    .expect("CA")
+                    .cert_pem
+                    .into_bytes(),
+                ),
+            )]
+            .into(),
+        )]
+        .into();
+        metrics.record_certificates(&hc, &data);
+
+        let exported = exported_series(&metrics);
+        let queried = dashboard_metrics();
+        let unknown: Vec<_> = queried.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "the dashboard queries {unknown:?}; exported: {exported:?}"
+        );
+        for family in [
+            "nestplane_reconcile_runs_total",
+            "nestplane_reconcile_failures_total",
+            "nestplane_reconcile_duration_seconds_bucket",
+            "nestplane_hosted_cluster_phase",
+            "nestplane_certificate_expiry_timestamp_seconds",
+        ] {
+            assert!(queried.contains(family), "no panel shows {family}");
+        }
+    }
+
+    #[test]
+    fn failure_series_exist_at_zero_for_every_error_kind() {
+        let metrics = Metrics::default();
+        metrics.register_controller("hostedcluster");
+        let text = metrics.encode().expect("encode");
+        for error in Error::METRIC_LABELS {
+            let line = format!(
+                r#"nestplane_reconcile_failures_total{{controller="hostedcluster",error="{error}"}} 0"#
+            );
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+        for error in [
+            Error::MissingField("metadata.namespace"),
+            Error::NoNodeAddress(30000),
+            Error::SecretKey {
+                name: "demo-ca".into(),
+                key: "tls.crt",
+            },
+        ] {
+            assert!(Error::METRIC_LABELS.contains(&error.metric_label()), "{error}");
+        }
+    }
+
+    #[test]
+    fn phase_gauge_marks_one_phase_and_forget_drops_the_cluster() {
+        let metrics = Metrics::default();
+        let hc = hosted_cluster();
+        metrics.record_phase(&hc, PHASE_PROVISIONING);
+        metrics.record_phase(&hc, PHASE_AVAILABLE);
+        let text = metrics.encode().expect("encode");
+        let ones: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with("nestplane_hosted_cluster_phase{") && l.ends_with(" 1"))
+            .collect();
+        assert_eq!(ones.len(), 1, "{text}");
+        assert!(ones[0].contains(r#"phase="Available""#), "{text}");
+
+        metrics.forget(&hc);
+        let text = metrics.encode().expect("encode");
+        assert!(!text.contains("nestplane_hosted_cluster_phase{"), "{text}");
     }
 }

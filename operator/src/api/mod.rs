@@ -34,5 +34,13 @@ mod tests {
             committed == generated,
             "{path} is stale: run `make crds` and commit the result"
         );
+        let chart_copy = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../deploy/chart/nestplane/files/crds/hostedclusters.nestplane.io.yaml"
+        );
+        assert!(
+            std::fs::read_to_string(chart_copy).expect("chart's CRD") == generated,
+            "{chart_copy} is stale: run `make crds` and commit the result"
+        );
     }
 }

@@ -37,6 +37,23 @@ pub enum SecretRole {
 }
 
 impl SecretRole {
+    /// Every role, in declaration order.
+    pub const ALL: [SecretRole; 13] = [
+        SecretRole::Ca,
+        SecretRole::EtcdCa,
+        SecretRole::FrontProxyCa,
+        SecretRole::ServiceAccount,
+        SecretRole::ApiServer,
+        SecretRole::ApiServerKubeletClient,
+        SecretRole::ApiServerEtcdClient,
+        SecretRole::FrontProxyClient,
+        SecretRole::EtcdServer,
+        SecretRole::EtcdPeer,
+        SecretRole::AdminKubeconfig,
+        SecretRole::ControllerManagerKubeconfig,
+        SecretRole::SchedulerKubeconfig,
+    ];
+
     pub fn suffix(self) -> &'static str {
         match self {
             SecretRole::Ca => "ca",

@@ -27,7 +27,7 @@ use crate::builders::{self, Component, Endpoint, Images, Inputs, Workload, etcd,
 use crate::error::{Error, KubeContext, Result};
 
 pub const FINALIZER: &str = "nestplane.io/cleanup";
-const CONTROLLER: &str = "hostedcluster";
+pub(crate) const CONTROLLER: &str = "hostedcluster";
 /// Steady state: look again every minute (certificate expiry, drift); sooner while progressing.
 const REQUEUE_STEADY: Duration = Duration::from_secs(60);
 const REQUEUE_PROGRESSING: Duration = Duration::from_secs(5);
@@ -281,6 +281,9 @@ async fn observe_failure(hc: &HostedCluster, ctx: &Context, error: &Error) -> Ob
 /// Writes the status computed from `observed`, unless it is what is already there.
 async fn apply_status(hc: &HostedCluster, ctx: &Context, observed: &Observed) -> Result<()> {
     let status = compute_status(hc.status.as_ref(), observed, ctx.clock.timestamp());
+    if let Some(phase) = status.phase.as_deref() {
+        ctx.metrics.record_phase(hc, phase);
+    }
     if hc.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -326,6 +329,7 @@ async fn cleanup(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
     }
     let event = event(EventType::Normal, "Deleting", "Cleanup").note("removing the control plane".into());
     publish(ctx, hc, event).await;
+    ctx.metrics.forget(hc);
     Ok(Action::await_change())
 }
 

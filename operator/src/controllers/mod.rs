@@ -54,6 +54,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
         controller: "nestplane".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    metrics.register_controller(hosted_cluster::CONTROLLER);
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
