@@ -27,13 +27,8 @@ pub fn required_certs() -> &'static [SecretRole] {
 
 pub fn args(hc: &HostedCluster) -> BTreeMap<&'static str, String> {
     let network = &hc.spec.network;
-    BTreeMap::from([
-        ("kubeconfig", KUBECONFIG.to_string()),
-        ("authentication-kubeconfig", KUBECONFIG.to_string()),
-        ("authorization-kubeconfig", KUBECONFIG.to_string()),
-        ("bind-address", "0.0.0.0".to_string()),
-        ("secure-port", PORT.to_string()),
-        ("leader-elect", "true".to_string()),
+    let mut args = controller_base_args(KUBECONFIG, PORT);
+    args.extend([
         ("cluster-name", name(hc)),
         ("controllers", "*,bootstrapsigner,tokencleaner".to_string()),
         ("allocate-node-cidrs", "true".to_string()),
@@ -59,7 +54,8 @@ pub fn args(hc: &HostedCluster) -> BTreeMap<&'static str, String> {
         ),
         ("use-service-account-credentials", "true".to_string()),
         ("profiling", "false".to_string()),
-    ])
+    ]);
+    args
 }
 
 pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, BuildError> {

@@ -20,15 +20,9 @@ pub fn required_certs() -> &'static [SecretRole] {
 }
 
 pub fn args() -> BTreeMap<&'static str, String> {
-    BTreeMap::from([
-        ("kubeconfig", KUBECONFIG.to_string()),
-        ("authentication-kubeconfig", KUBECONFIG.to_string()),
-        ("authorization-kubeconfig", KUBECONFIG.to_string()),
-        ("bind-address", "0.0.0.0".to_string()),
-        ("secure-port", PORT.to_string()),
-        ("leader-elect", "true".to_string()),
-        ("profiling", "false".to_string()),
-    ])
+    let mut args = controller_base_args(KUBECONFIG, PORT);
+    args.insert("profiling", "false".to_string());
+    args
 }
 
 pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, BuildError> {

@@ -232,6 +232,20 @@ pub fn owner_reference(hc: &HostedCluster) -> OwnerReference {
     }
 }
 
+/// Flags kube-controller-manager and kube-scheduler share, as kubeadm sets them: one kubeconfig
+/// for talking to the API server and for checking their own clients, serving on `port` on every
+/// address, with leader election.
+pub fn controller_base_args(kubeconfig: &str, port: i32) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("kubeconfig", kubeconfig.to_string()),
+        ("authentication-kubeconfig", kubeconfig.to_string()),
+        ("authorization-kubeconfig", kubeconfig.to_string()),
+        ("bind-address", "0.0.0.0".to_string()),
+        ("secure-port", port.to_string()),
+        ("leader-elect", "true".to_string()),
+    ])
+}
+
 /// `--name=value` flags from defaults overridden by the user's extra args, sorted by name.
 pub fn render_args(defaults: BTreeMap<&str, String>, extra: &BTreeMap<String, String>) -> Vec<String> {
     let mut merged: BTreeMap<String, String> =
