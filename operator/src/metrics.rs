@@ -154,13 +154,8 @@ impl Metrics {
             let Ok(not_after) = nestplane_pki::not_after(&String::from_utf8_lossy(&cert.0)) else {
                 continue;
             };
-            let labels = CertificateLabels {
-                namespace: hc.metadata.namespace.clone().unwrap_or_default(),
-                name: hc.metadata.name.clone().unwrap_or_default(),
-                cert: SecretRole::suffix(*role),
-            };
             self.certificate_expiry
-                .get_or_create(&labels)
+                .get_or_create(&certificate_labels(hc, *role))
                 .set(not_after.unix_timestamp());
         }
     }
@@ -180,11 +175,7 @@ impl Metrics {
             self.phase.remove(&phase_labels(hc, phase));
         }
         for role in SecretRole::ALL {
-            self.certificate_expiry.remove(&CertificateLabels {
-                namespace: hc.metadata.namespace.clone().unwrap_or_default(),
-                name: hc.metadata.name.clone().unwrap_or_default(),
-                cert: SecretRole::suffix(role),
-            });
+            self.certificate_expiry.remove(&certificate_labels(hc, role));
         }
     }
 
@@ -192,6 +183,14 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+fn certificate_labels(hc: &HostedCluster, role: SecretRole) -> CertificateLabels {
+    CertificateLabels {
+        namespace: hc.metadata.namespace.clone().unwrap_or_default(),
+        name: hc.metadata.name.clone().unwrap_or_default(),
+        cert: role.suffix(),
     }
 }
 

@@ -133,6 +133,22 @@ pub async fn pod_logs(client: &Client, namespace: &str, name: &str) -> Result<St
 }
 
 /// Helpers for HostedCluster cases.
+/// The test OpenStack cloud that `make openstack-up` starts.
+pub mod openstack {
+    use anyhow::{Context, Result};
+    use nestplane::openstack::CloudConfig;
+
+    pub const DEFAULT_CLOUDS_YAML: &str = "/var/lib/nestplane/openstack/clouds.yaml";
+
+    /// Cloud `cloud` from the clouds.yaml in `NESTPLANE_E2E_CLOUDS_YAML` (default
+    /// [`DEFAULT_CLOUDS_YAML`]): `nestplane`, or `nestplane-quota` (a project allowing two servers).
+    pub fn cloud_config(cloud: &str) -> Result<CloudConfig> {
+        let path = std::env::var("NESTPLANE_E2E_CLOUDS_YAML").unwrap_or_else(|_| DEFAULT_CLOUDS_YAML.into());
+        CloudConfig::from_clouds_yaml(&path, cloud)
+            .with_context(|| format!("no test cloud at {path}: start it with `make openstack-up`"))
+    }
+}
+
 pub mod hosted {
     use std::time::Duration;
 

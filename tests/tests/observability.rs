@@ -54,7 +54,7 @@ fn dashboard_metrics() -> Vec<String> {
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect()
         })
-        .filter(|name: &String| name != "nestplane_" && !name.starts_with("nestplane_overview"))
+        .filter(|name: &String| name != "nestplane_")
         .collect();
     names.sort();
     names.dedup();

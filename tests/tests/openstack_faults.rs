@@ -8,16 +8,14 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use nestplane::openstack::{Client, CloudConfig, Compute, Failure};
+use nestplane::openstack::{Client, Compute, Failure};
+use nestplane_e2e::openstack::cloud_config;
 use serde_json::{Value, json};
 
-const DEFAULT_CLOUDS_YAML: &str = "/var/lib/nestplane/openstack/clouds.yaml";
 const DEFAULT_TOXIPROXY: &str = "http://127.0.0.1:8474";
 
 fn client(timeout: Duration) -> Result<Client> {
-    let path = std::env::var("NESTPLANE_E2E_CLOUDS_YAML").unwrap_or_else(|_| DEFAULT_CLOUDS_YAML.into());
-    let mut config = CloudConfig::from_clouds_yaml(&path, "nestplane")
-        .with_context(|| format!("no test cloud at {path}: start it with `make openstack-up`"))?;
+    let mut config = cloud_config("nestplane")?;
     config.timeout = timeout;
     Ok(Client::new(config)?)
 }

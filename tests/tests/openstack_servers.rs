@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
-use nestplane::openstack::{Client, CloudConfig, Compute, Server, ServerSpec, ServerStatus};
+use nestplane::openstack::{Client, Compute, Server, ServerSpec, ServerStatus};
+use nestplane_e2e::openstack::cloud_config;
 
-const DEFAULT_CLOUDS_YAML: &str = "/var/lib/nestplane/openstack/clouds.yaml";
 const FLAVOR: &str = "nestplane.tiny";
 const IMAGE: &str = "nestplane-tiny";
 const NETWORK: &str = "nestplane-net";
@@ -18,10 +18,7 @@ const FAKE_ZONE: &str = "nestplane-fake";
 const QEMU_ZONE: &str = "nestplane-qemu";
 
 fn client(cloud: &str) -> Result<Client> {
-    let path = std::env::var("NESTPLANE_E2E_CLOUDS_YAML").unwrap_or_else(|_| DEFAULT_CLOUDS_YAML.into());
-    let config = CloudConfig::from_clouds_yaml(&path, cloud)
-        .with_context(|| format!("no test cloud at {path}: start it with `make openstack-up`"))?;
-    Ok(Client::new(config)?)
+    Ok(Client::new(cloud_config(cloud)?)?)
 }
 
 /// A tag no other run uses, standing in for a NodePool UID.
