@@ -5,6 +5,12 @@ pub const API_SERVER_AVAILABLE: &str = "APIServerAvailable";
 pub const CONTROLLER_MANAGER_AVAILABLE: &str = "ControllerManagerAvailable";
 pub const SCHEDULER_AVAILABLE: &str = "SchedulerAvailable";
 pub const AVAILABLE: &str = "Available";
+/// CAs, the service-account key and the encryption key are the ones first created.
+pub const KEY_MATERIAL_INTACT: &str = "KeyMaterialIntact";
+/// No CA expires before a leaf it would issue.
+pub const CERTIFICATE_AUTHORITIES_VALID: &str = "CertificateAuthoritiesValid";
+/// The etcd claims have the size the spec asks for.
+pub const ETCD_STORAGE_READY: &str = "EtcdStorageReady";
 
 /// The component's pods are all ready at the desired version.
 pub const REASON_READY: &str = "Ready";
@@ -24,6 +30,34 @@ pub const REASON_ALL_AVAILABLE: &str = "AllComponentsAvailable";
 pub const REASON_COMPONENTS_UNAVAILABLE: &str = "ComponentsUnavailable";
 /// The reconcile failed: the message says which step and why.
 pub const REASON_RECONCILE_ERROR: &str = "ReconcileError";
+/// An object with a derived name exists but belongs to something else; it is never adopted.
+pub const REASON_OBJECT_NOT_OWNED: &str = "ObjectNotOwned";
+/// etcd answers with a different cluster ID than the one recorded: its data is gone.
+pub const REASON_ETCD_DATA_LOST: &str = "EtcdDataLost";
+/// etcd raised its NOSPACE alarm: it accepts no writes until space is freed.
+pub const REASON_ETCD_NO_SPACE: &str = "EtcdNoSpace";
+/// Key material is as recorded.
+pub const REASON_INTACT: &str = "Intact";
+/// A key-material Secret is gone; nestplane does not mint a replacement on its own.
+pub const REASON_KEY_MATERIAL_MISSING: &str = "KeyMaterialMissing";
+/// A key-material Secret holds something else than what was recorded.
+pub const REASON_KEY_MATERIAL_CHANGED: &str = "KeyMaterialChanged";
+/// Every CA outlives the leaves it issues.
+pub const REASON_VALID: &str = "Valid";
+/// A CA expires before a new leaf's full validity: leaves are cut short to its expiry.
+pub const REASON_CA_EXPIRING: &str = "CertificateAuthorityExpiring";
+/// The claims are the requested size.
+pub const REASON_STORAGE_AS_REQUESTED: &str = "AsRequested";
+/// A larger size was requested and the claims are being expanded.
+pub const REASON_STORAGE_RESIZING: &str = "Resizing";
+/// A larger size was requested but the StorageClass does not allow expansion.
+pub const REASON_STORAGE_RESIZE_UNSUPPORTED: &str = "ExpansionNotAllowed";
+
+/// HostedCluster annotation: Secret names (comma-separated) whose key material may be created
+/// anew although a fingerprint was recorded. Removed once honoured.
+pub const ACCEPT_NEW_KEY_MATERIAL_ANNOTATION: &str = "nestplane.io/accept-new-key-material";
+/// HostedCluster annotation: the etcd cluster ID (hex) to accept after `EtcdDataLost`.
+pub const ACCEPT_ETCD_CLUSTER_ANNOTATION: &str = "nestplane.io/accept-etcd-cluster-id";
 
 pub const PHASE_PROVISIONING: &str = "Provisioning";
 pub const PHASE_AVAILABLE: &str = "Available";

@@ -56,6 +56,26 @@ pub struct HostedClusterSpec {
     /// Validity of the generated certificates.
     #[serde(default)]
     pub certificates: CertificatesSpec,
+
+    /// Where the control-plane pods run.
+    #[serde(default)]
+    pub scheduling: SchedulingSpec,
+}
+
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Replicas of one component on different nodes: `Preferred` (default) spreads them when
+    /// the nodes allow it; `Required` leaves a replica Pending rather than share a node.
+    #[serde(default)]
+    pub pod_anti_affinity: PodAntiAffinity,
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PodAntiAffinity {
+    #[default]
+    Preferred,
+    Required,
 }
 
 /// Kubernetes minors nestplane can run (each needs an etcd image in `builders::Images`).
@@ -104,13 +124,23 @@ fn default_etcd_replicas() -> i32 {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Size of each member's PersistentVolumeClaim.
+    /// Size of each member's PersistentVolumeClaim, at least 256Mi. It can grow where the
+    /// StorageClass allows volume expansion, and never shrink. etcd's space quota follows it.
     #[serde(default = "default_storage_size")]
+    #[schemars(schema_with = "quantity_string")]
+    #[x_kube(validation = Rule::new(STORAGE_SIZE_VALID).message("etcd.storage.size must be a quantity of at least 256Mi, such as 1Gi"))]
+    #[x_kube(validation = Rule::new(STORAGE_SIZE_NO_SHRINK).message("etcd.storage.size cannot shrink"))]
     pub size: k8s_openapi::apimachinery::pkg::api::resource::Quantity,
 
     /// StorageClass of the claims; the cluster's default class when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+
+    /// What happens to the claims when the HostedCluster is deleted: `Delete` (default) removes
+    /// them with it, `Retain` keeps them (and the data) for a HostedCluster of the same name.
+    /// Deleting the StatefulSet alone never removes them.
+    #[serde(default)]
+    pub deletion_policy: EtcdDeletionPolicy,
 }
 
 impl Default for StorageSpec {
@@ -118,8 +148,27 @@ impl Default for StorageSpec {
         StorageSpec {
             size: default_storage_size(),
             storage_class_name: None,
+            deletion_policy: EtcdDeletionPolicy::default(),
         }
     }
+}
+
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EtcdDeletionPolicy {
+    #[default]
+    Delete,
+    Retain,
+}
+
+const STORAGE_SIZE_VALID: &str =
+    "isQuantity(self) && quantity(self).compareTo(quantity('256Mi')) >= 0";
+const STORAGE_SIZE_NO_SHRINK: &str =
+    "!isQuantity(oldSelf) || !isQuantity(self) || quantity(self).compareTo(quantity(oldSelf)) >= 0";
+
+/// A Quantity as a plain string (k8s-openapi's schema allows integers and null, which a size
+/// must not be: a null size would not deserialise).
+fn quantity_string(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "string", "maxLength": 32 })
 }
 
 fn default_storage_size() -> k8s_openapi::apimachinery::pkg::api::resource::Quantity {
@@ -181,6 +230,13 @@ pub struct ApiServerServiceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
+
+    /// NodePort only: the address workers and users reach the node port at (a node's address,
+    /// or a virtual IP in front of the nodes). When unset, nestplane picks the InternalIP of a
+    /// Ready node and keeps it while that node exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub address: Option<String>,
 }
 
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -326,8 +382,42 @@ pub struct HostedClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig_secret_ref: Option<SecretKeyRef>,
 
+    /// Fingerprints of the key material that must never be regenerated silently (CAs, the
+    /// service-account key, the encryption key), recorded when first created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_fingerprints: Vec<KeyFingerprint>,
+
+    /// What nestplane knows of the cluster's etcd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdStatus>,
+
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The fingerprint of one Secret's key material.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyFingerprint {
+    /// The Secret that holds it.
+    pub secret_name: String,
+    /// Hex SHA-256 of the certificate (DER) or of the key material.
+    pub sha256: String,
+    /// A certificate's expiry (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdStatus {
+    /// etcd's cluster ID (hex) as first seen: a different ID means the data was lost and a new,
+    /// empty etcd took its place.
+    #[serde(default, rename = "clusterID", skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Capacity of the smallest member claim, as the storage system reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_capacity: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

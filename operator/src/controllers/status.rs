@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::conditions::*;
-use crate::api::{HostedCluster, HostedClusterStatus, SecretKeyRef};
+use crate::api::{EtcdStatus, HostedCluster, HostedClusterStatus, KeyFingerprint, SecretKeyRef};
 use crate::builders::kubeconfig::KUBECONFIG_KEY;
 use crate::builders::{Component, Workload};
 
@@ -74,6 +74,17 @@ impl WorkloadState {
     }
 }
 
+/// A condition beyond the components' own: key material, CA expiry, etcd storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub type_: &'static str,
+    pub ok: bool,
+    pub reason: &'static str,
+    pub message: String,
+    /// A failed check makes the cluster not Available (and names it in `Available`'s message).
+    pub blocks_available: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Observed {
     pub namespace: String,
@@ -90,6 +101,16 @@ pub struct Observed {
     pub pending_endpoint: Option<String>,
     /// The reconcile error, if this pass failed.
     pub error: Option<String>,
+    /// Reason for `error` on `Available` (`ReconcileError` unless the error says more).
+    pub error_reason: Option<&'static str>,
+    /// Why etcd is not available although its pods are ready (data lost, out of space).
+    pub etcd_problem: Option<(&'static str, String)>,
+    /// Further conditions, in the order they are reported.
+    pub checks: Vec<Check>,
+    /// Key-material fingerprints to record.
+    pub key_fingerprints: Vec<KeyFingerprint>,
+    /// What is known of etcd.
+    pub etcd: Option<EtcdStatus>,
 }
 
 impl Observed {
@@ -109,6 +130,15 @@ impl Observed {
             readyz: Err("not probed".into()),
             pending_endpoint: None,
             error: None,
+            error_reason: None,
+            etcd_problem: None,
+            checks: Vec::new(),
+            key_fingerprints: hc
+                .status
+                .as_ref()
+                .map(|s| s.key_fingerprints.clone())
+                .unwrap_or_default(),
+            etcd: hc.status.as_ref().and_then(|s| s.etcd.clone()),
         }
     }
 }
@@ -130,6 +160,9 @@ fn component_condition(
     let what = component.as_str();
     if let (Component::KubeApiserver, Some(why)) = (component, &observed.pending_endpoint) {
         return (false, REASON_WAITING_FOR_ENDPOINT, why.clone());
+    }
+    if let (Component::Etcd, Some((reason, why))) = (component, &observed.etcd_problem) {
+        return (false, reason, why.clone());
     }
     let pods = format!(
         "kubectl -n {} get pods -l app.kubernetes.io/instance={},app.kubernetes.io/component={what}",
@@ -191,10 +224,24 @@ pub fn compute_status(
             now,
         ));
     }
+    for check in &observed.checks {
+        if !check.ok && check.blocks_available {
+            unavailable.push(check.type_);
+        }
+        conditions.push(condition(
+            old,
+            check.type_,
+            check.ok,
+            check.reason,
+            check.message.clone(),
+            observed.generation,
+            now,
+        ));
+    }
     unavailable.sort_unstable();
     let available = unavailable.is_empty() && observed.error.is_none();
     let (reason, message) = match (&observed.error, available) {
-        (Some(error), _) => (REASON_RECONCILE_ERROR, error.clone()),
+        (Some(error), _) => (observed.error_reason.unwrap_or(REASON_RECONCILE_ERROR), error.clone()),
         (None, true) => (REASON_ALL_AVAILABLE, "the hosted API server is ready".to_string()),
         (None, false) => (
             REASON_COMPONENTS_UNAVAILABLE,
@@ -231,6 +278,8 @@ pub fn compute_status(
             name,
             key: KUBECONFIG_KEY.to_string(),
         }),
+        key_fingerprints: observed.key_fingerprints.clone(),
+        etcd: observed.etcd.clone(),
         conditions,
     }
 }

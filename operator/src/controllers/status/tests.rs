@@ -13,6 +13,11 @@ fn observed(states: [WorkloadState; 4], readyz: Result<(), String>) -> Observed 
         readyz,
         pending_endpoint: None,
         error: None,
+        error_reason: None,
+        etcd_problem: None,
+        checks: Vec::new(),
+        key_fingerprints: Vec::new(),
+        etcd: None,
     }
 }
 
