@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::{Message, Rule};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,9 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.version"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","priority":1}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new(NAME_SHAPE).message(NAME_SHAPE_MESSAGE),
+    validation = name_endings_rule()
 )]
 #[serde(rename_all = "camelCase")]
 pub struct HostedClusterSpec {
@@ -76,6 +79,127 @@ pub enum PodAntiAffinity {
     #[default]
     Preferred,
     Required,
+}
+
+/// Longest HostedCluster name: the longest derived name, `<name>-kube-controller-manager`, must
+/// leave room for a Deployment's pod-template hash, and `<name>-etcd` for a StatefulSet's
+/// revision label (`<name>-etcd-<10 chars>`), both within 63 characters.
+pub const MAX_NAME_LENGTH: usize = 40;
+
+/// CEL on the whole object: the name is a DNS label (Service names are derived from it) that
+/// leaves room for the derived names.
+const NAME_SHAPE: &str =
+    "size(self.metadata.name) <= 40 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')";
+const NAME_SHAPE_MESSAGE: &str = "metadata.name must be at most 40 characters of lowercase letters, digits and '-', \
+     starting with a letter and ending with a letter or digit: nestplane names Services, \
+     workloads and Secrets after it";
+
+/// Endings a HostedCluster name must not have. nestplane names objects `<cluster>-<suffix>`;
+/// where one suffix ends with another (`etcd-ca` and `ca`), cluster `x-etcd` would get the name
+/// `x-etcd-ca` that cluster `x` uses for its etcd CA. Forbidding the difference (`etcd`) as a
+/// name ending makes derived names unique per namespace; `builders::tests` derives this list
+/// from every object name and fails when it is incomplete.
+pub const RESERVED_NAME_ENDINGS: &[&str] = &[
+    "apiserver",
+    "controller-manager",
+    "etcd",
+    "front-proxy",
+    "kube",
+    "scheduler",
+];
+
+fn name_endings_rule() -> Rule {
+    let endings = RESERVED_NAME_ENDINGS.join("|");
+    let listed = RESERVED_NAME_ENDINGS
+        .iter()
+        .map(|e| format!("-{e}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Rule::new(format!("!self.metadata.name.matches('-({endings})$')")).message(Message::Message(format!(
+        "metadata.name must not end in {listed}: the names nestplane derives from it would \
+         collide with those of another HostedCluster in the namespace"
+    )))
+}
+
+/// kube-apiserver flags that carry nestplane's security and wiring: `extraArgs` may not set them.
+pub const PROTECTED_API_SERVER_FLAGS: &[&str] = &[
+    "advertise-address",
+    "anonymous-auth",
+    "audit-policy-file",
+    "authentication-config",
+    "authorization-config",
+    "authorization-mode",
+    "client-ca-file",
+    "enable-bootstrap-token-auth",
+    "encryption-provider-config",
+    "etcd-cafile",
+    "etcd-certfile",
+    "etcd-keyfile",
+    "etcd-servers",
+    "kubelet-certificate-authority",
+    "kubelet-client-certificate",
+    "kubelet-client-key",
+    "proxy-client-cert-file",
+    "proxy-client-key-file",
+    "requestheader-allowed-names",
+    "requestheader-client-ca-file",
+    "secure-port",
+    "service-account-issuer",
+    "service-account-key-file",
+    "service-account-signing-key-file",
+    "service-cluster-ip-range",
+    "tls-cert-file",
+    "tls-private-key-file",
+    "token-auth-file",
+];
+
+/// kube-controller-manager and kube-scheduler flags `extraArgs` may not set.
+pub const PROTECTED_CONTROLLER_FLAGS: &[&str] = &[
+    "authentication-kubeconfig",
+    "authorization-kubeconfig",
+    "client-ca-file",
+    "cluster-cidr",
+    "cluster-signing-cert-file",
+    "cluster-signing-key-file",
+    "kubeconfig",
+    "requestheader-client-ca-file",
+    "root-ca-file",
+    "secure-port",
+    "service-account-private-key-file",
+    "service-cluster-ip-range",
+];
+
+fn api_server_extra_args(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    extra_args_schema("apiServer.extraArgs", PROTECTED_API_SERVER_FLAGS)
+}
+
+fn controller_extra_args(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    extra_args_schema("extraArgs", PROTECTED_CONTROLLER_FLAGS)
+}
+
+/// A map of flags with one CEL rule per protected flag, so the refusal names the flag. Keys may
+/// carry leading dashes (`--v`), as the builders strip them.
+fn extra_args_schema(field: &str, protected: &[&str]) -> schemars::Schema {
+    let shape = serde_json::json!({
+        "rule": "self.all(k, k.matches('^-{0,2}[a-z0-9][-a-z0-9.]*$'))",
+        "message": format!("{field} keys must be flag names such as v or feature-gates"),
+    });
+    let rules: Vec<serde_json::Value> = std::iter::once(shape)
+        .chain(protected.iter().map(|flag| {
+            serde_json::json!({
+                "rule": format!("!self.exists(k, k.matches('^-*{flag}$'))"),
+                "message": format!(
+                    "{field} cannot set --{flag}: nestplane sets it for the cluster's security or wiring"
+                ),
+            })
+        }))
+        .collect();
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": { "type": "string", "maxLength": 4096 },
+        "x-kubernetes-validations": rules,
+    })
 }
 
 /// Kubernetes minors nestplane can run (each needs an etcd image in `builders::Images`).
@@ -160,8 +284,7 @@ pub enum EtcdDeletionPolicy {
     Retain,
 }
 
-const STORAGE_SIZE_VALID: &str =
-    "isQuantity(self) && quantity(self).compareTo(quantity('256Mi')) >= 0";
+const STORAGE_SIZE_VALID: &str = "isQuantity(self) && quantity(self).compareTo(quantity('256Mi')) >= 0";
 const STORAGE_SIZE_NO_SHRINK: &str =
     "!isQuantity(oldSelf) || !isQuantity(self) || quantity(self).compareTo(quantity(oldSelf)) >= 0";
 
@@ -191,8 +314,10 @@ pub struct ApiServerSpec {
     #[serde(default, rename = "extraSANs", skip_serializing_if = "Vec::is_empty")]
     pub extra_sans: Vec<String>,
 
-    /// Extra kube-apiserver flags (`name: value`, without `--`); they override nestplane's.
+    /// Extra kube-apiserver flags (`name: value`, without `--`); they override nestplane's,
+    /// except those in [`PROTECTED_API_SERVER_FLAGS`], which are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "api_server_extra_args")]
     pub extra_args: BTreeMap<String, String>,
 
     /// Compute resources; defaults request 50m CPU and 256Mi memory.
@@ -219,6 +344,8 @@ fn default_one() -> i32 {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.port) || self.type != 'NodePort' || (self.port >= 30000 && self.port <= 32767)").message("a NodePort port must be within 30000-32767"))]
+#[x_kube(validation = Rule::new("!has(self.address) || self.type == 'NodePort'").message("apiServer.service.address applies to NodePort only: a LoadBalancer's address comes from the load balancer, a ClusterIP's from the Service"))]
+#[x_kube(validation = Rule::new(format!("!has(self.address) || isIP(self.address) || self.address.{}", &DNS_NAME["self.".len()..])).message("apiServer.service.address must be an IP address or a DNS name"))]
 pub struct ApiServerServiceSpec {
     /// Service type of the API server: NodePort (default; the endpoint is a node address and
     /// the node port), LoadBalancer (the load balancer's address, port 6443) or ClusterIP
@@ -255,8 +382,10 @@ pub struct ComponentSpec {
     #[schemars(range(min = 1, max = 3))]
     pub replicas: i32,
 
-    /// Extra flags (`name: value`, without `--`); they override nestplane's.
+    /// Extra flags (`name: value`, without `--`); they override nestplane's, except those in
+    /// [`PROTECTED_CONTROLLER_FLAGS`], which are refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "controller_extra_args")]
     pub extra_args: BTreeMap<String, String>,
 
     /// Compute resources; defaults request 25m CPU and 64Mi memory (controller manager)
@@ -277,26 +406,50 @@ impl Default for ComponentSpec {
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(CIDRS_DISJOINT).message("serviceCIDR and podCIDR must not overlap"))]
 pub struct NetworkSpec {
-    /// Service IP range of the hosted cluster; its first address is the `kubernetes` Service.
+    /// IPv4 Service range of the hosted cluster, /12 to /24; its first address is the
+    /// `kubernetes` Service.
     #[serde(default = "default_service_cidr")]
-    #[x_kube(validation = Rule::new("isCIDR(self)").message("serviceCIDR must be a CIDR such as 10.96.0.0/12"))]
+    #[x_kube(validation = Rule::new("isCIDR(self) && cidr(self).ip().family() == 4").message("serviceCIDR must be an IPv4 CIDR such as 10.96.0.0/12 (IPv6 is not supported yet)"))]
+    #[x_kube(validation = Rule::new(CIDR_MASKED).message(Message::Expression(masked_message("serviceCIDR"))))]
+    #[x_kube(validation = Rule::new("!isCIDR(self) || (cidr(self).prefixLength() >= 12 && cidr(self).prefixLength() <= 24)").message("serviceCIDR must be a /12 to /24 range"))]
     #[schemars(length(max = 64))]
     #[serde(rename = "serviceCIDR")]
     pub service_cidr: String,
 
-    /// Pod IP range of the hosted cluster; nodes get /24 slices of it.
+    /// IPv4 pod range of the hosted cluster, /8 to /22: each node gets a /24 slice of it.
     #[serde(default = "default_pod_cidr")]
-    #[x_kube(validation = Rule::new("isCIDR(self)").message("podCIDR must be a CIDR such as 10.244.0.0/16"))]
+    #[x_kube(validation = Rule::new("isCIDR(self) && cidr(self).ip().family() == 4").message("podCIDR must be an IPv4 CIDR such as 10.244.0.0/16 (IPv6 is not supported yet)"))]
+    #[x_kube(validation = Rule::new(CIDR_MASKED).message(Message::Expression(masked_message("podCIDR"))))]
+    #[x_kube(validation = Rule::new("!isCIDR(self) || (cidr(self).prefixLength() >= 8 && cidr(self).prefixLength() <= 22)").message("podCIDR must be a /8 to /22 range: each node gets a /24 of it, so a smaller range leaves room for too few nodes"))]
     #[schemars(length(max = 64))]
     #[serde(rename = "podCIDR")]
     pub pod_cidr: String,
 
-    /// DNS domain of the hosted cluster.
+    /// DNS domain of the hosted cluster, e.g. `cluster.local`.
     #[serde(default = "default_dns_domain")]
+    #[x_kube(validation = Rule::new(DNS_NAME).message("dnsDomain must be a lowercase DNS name such as cluster.local"))]
     #[schemars(length(max = 253))]
     pub dns_domain: String,
 }
+
+/// CEL: a CIDR without host bits (`10.96.0.1/12` would put the `kubernetes` Service elsewhere
+/// than users expect).
+const CIDR_MASKED: &str = "!isCIDR(self) || cidr(self) == cidr(self).masked()";
+
+fn masked_message(field: &str) -> String {
+    format!("'{field} ' + self + ' has host bits set; use ' + string(cidr(self).masked())")
+}
+
+/// CEL: neither range contains the other's network address (both are masked CIDRs).
+const CIDRS_DISJOINT: &str = "!isCIDR(self.serviceCIDR) || !isCIDR(self.podCIDR) || \
+     !(cidr(self.serviceCIDR).containsIP(cidr(self.podCIDR).masked().ip()) || \
+       cidr(self.podCIDR).containsIP(cidr(self.serviceCIDR).masked().ip()))";
+
+/// CEL: a lowercase DNS name of dot-separated labels.
+const DNS_NAME: &str =
+    "self.matches('^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$')";
 
 impl Default for NetworkSpec {
     fn default() -> Self {
@@ -321,6 +474,7 @@ fn default_dns_domain() -> String {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.renewBeforeDays < self.validityDays").message("renewBeforeDays must be less than validityDays"))]
+#[x_kube(validation = Rule::new("self.caValidityDays > self.validityDays").message("caValidityDays must be longer than validityDays: a certificate never outlives the CA that issued it"))]
 pub struct CertificatesSpec {
     /// Validity of the CAs, in days. A CA is never regenerated while it is valid.
     #[serde(default = "default_ca_validity_days")]

@@ -386,6 +386,76 @@ mod tests {
         }
     }
 
+    /// Suffixes of every object name a control plane uses (`<cluster>-<suffix>`).
+    fn derived_suffixes() -> Vec<String> {
+        let (hc, inputs) = (testing::hosted_cluster(), testing::inputs());
+        let mut names: Vec<String> = SecretRole::ALL.iter().map(|r| r.secret_name("demo")).collect();
+        names.extend(Component::ALL.iter().map(|c| c.workload_name("demo")));
+        let services = etcd::services(&hc)
+            .expect("etcd services")
+            .into_iter()
+            .chain([kube_apiserver::service(&hc, None).expect("apiserver service")]);
+        names.extend(services.filter_map(|s| s.metadata.name));
+        for component in Component::ALL {
+            let workload = component.workload(&hc, &inputs).expect("build");
+            let name = match workload {
+                Workload::StatefulSet(s) => s.metadata.name,
+                Workload::Deployment(d) => d.metadata.name,
+            };
+            names.extend(name);
+        }
+        names
+            .iter()
+            .map(|n| {
+                n.strip_prefix("demo-")
+                    .expect("derived from the cluster name")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Cluster `x-<p>` names `x-<p>-<b>` what cluster `x` names `x-<a>` whenever suffix `a` is
+    /// `<p>-<b>`: every such `p` must be a name ending the API refuses.
+    #[test]
+    fn derived_names_of_two_clusters_cannot_collide() {
+        let suffixes = derived_suffixes();
+        let reserved = crate::api::RESERVED_NAME_ENDINGS;
+        for a in &suffixes {
+            for b in &suffixes {
+                let Some(prefix) = a.strip_suffix(&format!("-{b}")) else {
+                    continue;
+                };
+                assert!(
+                    reserved
+                        .iter()
+                        .any(|e| prefix == *e || prefix.ends_with(&format!("-{e}"))),
+                    "clusters x and x-{prefix} would both use the name x-{a}: add {prefix:?} to RESERVED_NAME_ENDINGS"
+                );
+            }
+        }
+    }
+
+    /// With the longest name allowed, Service names stay DNS labels (63 characters) and the
+    /// StatefulSet's revision label (`<name>-<10 characters>`) stays a valid label value.
+    #[test]
+    fn derived_names_of_the_longest_cluster_name_fit() {
+        let mut hc = testing::hosted_cluster();
+        hc.metadata.name = Some("a".repeat(crate::api::MAX_NAME_LENGTH));
+        let services = etcd::services(&hc)
+            .expect("etcd services")
+            .into_iter()
+            .chain([kube_apiserver::service(&hc, None).expect("apiserver service")]);
+        for service in services {
+            let name = service.metadata.name.expect("name");
+            assert!(name.len() <= 63, "Service {name} is not a DNS label");
+        }
+        let statefulset = Component::Etcd.workload_name(&name(&hc));
+        assert!(
+            statefulset.len() + 11 <= 63,
+            "revision label of {statefulset} is too long"
+        );
+    }
+
     #[test]
     fn hash_depends_on_keys_and_values_not_order() {
         let a = hash_data([("a", b"1".as_slice()), ("b", b"2".as_slice())]);
