@@ -4,7 +4,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, CustomResourceExt};
+use kube::{Api, Client};
 use nestplane::api::HostedCluster;
 use nestplane::controllers::{self, Config};
 use nestplane::metrics::Metrics;
@@ -61,7 +61,10 @@ async fn main() -> anyhow::Result<()> {
             controllers::run(client, config, metrics).await;
             server.abort();
         }
-        Command::Crd => print!("{}", serde_yaml::to_string(&HostedCluster::crd())?),
+        Command::Crd => print!(
+            "{}",
+            serde_yaml::to_string(&nestplane::api::hosted_cluster_crd())?
+        ),
         Command::Kubeconfig { name, namespace } => print!("{}", kubeconfig(&name, &namespace).await?),
     }
     Ok(())

@@ -412,7 +412,7 @@ pub struct NetworkSpec {
     /// `kubernetes` Service.
     #[serde(default = "default_service_cidr")]
     #[x_kube(validation = Rule::new("isCIDR(self) && cidr(self).ip().family() == 4").message("serviceCIDR must be an IPv4 CIDR such as 10.96.0.0/12 (IPv6 is not supported yet)"))]
-    #[x_kube(validation = Rule::new(CIDR_MASKED).message(Message::Expression(masked_message("serviceCIDR"))))]
+    #[x_kube(validation = Rule::new(CIDR_MASKED).message("serviceCIDR must not have host bits set: 10.96.0.0/12, not 10.96.0.1/12"))]
     #[x_kube(validation = Rule::new("!isCIDR(self) || (cidr(self).prefixLength() >= 12 && cidr(self).prefixLength() <= 24)").message("serviceCIDR must be a /12 to /24 range"))]
     #[schemars(length(max = 64))]
     #[serde(rename = "serviceCIDR")]
@@ -421,7 +421,7 @@ pub struct NetworkSpec {
     /// IPv4 pod range of the hosted cluster, /8 to /22: each node gets a /24 slice of it.
     #[serde(default = "default_pod_cidr")]
     #[x_kube(validation = Rule::new("isCIDR(self) && cidr(self).ip().family() == 4").message("podCIDR must be an IPv4 CIDR such as 10.244.0.0/16 (IPv6 is not supported yet)"))]
-    #[x_kube(validation = Rule::new(CIDR_MASKED).message(Message::Expression(masked_message("podCIDR"))))]
+    #[x_kube(validation = Rule::new(CIDR_MASKED).message("podCIDR must not have host bits set: 10.244.0.0/16, not 10.244.1.0/16"))]
     #[x_kube(validation = Rule::new("!isCIDR(self) || (cidr(self).prefixLength() >= 8 && cidr(self).prefixLength() <= 22)").message("podCIDR must be a /8 to /22 range: each node gets a /24 of it, so a smaller range leaves room for too few nodes"))]
     #[schemars(length(max = 64))]
     #[serde(rename = "podCIDR")]
@@ -437,10 +437,6 @@ pub struct NetworkSpec {
 /// CEL: a CIDR without host bits (`10.96.0.1/12` would put the `kubernetes` Service elsewhere
 /// than users expect).
 const CIDR_MASKED: &str = "!isCIDR(self) || cidr(self) == cidr(self).masked()";
-
-fn masked_message(field: &str) -> String {
-    format!("'{field} ' + self + ' has host bits set; use ' + string(cidr(self).masked())")
-}
 
 /// CEL: neither range contains the other's network address (both are masked CIDRs).
 const CIDRS_DISJOINT: &str = "!isCIDR(self.serviceCIDR) || !isCIDR(self.podCIDR) || \
