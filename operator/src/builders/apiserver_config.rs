@@ -17,6 +17,13 @@ pub const AUDIT_LOG_VOLUME_MIB: u32 = 128;
 pub const AUDIT_LOG_MAX_SIZE_MIB: u32 = 25;
 pub const AUDIT_LOG_MAX_BACKUPS: u32 = 3;
 pub const AUDIT_LOG_MAX_AGE_DAYS: u32 = 7;
+// Checked when compiling: the current file and every backup fit under the volume's limit with
+// a fifth to spare (an event may take a file past the rotation size), and 0 backups would mean
+// no limit at all.
+const _: () = assert!(
+    AUDIT_LOG_MAX_BACKUPS > 0
+        && (AUDIT_LOG_MAX_BACKUPS + 1) * AUDIT_LOG_MAX_SIZE_MIB * 5 <= AUDIT_LOG_VOLUME_MIB * 4
+);
 
 /// The only requests served to anonymous users: health checks, and the ConfigMap that
 /// `kubeadm join` reads before it has a credential (token discovery).
@@ -78,7 +85,10 @@ pub fn audit_policy() -> Value {
 /// Anonymous requests are authenticated only on `ANONYMOUS_PATHS` (and then authorised by
 /// RBAC as usual); anywhere else a request without a credential gets 401.
 pub fn authentication_config() -> Value {
-    let conditions: Vec<Value> = ANONYMOUS_PATHS.iter().map(|path| json!({ "path": path })).collect();
+    let conditions: Vec<Value> = ANONYMOUS_PATHS
+        .iter()
+        .map(|path| json!({ "path": path }))
+        .collect();
     json!({
         "apiVersion": "apiserver.config.k8s.io/v1",
         "kind": "AuthenticationConfiguration",
@@ -90,7 +100,12 @@ pub fn authentication_config() -> Value {
 pub fn config_maps(hc: &HostedCluster) -> Result<Vec<ConfigMap>, BuildError> {
     let cluster = name(hc);
     Ok(vec![
-        config_map(hc, &audit_policy_name(&cluster), AUDIT_POLICY_KEY, &audit_policy())?,
+        config_map(
+            hc,
+            &audit_policy_name(&cluster),
+            AUDIT_POLICY_KEY,
+            &audit_policy(),
+        )?,
         config_map(
             hc,
             &authentication_config_name(&cluster),
@@ -100,7 +115,12 @@ pub fn config_maps(hc: &HostedCluster) -> Result<Vec<ConfigMap>, BuildError> {
     ])
 }
 
-fn config_map(hc: &HostedCluster, object_name: &str, key: &str, content: &Value) -> Result<ConfigMap, BuildError> {
+fn config_map(
+    hc: &HostedCluster,
+    object_name: &str,
+    key: &str,
+    content: &Value,
+) -> Result<ConfigMap, BuildError> {
     let yaml = serde_yaml::to_string(content).map_err(|e| BuildError::Invalid {
         what: "apiserver configuration file",
         message: e.to_string(),
@@ -121,9 +141,7 @@ fn config_map(hc: &HostedCluster, object_name: &str, key: &str, content: &Value)
 
 /// Projected-volume sources: both files under their keys' names.
 pub(crate) fn volume_sources(cluster: &str) -> Vec<Value> {
-    let source = |object_name: String, key: &str| {
-        json!({ "configMap": { "name": object_name, "items": [{ "key": key, "path": key }] } })
-    };
+    let source = |object_name: String, key: &str| json!({ "configMap": { "name": object_name, "items": [{ "key": key, "path": key }] } });
     vec![
         source(audit_policy_name(cluster), AUDIT_POLICY_KEY),
         source(authentication_config_name(cluster), AUTHENTICATION_CONFIG_KEY),
@@ -137,15 +155,10 @@ mod tests {
 
     #[test]
     fn config_maps_match_golden() {
-        assert_golden("kube-apiserver-config", &config_maps(&hosted_cluster()).expect("build"));
-    }
-
-    #[test]
-    fn the_audit_log_fits_its_volume() {
-        let written = (AUDIT_LOG_MAX_BACKUPS + 1) * AUDIT_LOG_MAX_SIZE_MIB;
-        // An event may take the current file past the rotation size; keep a fifth spare.
-        assert!(written * 5 <= AUDIT_LOG_VOLUME_MIB * 4, "{written} MiB of logs in {AUDIT_LOG_VOLUME_MIB} MiB");
-        assert!(AUDIT_LOG_MAX_BACKUPS > 0, "0 backups means no limit");
+        assert_golden(
+            "kube-apiserver-config",
+            &config_maps(&hosted_cluster()).expect("build"),
+        );
     }
 
     /// The first rule that matches decides: secrets must never reach a rule above Metadata.

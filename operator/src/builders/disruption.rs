@@ -3,7 +3,9 @@
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::json;
 
-use super::{BuildError, Component, HostedCluster, labels, name, namespace, owner_reference, selector, typed};
+use super::{
+    BuildError, Component, HostedCluster, labels, name, namespace, owner_reference, selector, typed,
+};
 
 /// The budgets this spec wants; a budget no longer wanted is removed by the orphan sweep.
 pub fn pod_disruption_budgets(hc: &HostedCluster) -> Result<Vec<PodDisruptionBudget>, BuildError> {

@@ -80,7 +80,9 @@ mod tests {
         assert_eq!(providers.len(), 2);
         let key = &providers[0]["secretbox"]["keys"][0];
         assert_eq!(key["name"], "key1");
-        let decoded = STANDARD.decode(key["secret"].as_str().expect("secret")).expect("base64");
+        let decoded = STANDARD
+            .decode(key["secret"].as_str().expect("secret"))
+            .expect("base64");
         assert_eq!(decoded, [7; KEY_LEN]);
         assert_eq!(providers[1], json!({ "identity": {} }), "identity comes last");
     }

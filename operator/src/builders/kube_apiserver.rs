@@ -6,13 +6,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
-use super::secrets::{SA_PRIVATE_KEY, SA_PUBLIC_KEY, SecretRole, ca_cert, pair, project};
-use super::*;
 use super::apiserver_config::{
-    AUDIT_LOG_DIR, AUDIT_LOG_MAX_AGE_DAYS, AUDIT_LOG_MAX_BACKUPS, AUDIT_LOG_MAX_SIZE_MIB, AUDIT_LOG_VOLUME_MIB,
-    AUDIT_POLICY_KEY, AUTHENTICATION_CONFIG_KEY,
+    AUDIT_LOG_DIR, AUDIT_LOG_MAX_AGE_DAYS, AUDIT_LOG_MAX_BACKUPS, AUDIT_LOG_MAX_SIZE_MIB,
+    AUDIT_LOG_VOLUME_MIB, AUDIT_POLICY_KEY, AUTHENTICATION_CONFIG_KEY,
 };
 use super::encryption::ENCRYPTION_CONFIG_KEY;
+use super::secrets::{SA_PRIVATE_KEY, SA_PUBLIC_KEY, SecretRole, ca_cert, pair, project};
+use super::*;
 use crate::api::ApiServerServiceType;
 
 const PKI_DIR: &str = "/etc/kubernetes/pki";
@@ -155,10 +155,10 @@ pub fn service(hc: &HostedCluster, node_port: Option<i32>) -> Result<Service, Bu
     let cluster = name(hc);
     let spec = &hc.spec.api_server.service;
     let mut port = json!({ "name": "https", "port": service_port(hc), "targetPort": "https" });
-    if spec.type_ == ApiServerServiceType::NodePort {
-        if let Some(fixed) = spec.port.or(node_port) {
-            port["nodePort"] = json!(fixed);
-        }
+    if spec.type_ == ApiServerServiceType::NodePort
+        && let Some(fixed) = spec.port.or(node_port)
+    {
+        port["nodePort"] = json!(fixed);
     }
     typed(
         "apiserver service",
@@ -332,7 +332,10 @@ mod tests {
             "https://demo-apiserver.team-a.svc:6443",
             "a node port is not the Service port"
         );
-        for type_ in [ApiServerServiceType::ClusterIP, ApiServerServiceType::LoadBalancer] {
+        for type_ in [
+            ApiServerServiceType::ClusterIP,
+            ApiServerServiceType::LoadBalancer,
+        ] {
             hc.spec.api_server.service.type_ = type_;
             hc.spec.api_server.service.port = Some(7443);
             let svc = service(&hc, None).expect("build");
@@ -350,7 +353,10 @@ mod tests {
         let json = serde_json::to_value(&pod).expect("json");
         let mounts = pod.containers[0].volume_mounts.clone().expect("mounts");
         for (flag, value) in args(&hosted_cluster(), &inputs()) {
-            let Some(mount) = mounts.iter().find(|m| value.starts_with(&format!("{}/", m.mount_path))) else {
+            let Some(mount) = mounts
+                .iter()
+                .find(|m| value.starts_with(&format!("{}/", m.mount_path)))
+            else {
                 assert!(!value.starts_with('/'), "--{flag}={value} is not under any mount");
                 continue;
             };
@@ -376,7 +382,10 @@ mod tests {
     #[test]
     fn kubelets_are_verified_and_anonymous_auth_is_left_to_the_config_file() {
         let args = args(&hosted_cluster(), &inputs());
-        assert_eq!(args["kubelet-certificate-authority"], "/etc/kubernetes/pki/ca.crt");
+        assert_eq!(
+            args["kubelet-certificate-authority"],
+            "/etc/kubernetes/pki/ca.crt"
+        );
         assert_eq!(
             args["authentication-config"],
             "/etc/kubernetes/config/authentication-config.yaml"
@@ -407,7 +416,10 @@ mod tests {
         assert_eq!(args["audit-log-path"], "/var/log/kubernetes/audit/audit.log");
         let size: u32 = args["audit-log-maxsize"].parse().expect("maxsize");
         let backups: u32 = args["audit-log-maxbackup"].parse().expect("maxbackup");
-        assert!(backups > 0 && (backups + 1) * size < 128, "{backups} x {size} MiB");
+        assert!(
+            backups > 0 && (backups + 1) * size < 128,
+            "{backups} x {size} MiB"
+        );
     }
 
     #[test]

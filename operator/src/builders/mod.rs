@@ -426,7 +426,10 @@ mod tests {
                 terms[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/component"],
                 component.as_str()
             );
-            assert!(anti.get("preferredDuringSchedulingIgnoredDuringExecution").is_none());
+            assert!(
+                anti.get("preferredDuringSchedulingIgnoredDuringExecution")
+                    .is_none()
+            );
         }
     }
 
