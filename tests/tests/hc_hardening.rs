@@ -75,7 +75,7 @@ async fn secrets_are_encrypted_in_etcd(client: &Client, ns: &str, name: &str, ho
         "-c",
         "etcd",
         "--",
-        "etcdctl",
+        "/usr/local/bin/etcdctl",
         "--endpoints=https://127.0.0.1:2379",
         &cacert,
         &cert,
