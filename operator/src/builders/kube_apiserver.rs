@@ -6,11 +6,18 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use serde_json::json;
 
+use super::apiserver_config::{
+    AUDIT_LOG_DIR, AUDIT_LOG_MAX_AGE_DAYS, AUDIT_LOG_MAX_BACKUPS, AUDIT_LOG_MAX_SIZE_MIB,
+    AUDIT_LOG_VOLUME_MIB, AUDIT_POLICY_KEY, AUTHENTICATION_CONFIG_KEY,
+};
+use super::encryption::ENCRYPTION_CONFIG_KEY;
 use super::secrets::{SA_PRIVATE_KEY, SA_PUBLIC_KEY, SecretRole, ca_cert, pair, project};
 use super::*;
 use crate::api::ApiServerServiceType;
 
 const PKI_DIR: &str = "/etc/kubernetes/pki";
+/// The encryption, authentication and audit-policy files.
+const CONFIG_DIR: &str = "/etc/kubernetes/config";
 
 pub fn service_name(cluster: &str) -> String {
     format!("{cluster}-apiserver")
@@ -28,12 +35,23 @@ pub fn service_dns_names(hc: &HostedCluster) -> Vec<String> {
     ]
 }
 
+/// The port of the API server's Service: `spec.apiServer.service.port` for ClusterIP and
+/// LoadBalancer (where it is the Service port), else 6443 (for NodePort it is the node port).
+pub fn service_port(hc: &HostedCluster) -> i32 {
+    let spec = &hc.spec.api_server.service;
+    match spec.type_ {
+        ApiServerServiceType::NodePort => APISERVER_SERVICE_PORT,
+        _ => spec.port.unwrap_or(APISERVER_SERVICE_PORT),
+    }
+}
+
 /// URL of the API server from inside the management cluster (controller-manager, scheduler).
 pub fn internal_url(hc: &HostedCluster) -> String {
     format!(
-        "https://{}.{}.svc:{APISERVER_SERVICE_PORT}",
+        "https://{}.{}.svc:{}",
         service_name(&name(hc)),
-        namespace(hc)
+        namespace(hc),
+        service_port(hc)
     )
 }
 
@@ -65,6 +83,7 @@ pub fn required_certs() -> &'static [SecretRole] {
         ApiServerKubeletClient,
         ApiServerEtcdClient,
         FrontProxyClient,
+        Encryption,
     ]
 }
 
@@ -108,28 +127,38 @@ pub fn args(hc: &HostedCluster, inputs: &Inputs) -> BTreeMap<&'static str, Strin
         ("requestheader-group-headers", "X-Remote-Group".to_string()),
         ("requestheader-username-headers", "X-Remote-User".to_string()),
         ("profiling", "false".to_string()),
+        ("kubelet-certificate-authority", pki("ca.crt")),
     ]);
+    args.extend(hardening_args());
     if let Some(address) = &inputs.advertise_address {
         args.insert("advertise-address", address.clone());
     }
     args
 }
 
+/// Encryption at rest, the audit log and the authentication configuration (which limits
+/// anonymous requests, so `--anonymous-auth` must not be set beside it).
+fn hardening_args() -> BTreeMap<&'static str, String> {
+    let config = |file: &str| format!("{CONFIG_DIR}/{file}");
+    BTreeMap::from([
+        ("encryption-provider-config", config(ENCRYPTION_CONFIG_KEY)),
+        ("authentication-config", config(AUTHENTICATION_CONFIG_KEY)),
+        ("audit-policy-file", config(AUDIT_POLICY_KEY)),
+        ("audit-log-path", format!("{AUDIT_LOG_DIR}/audit.log")),
+        ("audit-log-maxsize", AUDIT_LOG_MAX_SIZE_MIB.to_string()),
+        ("audit-log-maxbackup", AUDIT_LOG_MAX_BACKUPS.to_string()),
+        ("audit-log-maxage", AUDIT_LOG_MAX_AGE_DAYS.to_string()),
+    ])
+}
+
 pub fn service(hc: &HostedCluster, node_port: Option<i32>) -> Result<Service, BuildError> {
     let cluster = name(hc);
     let spec = &hc.spec.api_server.service;
-    let mut port = json!({ "name": "https", "port": APISERVER_SERVICE_PORT, "targetPort": "https" });
-    match spec.type_ {
-        ApiServerServiceType::NodePort => {
-            if let Some(fixed) = spec.port.or(node_port) {
-                port["nodePort"] = json!(fixed);
-            }
-        }
-        _ => {
-            if let Some(fixed) = spec.port {
-                port["port"] = json!(fixed);
-            }
-        }
+    let mut port = json!({ "name": "https", "port": service_port(hc), "targetPort": "https" });
+    if spec.type_ == ApiServerServiceType::NodePort
+        && let Some(fixed) = spec.port.or(node_port)
+    {
+        port["nodePort"] = json!(fixed);
     }
     typed(
         "apiserver service",
@@ -181,6 +210,8 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
         })
     };
     let sources = pki_sources(&cluster);
+    let mut config_sources = vec![encryption::volume_source(&cluster)];
+    config_sources.extend(apiserver_config::volume_sources(&cluster));
     typed(
         "apiserver deployment",
         json!({
@@ -216,9 +247,17 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
                             "livenessProbe": probe("/livez", 8),
                             "resources": resources(&api.resources, "50m", "256Mi"),
                             "securityContext": container_security(),
-                            "volumeMounts": [{ "name": "pki", "mountPath": PKI_DIR, "readOnly": true }],
+                            "volumeMounts": [
+                                { "name": "pki", "mountPath": PKI_DIR, "readOnly": true },
+                                { "name": "config", "mountPath": CONFIG_DIR, "readOnly": true },
+                                { "name": "audit-log", "mountPath": AUDIT_LOG_DIR },
+                            ],
                         }],
-                        "volumes": [{ "name": "pki", "projected": { "defaultMode": 0o440, "sources": sources } }],
+                        "volumes": [
+                            { "name": "pki", "projected": { "defaultMode": 0o440, "sources": sources } },
+                            { "name": "config", "projected": { "defaultMode": 0o440, "sources": config_sources } },
+                            { "name": "audit-log", "emptyDir": { "sizeLimit": format!("{AUDIT_LOG_VOLUME_MIB}Mi") } },
+                        ],
                     }
                 }
             }
@@ -279,6 +318,108 @@ mod tests {
         assert_eq!(kubernetes_service_ip(&hc).expect("ip").to_string(), "10.96.0.1");
         hc.spec.network.service_cidr = "fd00:10::/108".into();
         assert_eq!(kubernetes_service_ip(&hc).expect("ip").to_string(), "fd00:10::1");
+    }
+
+    /// The controller manager and scheduler reach the API server through its Service, on the
+    /// port the Service really has.
+    #[test]
+    fn internal_url_follows_the_service_port() {
+        let mut hc = hosted_cluster();
+        assert_eq!(internal_url(&hc), "https://demo-apiserver.team-a.svc:6443");
+        hc.spec.api_server.service.port = Some(30443);
+        assert_eq!(
+            internal_url(&hc),
+            "https://demo-apiserver.team-a.svc:6443",
+            "a node port is not the Service port"
+        );
+        for type_ in [
+            ApiServerServiceType::ClusterIP,
+            ApiServerServiceType::LoadBalancer,
+        ] {
+            hc.spec.api_server.service.type_ = type_;
+            hc.spec.api_server.service.port = Some(7443);
+            let svc = service(&hc, None).expect("build");
+            let port = &svc.spec.expect("spec").ports.expect("ports")[0];
+            assert_eq!(port.port, 7443);
+            assert_eq!(port.node_port, None);
+            assert_eq!(internal_url(&hc), "https://demo-apiserver.team-a.svc:7443");
+        }
+    }
+
+    #[test]
+    fn every_file_a_flag_names_is_mounted() {
+        let d = deployment(&hosted_cluster(), &inputs()).expect("build");
+        let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
+        let json = serde_json::to_value(&pod).expect("json");
+        let mounts = pod.containers[0].volume_mounts.clone().expect("mounts");
+        for (flag, value) in args(&hosted_cluster(), &inputs()) {
+            let Some(mount) = mounts
+                .iter()
+                .find(|m| value.starts_with(&format!("{}/", m.mount_path)))
+            else {
+                assert!(!value.starts_with('/'), "--{flag}={value} is not under any mount");
+                continue;
+            };
+            let file = &value[mount.mount_path.len() + 1..];
+            let volume = json["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .find(|v| v["name"] == mount.name.as_str())
+                .expect("volume");
+            if volume.get("emptyDir").is_some() {
+                continue;
+            }
+            let projected = volume["projected"]["sources"].to_string();
+            assert!(
+                projected.contains(&format!("\"path\":\"{file}\"")),
+                "--{flag}={value} is not projected into {}",
+                mount.name
+            );
+        }
+    }
+
+    #[test]
+    fn kubelets_are_verified_and_anonymous_auth_is_left_to_the_config_file() {
+        let args = args(&hosted_cluster(), &inputs());
+        assert_eq!(
+            args["kubelet-certificate-authority"],
+            "/etc/kubernetes/pki/ca.crt"
+        );
+        assert_eq!(
+            args["authentication-config"],
+            "/etc/kubernetes/config/authentication-config.yaml"
+        );
+        assert!(
+            !args.contains_key("anonymous-auth"),
+            "the API server refuses --anonymous-auth beside an anonymous authenticator"
+        );
+        assert_eq!(
+            args["encryption-provider-config"],
+            "/etc/kubernetes/config/encryption-config.yaml"
+        );
+    }
+
+    #[test]
+    fn the_audit_log_is_bounded_by_its_volume() {
+        let d = deployment(&hosted_cluster(), &inputs()).expect("build");
+        let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
+        let volume = pod
+            .volumes
+            .expect("volumes")
+            .into_iter()
+            .find(|v| v.name == "audit-log")
+            .expect("audit-log volume");
+        let limit = volume.empty_dir.and_then(|e| e.size_limit).expect("sizeLimit");
+        assert_eq!(limit.0, "128Mi");
+        let args = args(&hosted_cluster(), &inputs());
+        assert_eq!(args["audit-log-path"], "/var/log/kubernetes/audit/audit.log");
+        let size: u32 = args["audit-log-maxsize"].parse().expect("maxsize");
+        let backups: u32 = args["audit-log-maxbackup"].parse().expect("maxbackup");
+        assert!(
+            backups > 0 && (backups + 1) * size < 128,
+            "{backups} x {size} MiB"
+        );
     }
 
     #[test]

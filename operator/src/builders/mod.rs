@@ -3,12 +3,16 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use sha2::{Digest, Sha256};
 
-use crate::api::HostedCluster;
+use crate::api::{HostedCluster, PodAntiAffinity};
 use secrets::SecretRole;
 
+pub mod apiserver_config;
+pub mod disruption;
+pub mod encryption;
 pub mod etcd;
 pub mod kube_apiserver;
 pub mod kube_controller_manager;
@@ -80,6 +84,14 @@ impl Component {
             Component::KubeApiserver => kube_apiserver::required_certs(),
             Component::KubeControllerManager => kube_controller_manager::required_certs(),
             Component::KubeScheduler => kube_scheduler::required_certs(),
+        }
+    }
+
+    /// The ConfigMaps the component mounts: their contents are part of its inputs hash.
+    pub fn config_maps(self, hc: &HostedCluster) -> Result<Vec<ConfigMap>, BuildError> {
+        match self {
+            Component::KubeApiserver => apiserver_config::config_maps(hc),
+            _ => Ok(Vec::new()),
         }
     }
 
@@ -305,17 +317,24 @@ pub(crate) fn container_security() -> serde_json::Value {
     })
 }
 
-/// Spread replicas across nodes when there are several.
+/// Spread replicas across nodes when there are several: preferred, or (when the spec says so)
+/// required, leaving a replica Pending rather than on a node that already runs one.
 pub(crate) fn spread(hc: &HostedCluster, component: Component) -> serde_json::Value {
-    serde_json::json!({
-        "podAntiAffinity": { "preferredDuringSchedulingIgnoredDuringExecution": [{
-            "weight": 100,
-            "podAffinityTerm": {
-                "topologyKey": "kubernetes.io/hostname",
-                "labelSelector": { "matchLabels": selector(hc, component) }
-            }
-        }]}
-    })
+    let term = serde_json::json!({
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": { "matchLabels": selector(hc, component) }
+    });
+    match hc.spec.scheduling.pod_anti_affinity {
+        PodAntiAffinity::Preferred => serde_json::json!({
+            "podAntiAffinity": { "preferredDuringSchedulingIgnoredDuringExecution": [{
+                "weight": 100,
+                "podAffinityTerm": term,
+            }]}
+        }),
+        PodAntiAffinity::Required => serde_json::json!({
+            "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [term] }
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -374,7 +393,9 @@ mod tests {
                 .expect("volumes");
             for volume in volumes {
                 for source in volume["projected"]["sources"].as_array().into_iter().flatten() {
-                    mounted.insert(source["secret"]["name"].as_str().expect("secret").to_string());
+                    if let Some(secret) = source["secret"]["name"].as_str() {
+                        mounted.insert(secret.to_string());
+                    }
                 }
             }
             let required: std::collections::BTreeSet<_> = component
@@ -454,6 +475,32 @@ mod tests {
             statefulset.len() + 11 <= 63,
             "revision label of {statefulset} is too long"
         );
+    }
+
+    #[test]
+    fn required_anti_affinity_keeps_replicas_apart() {
+        let mut hc = testing::hosted_cluster();
+        hc.spec.scheduling.pod_anti_affinity = PodAntiAffinity::Required;
+        for component in Component::ALL {
+            let json = match component.workload(&hc, &testing::inputs()).expect("build") {
+                Workload::StatefulSet(s) => serde_json::to_value(s),
+                Workload::Deployment(d) => serde_json::to_value(d),
+            }
+            .expect("json");
+            let anti = &json["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"];
+            let terms = anti["requiredDuringSchedulingIgnoredDuringExecution"]
+                .as_array()
+                .expect("required terms");
+            assert_eq!(terms[0]["topologyKey"], "kubernetes.io/hostname", "{component:?}");
+            assert_eq!(
+                terms[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/component"],
+                component.as_str()
+            );
+            assert!(
+                anti.get("preferredDuringSchedulingIgnoredDuringExecution")
+                    .is_none()
+            );
+        }
     }
 
     #[test]

@@ -34,11 +34,14 @@ pub enum SecretRole {
     AdminKubeconfig,
     ControllerManagerKubeconfig,
     SchedulerKubeconfig,
+    /// The key that encrypts Secrets at rest in etcd, inside the API server's
+    /// `EncryptionConfiguration`.
+    Encryption,
 }
 
 impl SecretRole {
     /// Every role, in declaration order.
-    pub const ALL: [SecretRole; 13] = [
+    pub const ALL: [SecretRole; 14] = [
         SecretRole::Ca,
         SecretRole::EtcdCa,
         SecretRole::FrontProxyCa,
@@ -52,6 +55,7 @@ impl SecretRole {
         SecretRole::AdminKubeconfig,
         SecretRole::ControllerManagerKubeconfig,
         SecretRole::SchedulerKubeconfig,
+        SecretRole::Encryption,
     ];
 
     pub fn suffix(self) -> &'static str {
@@ -69,6 +73,7 @@ impl SecretRole {
             SecretRole::AdminKubeconfig => "kubeconfig",
             SecretRole::ControllerManagerKubeconfig => "controller-manager-kubeconfig",
             SecretRole::SchedulerKubeconfig => "scheduler-kubeconfig",
+            SecretRole::Encryption => "encryption",
         }
     }
 

@@ -16,10 +16,12 @@ use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, instrument, warn};
 
 use super::Context;
+use super::encryption::ensure_encryption_config;
 use super::observe::{EndpointObservation, observe_endpoint, observe_workload, probe_readyz};
 use super::owned::{FIELD_MANAGER, OwnedSet};
 use super::pki_store::{self, PkiRequest, SecretData};
 use super::status::{Observed, WorkloadState, compute_status};
+use super::supporting_objects::{ConfigData, apply_config_maps, apply_disruption_budgets};
 use crate::api::conditions::{PHASE_AVAILABLE, PHASE_DELETING};
 use crate::api::{HostedCluster, HostedClusterStatus};
 use crate::builders::secrets::SecretRole;
@@ -104,6 +106,8 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
         };
 
     let secret_data = ensure_secrets(hc, ctx, owned, &endpoint).await?;
+    let config_data = apply_config_maps(hc, owned).await?;
+    apply_disruption_budgets(hc, owned).await?;
 
     let inputs = Inputs {
         images: Images::for_version(&hc.spec.version, &ctx.config.image_registry)?,
@@ -112,7 +116,7 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
         advertise_address,
         inputs_hash: Component::ALL
             .iter()
-            .map(|c| (*c, component_hash(&secret_data, *c)))
+            .map(|c| (*c, component_hash(&secret_data, &config_data, *c)))
             .collect(),
     };
     let workloads = roll_out(hc, ctx, owned, &inputs).await?;
@@ -183,8 +187,11 @@ async fn ensure_secrets(
         endpoint,
         now: ctx.clock.now(),
     };
-    let (secret_data, reissued) = pki_store::ensure_pki(owned, &ctx.client, &request)
+    let (mut secret_data, reissued) = pki_store::ensure_pki(owned, &ctx.client, &request)
         .instrument(info_span!("pki"))
+        .await?;
+    ensure_encryption_config(owned, &ctx.client, hc, &mut secret_data)
+        .instrument(info_span!("encryption"))
         .await?;
     for (role, why) in reissued {
         let name = role.secret_name(&cluster);
@@ -250,12 +257,18 @@ fn keep(owned: &mut OwnedSet, workload: &Workload) {
     }
 }
 
-/// Hash of every key of every Secret the component mounts.
-fn component_hash(data: &SecretData, component: Component) -> String {
+/// Hash of every key of every Secret and ConfigMap the component mounts.
+fn component_hash(data: &SecretData, config: &ConfigData, component: Component) -> String {
     let mut entries = Vec::new();
     for role in component.required_certs() {
         for (key, value) in data.get(role).into_iter().flatten() {
             entries.push((format!("{}/{key}", role.suffix()), value.0.as_slice()));
+        }
+    }
+    for config_map in config.get(&component).into_iter().flatten() {
+        let name = config_map.metadata.name.as_deref().unwrap_or_default();
+        for (key, value) in config_map.data.iter().flatten() {
+            entries.push((format!("configmap/{name}/{key}"), value.as_bytes()));
         }
     }
     hash_data(entries.iter().map(|(k, v)| (k.as_str(), *v)))

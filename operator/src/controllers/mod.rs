@@ -3,7 +3,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
@@ -12,11 +13,13 @@ use tracing::{info, warn};
 use crate::api::HostedCluster;
 use crate::metrics::Metrics;
 
+pub mod encryption;
 pub mod hosted_cluster;
 pub mod observe;
 pub mod owned;
 pub mod pki_store;
 pub mod status;
+pub mod supporting_objects;
 
 /// Operator settings from the command line.
 #[derive(Debug, Clone)]
@@ -70,7 +73,9 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
         .owns(api::<StatefulSet>(&client, namespace), owned.clone())
         .owns(api::<Deployment>(&client, namespace), owned.clone())
         .owns(api::<Service>(&client, namespace), owned.clone())
-        .owns(api::<Secret>(&client, namespace), owned)
+        .owns(api::<Secret>(&client, namespace), owned.clone())
+        .owns(api::<ConfigMap>(&client, namespace), owned.clone())
+        .owns(api::<PodDisruptionBudget>(&client, namespace), owned)
         .shutdown_on_signal()
         .run(hosted_cluster::reconcile, hosted_cluster::error_policy, ctx)
         .for_each(|result| async move {

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::Resource as _;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -92,6 +93,8 @@ impl OwnedSet {
         set.list::<Service>(&selector).await?;
         set.list::<StatefulSet>(&selector).await?;
         set.list::<Deployment>(&selector).await?;
+        set.list::<ConfigMap>(&selector).await?;
+        set.list::<PodDisruptionBudget>(&selector).await?;
         // A HostedCluster deleted and created again under the same name: the garbage collector
         // may not have removed the old control plane yet. Adopting its CA or etcd would hand the
         // new cluster material that is about to vanish, so wait until it is gone.
@@ -215,6 +218,8 @@ impl OwnedSet {
                 Secret::KIND => self.delete::<Secret>(&name, &params).await,
                 Service::KIND => self.delete::<Service>(&name, &params).await,
                 StatefulSet::KIND => self.delete::<StatefulSet>(&name, &params).await,
+                ConfigMap::KIND => self.delete::<ConfigMap>(&name, &params).await,
+                PodDisruptionBudget::KIND => self.delete::<PodDisruptionBudget>(&name, &params).await,
                 _ => self.delete::<Deployment>(&name, &params).await,
             }?;
             deleted.push(reference);
