@@ -154,7 +154,7 @@ pub mod hosted {
 
     use anyhow::{Context, Result, anyhow, bail};
     use k8s_openapi::api::core::v1::Secret;
-    use kube::api::PostParams;
+    use kube::api::{Patch, PatchParams, PostParams};
     use kube::config::{KubeConfigOptions, Kubeconfig};
     use kube::{Api, Client, Config};
     use nestplane::api::HostedCluster;
@@ -228,6 +228,18 @@ pub mod hosted {
     pub async fn readyz(client: &Client) -> Result<String> {
         let request = http::Request::get("/readyz").body(Vec::new())?;
         Ok(client.request_text(request).await?)
+    }
+
+    /// Makes the operator take a full pass over the HostedCluster and waits until it has: the
+    /// status's observedGeneration is cleared through the status subresource, and only a
+    /// successful pass sets it back with `Available=True`.
+    pub async fn reconciled_again(client: &Client, namespace: &str, name: &str) -> Result<HostedCluster> {
+        let api: Api<HostedCluster> = Api::namespaced(client.clone(), namespace);
+        let patch = serde_json::json!({ "status": { "observedGeneration": 0 } });
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("clearing status.observedGeneration of {name}"))?;
+        wait_until(&api, name, Duration::from_secs(180), available).await
     }
 
     /// Retries `f` until it succeeds or `timeout` passes (the hosted API restarts in some cases).
