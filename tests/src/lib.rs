@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -130,6 +131,38 @@ pub async fn run_pod(
 pub async fn pod_logs(client: &Client, namespace: &str, name: &str) -> Result<String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     Ok(pods.logs(name, &LogParams::default()).await?)
+}
+
+/// The repository's root (charts, hack scripts).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The helm binary: `NESTPLANE_E2E_HELM`, else the one `make up` builds into
+/// `$NESTPLANE_CACHE/helm-<version>/bin` (default cache `~/.cache/nestplane`).
+pub fn helm() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("NESTPLANE_E2E_HELM") {
+        return Ok(PathBuf::from(path));
+    }
+    let cache = std::env::var("NESTPLANE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|home| PathBuf::from(home).join(".cache/nestplane")))
+        .context("neither NESTPLANE_CACHE nor HOME is set")?;
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .with_context(|| format!("reading {}", cache.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("helm-"))
+        })
+        .map(|p| p.join("bin/helm"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .ok_or_else(|| anyhow!("no helm in {}/helm-*/bin: run `make binaries`", cache.display()))
 }
 
 /// Helpers for HostedCluster cases.

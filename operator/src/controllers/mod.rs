@@ -17,6 +17,7 @@ pub mod hosted_cluster;
 pub mod observe;
 pub mod owned;
 pub mod pki_store;
+pub mod rbac;
 pub mod status;
 
 /// Operator settings from the command line.
