@@ -6,7 +6,7 @@
 cd "$REPO_ROOT"
 
 cargo build --release --locked -p nestplane >&2
-binary="$REPO_ROOT/target/release/nestplane"
+binary="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/nestplane"
 tag="dev-$(sha256sum "$binary" | cut -c1-12)"
 image="${NESTPLANE_IMAGE_REPOSITORY:-ghcr.io/nestplane/nestplane}:$tag"
 archive="$NESTPLANE_CACHE/images/nestplane-$tag.tar"

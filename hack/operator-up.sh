@@ -11,7 +11,7 @@ SAMPLE="$REPO_ROOT/manifests/samples/hostedcluster.yaml"
 HELM="$NESTPLANE_CACHE/helm-$HELM_VERSION/bin/helm"
 
 image="$("$HACK_DIR/operator-image.sh")"
-ln -sf "$REPO_ROOT/target/release/nestplane" /usr/local/bin/nestplane
+ln -sf "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/nestplane" /usr/local/bin/nestplane
 
 # A CRD created before the chart (e.g. with kubectl) is adopted rather than replaced:
 # deleting a CRD would delete every HostedCluster.

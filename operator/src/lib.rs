@@ -8,4 +8,5 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod openstack;
+pub mod runtime;
 pub mod telemetry;

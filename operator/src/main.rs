@@ -1,16 +1,13 @@
 //! The `nestplane` command: run the operator, print the CRDs, or print a hosted cluster's kubeconfig.
-use std::sync::Arc;
-
 use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use nestplane::api::HostedCluster;
-use nestplane::controllers::{self, Config};
-use nestplane::metrics::Metrics;
+use nestplane::controllers::Config;
 
 #[derive(Parser)]
-#[command(name = "nestplane", version, about = "Hosted Kubernetes control planes")]
+#[command(name = "nestplane", version = nestplane::runtime::VERSION, about = "Hosted Kubernetes control planes")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,17 +46,11 @@ async fn main() -> anyhow::Result<()> {
             namespace,
         } => {
             nestplane::telemetry::init();
-            let client = Client::try_default()
-                .await
-                .context("connecting to the management cluster")?;
-            let metrics = Arc::new(Metrics::default());
-            let server = tokio::spawn(nestplane::http::serve(http_addr, metrics.clone()));
             let config = Config {
                 image_registry,
                 namespace,
             };
-            controllers::run(client, config, metrics).await;
-            server.abort();
+            nestplane::runtime::run(http_addr, config).await?;
         }
         Command::Crd => print!(
             "{}",

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -132,6 +133,38 @@ pub async fn pod_logs(client: &Client, namespace: &str, name: &str) -> Result<St
     Ok(pods.logs(name, &LogParams::default()).await?)
 }
 
+/// The repository's root (charts, hack scripts).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The helm binary: `NESTPLANE_E2E_HELM`, else the one `make up` builds into
+/// `$NESTPLANE_CACHE/helm-<version>/bin` (default cache `~/.cache/nestplane`).
+pub fn helm() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("NESTPLANE_E2E_HELM") {
+        return Ok(PathBuf::from(path));
+    }
+    let cache = std::env::var("NESTPLANE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|home| PathBuf::from(home).join(".cache/nestplane")))
+        .context("neither NESTPLANE_CACHE nor HOME is set")?;
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .with_context(|| format!("reading {}", cache.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("helm-"))
+        })
+        .map(|p| p.join("bin/helm"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .ok_or_else(|| anyhow!("no helm in {}/helm-*/bin: run `make binaries`", cache.display()))
+}
+
 /// Helpers for HostedCluster cases.
 /// The test OpenStack cloud that `make openstack-up` starts.
 pub mod openstack {
@@ -154,7 +187,7 @@ pub mod hosted {
 
     use anyhow::{Context, Result, anyhow, bail};
     use k8s_openapi::api::core::v1::Secret;
-    use kube::api::PostParams;
+    use kube::api::{Patch, PatchParams, PostParams};
     use kube::config::{KubeConfigOptions, Kubeconfig};
     use kube::{Api, Client, Config};
     use nestplane::api::HostedCluster;
@@ -228,6 +261,18 @@ pub mod hosted {
     pub async fn readyz(client: &Client) -> Result<String> {
         let request = http::Request::get("/readyz").body(Vec::new())?;
         Ok(client.request_text(request).await?)
+    }
+
+    /// Makes the operator take a full pass over the HostedCluster and waits until it has: the
+    /// status's observedGeneration is cleared through the status subresource, and only a
+    /// successful pass sets it back with `Available=True`.
+    pub async fn reconciled_again(client: &Client, namespace: &str, name: &str) -> Result<HostedCluster> {
+        let api: Api<HostedCluster> = Api::namespaced(client.clone(), namespace);
+        let patch = serde_json::json!({ "status": { "observedGeneration": 0 } });
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("clearing status.observedGeneration of {name}"))?;
+        wait_until(&api, name, Duration::from_secs(180), available).await
     }
 
     /// Retries `f` until it succeeds or `timeout` passes (the hosted API restarts in some cases).

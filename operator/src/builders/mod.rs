@@ -412,12 +412,15 @@ mod tests {
         let (hc, inputs) = (testing::hosted_cluster(), testing::inputs());
         let mut names: Vec<String> = SecretRole::ALL.iter().map(|r| r.secret_name("demo")).collect();
         names.extend(Component::ALL.iter().map(|c| c.workload_name("demo")));
+        names.extend(Component::ALL.iter().map(|c| disruption::budget_name("demo", *c)));
         let services = etcd::services(&hc)
             .expect("etcd services")
             .into_iter()
             .chain([kube_apiserver::service(&hc, None).expect("apiserver service")]);
         names.extend(services.filter_map(|s| s.metadata.name));
         for component in Component::ALL {
+            let config_maps = component.config_maps(&hc).expect("config maps");
+            names.extend(config_maps.into_iter().filter_map(|c| c.metadata.name));
             let workload = component.workload(&hc, &inputs).expect("build");
             let name = match workload {
                 Workload::StatefulSet(s) => s.metadata.name,

@@ -30,9 +30,9 @@ use crate::error::{Error, KubeContext, Result};
 
 pub const FINALIZER: &str = "nestplane.io/cleanup";
 pub(crate) const CONTROLLER: &str = "hostedcluster";
-/// Steady state: look again every minute (certificate expiry, drift); sooner while progressing.
+/// Steady state: look again every minute (certificate expiry, drift); while progressing or
+/// failing, after the growing delays of `ctx.backoff`.
 const REQUEUE_STEADY: Duration = Duration::from_secs(60);
-const REQUEUE_PROGRESSING: Duration = Duration::from_secs(5);
 
 #[instrument(skip_all, fields(namespace = %hc.namespace().unwrap_or_default(), name = %hc.name_any()))]
 pub async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -59,7 +59,7 @@ pub async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Context>) -> Result<Acti
 pub fn error_policy(hc: Arc<HostedCluster>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(name = %hc.name_any(), error = %error, "reconcile failed");
     ctx.metrics.reconcile_failure(CONTROLLER, error);
-    Action::requeue(error.retry_after())
+    Action::requeue(error.retry_after().max(ctx.backoff.next(&hc)))
 }
 
 async fn apply(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
@@ -101,7 +101,7 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
             EndpointObservation::Pending(why) => {
                 let mut observed = Observed::nothing_yet(hc, None);
                 observed.pending_endpoint = Some(why);
-                return Ok((observed, Duration::from_secs(10)));
+                return Ok((observed, ctx.backoff.next(hc)));
             }
         };
 
@@ -137,9 +137,10 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
     observed.readyz = readyz;
     observed.kubeconfig_secret = Some(SecretRole::AdminKubeconfig.secret_name(&cluster));
     let requeue = if settled {
+        ctx.backoff.reset(hc);
         REQUEUE_STEADY
     } else {
-        REQUEUE_PROGRESSING
+        ctx.backoff.next(hc)
     };
     Ok((observed, requeue))
 }
@@ -343,6 +344,7 @@ async fn cleanup(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
     let event = event(EventType::Normal, "Deleting", "Cleanup").note("removing the control plane".into());
     publish(ctx, hc, event).await;
     ctx.metrics.forget(hc);
+    ctx.backoff.forget(hc);
     Ok(Action::await_change())
 }
 

@@ -13,11 +13,13 @@ use tracing::{info, warn};
 use crate::api::HostedCluster;
 use crate::metrics::Metrics;
 
+pub mod backoff;
 pub mod encryption;
 pub mod hosted_cluster;
 pub mod observe;
 pub mod owned;
 pub mod pki_store;
+pub mod rbac;
 pub mod status;
 pub mod supporting_objects;
 
@@ -49,6 +51,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub config: Config,
     pub clock: Clock,
+    /// Retry delays of the HostedClusters that are not settled.
+    pub backoff: backoff::Backoff,
 }
 
 /// Runs the HostedCluster controller until the process is asked to stop.
@@ -64,6 +68,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
         metrics,
         config,
         clock: Clock,
+        backoff: backoff::Backoff::default(),
     });
     let namespace = ctx.config.namespace.as_deref();
     let hosted_clusters: Api<HostedCluster> = api(&client, namespace);

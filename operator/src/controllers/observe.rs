@@ -1,5 +1,6 @@
 //! Reads a reconcile needs before it builds anything: where the API server is reached, what the
 //! workloads look like, and whether the hosted API answers /readyz.
+use std::net::IpAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -43,16 +44,16 @@ pub async fn observe_endpoint(
             let node_port = port
                 .node_port
                 .ok_or(Error::MissingField("spec.ports[0].nodePort"))?;
-            let node_ip = observe_node_address(client)
+            let (host, advertise_address) = node_port_host(client, hc)
                 .await?
                 .ok_or(Error::NoNodeAddress(node_port))?;
             Ok(EndpointObservation::Known {
                 endpoint: Endpoint {
-                    host: node_ip.clone(),
+                    host,
                     port: node_port,
                 },
                 apiserver_port: node_port,
-                advertise_address: Some(node_ip),
+                advertise_address,
             })
         }
         ApiServerServiceType::ClusterIP => {
@@ -92,30 +93,75 @@ fn load_balancer_endpoint(service: &Service, port: i32) -> EndpointObservation {
     }
 }
 
-/// The InternalIP of the first Ready node, by name: stable across reconciles.
-async fn observe_node_address(client: &kube::Client) -> Result<Option<String>> {
+/// The host of a NodePort endpoint and the address kube-apiserver advertises: the configured
+/// `address` when set, else a node's InternalIP (see [`choose_node_address`]). A configured
+/// host name cannot be advertised (kube-apiserver takes an IP), so a node's address is.
+async fn node_port_host(
+    client: &kube::Client,
+    hc: &HostedCluster,
+) -> Result<Option<(String, Option<String>)>> {
+    let configured = hc.spec.api_server.service.address.clone();
+    if let Some(address) = &configured
+        && address.parse::<IpAddr>().is_ok()
+    {
+        return Ok(Some((address.clone(), Some(address.clone()))));
+    }
     let nodes: Api<Node> = Api::all(client.clone());
-    let mut list = nodes
+    let nodes = nodes
         .list(&ListParams::default())
         .await
         .context("list", "Node", "*")?
         .items;
-    list.sort_by_key(|n| n.name_any());
-    Ok(list.iter().find_map(|node| {
-        let status = node.status.as_ref()?;
-        let ready = status
-            .conditions
-            .as_ref()?
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        let addresses = status.addresses.as_ref()?;
-        ready.then(|| {
-            addresses
-                .iter()
-                .find(|a| a.type_ == "InternalIP")
-                .map(|a| a.address.clone())
-        })?
-    }))
+    let current = hc
+        .status
+        .as_ref()
+        .and_then(|s| s.endpoint.as_deref())
+        .and_then(endpoint_host);
+    let node_address = choose_node_address(current.as_deref(), &nodes);
+    Ok(match configured {
+        Some(host) => Some((host, node_address)),
+        None => node_address.map(|ip| (ip.clone(), Some(ip))),
+    })
+}
+
+/// The node address a NodePort endpoint uses. Moving it reissues the serving certificate and
+/// breaks every kubeconfig handed out, so the current endpoint's host is kept while a node
+/// with that InternalIP exists, Ready or not, cordoned or not. Only without one does it take
+/// the InternalIP of the first Ready node by name.
+pub fn choose_node_address(current_host: Option<&str>, nodes: &[Node]) -> Option<String> {
+    if let Some(host) = current_host
+        && nodes.iter().any(|node| internal_ips(node).any(|ip| ip == host))
+    {
+        return Some(host.to_string());
+    }
+    let mut ready: Vec<&Node> = nodes.iter().filter(|node| is_ready(node)).collect();
+    ready.sort_by_key(|node| node.name_any());
+    ready
+        .into_iter()
+        .find_map(|node| internal_ips(node).next().map(str::to_string))
+}
+
+fn internal_ips(node: &Node) -> impl Iterator<Item = &str> {
+    node.status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.as_str())
+}
+
+fn is_ready(node: &Node) -> bool {
+    node.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// The host of an endpoint URL such as `https://192.0.2.7:31443` (brackets of an IPv6
+/// address removed).
+fn endpoint_host(endpoint: &str) -> Option<String> {
+    let uri: http::Uri = endpoint.parse().ok()?;
+    let host = uri.host()?;
+    Some(host.trim_start_matches('[').trim_end_matches(']').to_string())
 }
 
 /// The component's workload as it is in the cluster, if it exists.
@@ -174,6 +220,69 @@ mod tests {
             EndpointObservation::Pending(why) => assert!(why.contains("NodePort"), "{why}"),
             known => panic!("{known:?}"),
         }
+    }
+
+    fn node(name: &str, ip: &str, ready: bool) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name },
+            "status": {
+                "addresses": [
+                    { "type": "Hostname", "address": name },
+                    { "type": "InternalIP", "address": ip }
+                ],
+                "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }]
+            }
+        }))
+        .expect("node")
+    }
+
+    #[test]
+    fn without_an_endpoint_the_first_ready_node_by_name_is_chosen() {
+        let nodes = [
+            node("worker-b", "192.0.2.12", true),
+            node("worker-a", "192.0.2.11", false),
+            node("worker-c", "192.0.2.13", true),
+        ];
+        assert_eq!(choose_node_address(None, &nodes).as_deref(), Some("192.0.2.12"));
+        assert_eq!(
+            choose_node_address(None, &[node("only", "192.0.2.1", false)]),
+            None
+        );
+    }
+
+    #[test]
+    fn the_current_endpoint_stays_while_its_node_exists() {
+        let nodes = [
+            // A new node that sorts first, and the current one gone NotReady (or cordoned).
+            node("aaa-new", "192.0.2.1", true),
+            node("current", "192.0.2.9", false),
+        ];
+        assert_eq!(
+            choose_node_address(Some("192.0.2.9"), &nodes).as_deref(),
+            Some("192.0.2.9")
+        );
+    }
+
+    #[test]
+    fn the_endpoint_moves_only_when_its_node_is_gone() {
+        let nodes = [node("aaa-new", "192.0.2.1", true)];
+        assert_eq!(
+            choose_node_address(Some("192.0.2.9"), &nodes).as_deref(),
+            Some("192.0.2.1")
+        );
+    }
+
+    #[test]
+    fn the_host_of_an_endpoint_url() {
+        assert_eq!(
+            endpoint_host("https://192.0.2.9:31443").as_deref(),
+            Some("192.0.2.9")
+        );
+        assert_eq!(
+            endpoint_host("https://[2001:db8::1]:6443").as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(endpoint_host("not a url"), None);
     }
 
     #[test]
