@@ -27,6 +27,13 @@ pub enum Error {
          garbage collector to remove it"
     )]
     PredecessorNotGone { kind: &'static str, name: String },
+    #[error("{action} etcd member {endpoint}: {source}")]
+    Etcd {
+        action: &'static str,
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -36,7 +43,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Every value [`Error::metric_label`] returns, so that the failures counter starts at zero
     /// for each (a counter that appears only on the first failure has no rate before it).
-    pub const METRIC_LABELS: [&'static str; 8] = [
+    pub const METRIC_LABELS: [&'static str; 9] = [
         "Kube",
         "Build",
         "Pki",
@@ -44,6 +51,7 @@ impl Error {
         "NoNodeAddress",
         "MissingField",
         "PredecessorNotGone",
+        "Etcd",
         "Finalizer",
     ];
 
@@ -57,6 +65,7 @@ impl Error {
             Error::NoNodeAddress(_) => "NoNodeAddress",
             Error::MissingField(_) => "MissingField",
             Error::PredecessorNotGone { .. } => "PredecessorNotGone",
+            Error::Etcd { .. } => "Etcd",
             // Every reconcile error passes through the finalizer helper: label the cause.
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -79,7 +88,7 @@ impl Error {
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_transient(),
                 _ => true,
             },
-            Error::NoNodeAddress(_) | Error::PredecessorNotGone { .. } => true,
+            Error::NoNodeAddress(_) | Error::PredecessorNotGone { .. } | Error::Etcd { .. } => true,
             Error::Build(_) | Error::Pki(_) | Error::SecretKey { .. } | Error::MissingField(_) => false,
         }
     }

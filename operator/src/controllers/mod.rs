@@ -12,6 +12,9 @@ use tracing::{info, warn};
 use crate::api::HostedCluster;
 use crate::metrics::Metrics;
 
+pub mod etcd;
+pub mod etcd_client;
+pub mod etcd_storage;
 pub mod hosted_cluster;
 pub mod observe;
 pub mod owned;
