@@ -160,7 +160,8 @@ pub enum EtcdDeletionPolicy {
     Retain,
 }
 
-const STORAGE_SIZE_VALID: &str = "isQuantity(self) && quantity(self).compareTo(quantity('256Mi')) >= 0";
+const STORAGE_SIZE_VALID: &str =
+    "isQuantity(self) && quantity(self).compareTo(quantity('256Mi')) >= 0";
 const STORAGE_SIZE_NO_SHRINK: &str =
     "!isQuantity(oldSelf) || !isQuantity(self) || quantity(self).compareTo(quantity(oldSelf)) >= 0";
 

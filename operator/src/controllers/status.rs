@@ -241,10 +241,7 @@ pub fn compute_status(
     unavailable.sort_unstable();
     let available = unavailable.is_empty() && observed.error.is_none();
     let (reason, message) = match (&observed.error, available) {
-        (Some(error), _) => (
-            observed.error_reason.unwrap_or(REASON_RECONCILE_ERROR),
-            error.clone(),
-        ),
+        (Some(error), _) => (observed.error_reason.unwrap_or(REASON_RECONCILE_ERROR), error.clone()),
         (None, true) => (REASON_ALL_AVAILABLE, "the hosted API server is ready".to_string()),
         (None, false) => (
             REASON_COMPONENTS_UNAVAILABLE,
