@@ -37,16 +37,17 @@ pub fn claim_selector(hc: &HostedCluster) -> String {
 }
 
 pub async fn observe_claims(client: &kube::Client, hc: &HostedCluster) -> Result<Claims> {
-    let spec = match observe_workload(client, hc, Component::Etcd).await? {
-        Some(Workload::StatefulSet(sts)) => sts.spec,
-        _ => None,
+    let (spec, terminating) = match observe_workload(client, hc, Component::Etcd).await? {
+        Some(Workload::StatefulSet(sts)) => (sts.spec, sts.metadata.deletion_timestamp.is_some()),
+        _ => (None, false),
     };
     let template = spec
         .as_ref()
         .and_then(|s| s.volume_claim_templates.as_ref())
         .and_then(|t| t.iter().find(|c| c.metadata.name.as_deref() == Some(DATA_VOLUME)))
         .cloned();
-    let cluster_token = spec.as_ref().and_then(|s| {
+    // A StatefulSet on its way out is replaced by a new one, which gets a new token.
+    let cluster_token = spec.as_ref().filter(|_| !terminating).and_then(|s| {
         let pod = s.template.spec.as_ref()?;
         pod.containers
             .first()?
