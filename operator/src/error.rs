@@ -33,6 +33,13 @@ pub enum Error {
         #[source]
         source: getrandom::Error,
     },
+    #[error("{action} etcd member {endpoint}: {source}")]
+    Etcd {
+        action: &'static str,
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -42,7 +49,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Every value [`Error::metric_label`] returns, so that the failures counter starts at zero
     /// for each (a counter that appears only on the first failure has no rate before it).
-    pub const METRIC_LABELS: [&'static str; 9] = [
+    pub const METRIC_LABELS: [&'static str; 10] = [
         "Kube",
         "Build",
         "Pki",
@@ -51,6 +58,7 @@ impl Error {
         "MissingField",
         "PredecessorNotGone",
         "GenerateKey",
+        "Etcd",
         "Finalizer",
     ];
 
@@ -65,6 +73,7 @@ impl Error {
             Error::MissingField(_) => "MissingField",
             Error::PredecessorNotGone { .. } => "PredecessorNotGone",
             Error::GenerateKey { .. } => "GenerateKey",
+            Error::Etcd { .. } => "Etcd",
             // Every reconcile error passes through the finalizer helper: label the cause.
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -87,8 +96,11 @@ impl Error {
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_transient(),
                 _ => true,
             },
-            // The system's random source may come back.
-            Error::NoNodeAddress(_) | Error::PredecessorNotGone { .. } | Error::GenerateKey { .. } => true,
+            // The system's random source may come back; etcd may answer again.
+            Error::NoNodeAddress(_)
+            | Error::PredecessorNotGone { .. }
+            | Error::GenerateKey { .. }
+            | Error::Etcd { .. } => true,
             Error::Build(_) | Error::Pki(_) | Error::SecretKey { .. } | Error::MissingField(_) => false,
         }
     }

@@ -36,6 +36,9 @@ pub const REASON_OBJECT_NOT_OWNED: &str = "ObjectNotOwned";
 pub const REASON_ETCD_DATA_LOST: &str = "EtcdDataLost";
 /// etcd raised its NOSPACE alarm: it accepts no writes until space is freed.
 pub const REASON_ETCD_NO_SPACE: &str = "EtcdNoSpace";
+/// The etcd claims were kept from an earlier HostedCluster of this name (`deletionPolicy:
+/// Retain`); they are used only once this HostedCluster asks for them.
+pub const REASON_ETCD_CLAIMS_RETAINED: &str = "EtcdClaimsRetained";
 /// Key material is as recorded.
 pub const REASON_INTACT: &str = "Intact";
 /// A key-material Secret is gone; nestplane does not mint a replacement on its own.
@@ -58,6 +61,13 @@ pub const REASON_STORAGE_RESIZE_UNSUPPORTED: &str = "ExpansionNotAllowed";
 pub const ACCEPT_NEW_KEY_MATERIAL_ANNOTATION: &str = "nestplane.io/accept-new-key-material";
 /// HostedCluster annotation: the etcd cluster ID (hex) to accept after `EtcdDataLost`.
 pub const ACCEPT_ETCD_CLUSTER_ANNOTATION: &str = "nestplane.io/accept-etcd-cluster-id";
+/// HostedCluster annotation (`"true"`): start etcd on the claims an earlier HostedCluster of
+/// this name retained, with their data.
+pub const ADOPT_ETCD_CLAIMS_ANNOTATION: &str = "nestplane.io/adopt-etcd-claims";
+/// Claim annotation: UID of the HostedCluster that retained the claim when it was deleted.
+pub const RETAINED_FROM_ANNOTATION: &str = "nestplane.io/retained-from";
+/// Claim annotation: the etcd cluster ID (hex) the retained claim holds.
+pub const CLAIM_ETCD_CLUSTER_ANNOTATION: &str = "nestplane.io/etcd-cluster-id";
 
 pub const PHASE_PROVISIONING: &str = "Provisioning";
 pub const PHASE_AVAILABLE: &str = "Available";

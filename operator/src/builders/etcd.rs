@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::json;
 
 use super::secrets::{SecretRole, ca_cert, pair};
@@ -11,8 +12,39 @@ use super::*;
 
 pub const CLIENT_PORT: i32 = 2379;
 pub const PEER_PORT: i32 = 2380;
+/// Served on loopback only: etcd's metrics say much about the cluster and carry no TLS here.
 pub const METRICS_PORT: i32 = 2381;
 const PKI_DIR: &str = "/etc/kubernetes/pki/etcd";
+/// Name of the claim template: members' claims are `data-<cluster>-etcd-<ordinal>`.
+pub const DATA_VOLUME: &str = "data";
+/// Share of the volume etcd's backend may fill before it raises NOSPACE. The rest is for the
+/// write-ahead log (64 MiB segments, up to five kept) and snapshots (`.snap` files of the raft
+/// state, also up to five), which live on the same volume and are not counted in the quota.
+const QUOTA_PERCENT_OF_VOLUME: u64 = 80;
+
+/// What the existing etcd is, read by the controller.
+#[derive(Debug, Clone, Default)]
+pub struct EtcdInputs {
+    /// The claim template of the existing StatefulSet: the API server refuses any change to
+    /// it, so it stays as first created and claims grow by expansion instead.
+    pub claim_template: Option<PersistentVolumeClaim>,
+    /// Capacity of the smallest member claim, once bound.
+    pub capacity: Option<Quantity>,
+    /// `--initial-cluster-token`: the existing StatefulSet's, or a new one for a new
+    /// StatefulSet. etcd derives its member and cluster IDs from the token and the peer URLs
+    /// only, so an etcd bootstrapped again on empty claims with the same token would have the
+    /// same cluster ID as the one whose data was lost; a token per StatefulSet makes the
+    /// new, empty etcd tell itself apart. It is read only when a member's data dir is empty.
+    pub cluster_token: Option<String>,
+}
+
+/// The claim that each member's data lives on.
+pub fn claim_name(cluster: &str, ordinal: i32) -> String {
+    format!(
+        "{DATA_VOLUME}-{}-{ordinal}",
+        Component::Etcd.workload_name(cluster)
+    )
+}
 
 /// Headless Service: stable DNS names for members (`<pod>.<cluster>-etcd.<ns>.svc`).
 pub fn peer_service_name(cluster: &str) -> String {
@@ -45,6 +77,12 @@ fn member_url(hc: &HostedCluster, pod: &str, port: i32) -> String {
     )
 }
 
+/// Where member `ordinal` serves clients, by its stable name (resolvable before it is ready).
+pub fn member_client_url(hc: &HostedCluster, ordinal: i32) -> String {
+    let pod = format!("{}-{ordinal}", Component::Etcd.workload_name(&name(hc)));
+    member_url(hc, &pod, CLIENT_PORT)
+}
+
 pub fn client_url(hc: &HostedCluster) -> String {
     format!(
         "https://{}.{}.svc:{CLIENT_PORT}",
@@ -62,7 +100,41 @@ pub fn required_certs() -> &'static [SecretRole] {
     &[SecretRole::EtcdCa, SecretRole::EtcdServer, SecretRole::EtcdPeer]
 }
 
-pub fn args(hc: &HostedCluster) -> BTreeMap<&'static str, String> {
+/// etcd's space quota: a share of the space the volume really has. That is the capacity of the
+/// claims, but never more than the spec asks for (a provisioner may round a claim up, and
+/// following that would restart etcd right after creation), and the template's size until
+/// the claims are bound.
+pub fn quota_backend_bytes(hc: &HostedCluster, storage: &EtcdInputs) -> Result<u64, BuildError> {
+    let bytes = |q: &Quantity| {
+        quantity::to_bytes(q).map_err(|e| BuildError::Invalid {
+            what: "etcd storage size",
+            message: e.to_string(),
+        })
+    };
+    let requested = bytes(&hc.spec.etcd.storage.size)?;
+    let there = match (&storage.capacity, template_size(storage)) {
+        (Some(capacity), _) => bytes(capacity)?,
+        (None, Some(size)) => bytes(&size)?,
+        (None, None) => requested,
+    };
+    Ok(requested.min(there) / 100 * QUOTA_PERCENT_OF_VOLUME)
+}
+
+fn template_size(storage: &EtcdInputs) -> Option<Quantity> {
+    storage
+        .claim_template
+        .as_ref()?
+        .spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+        .cloned()
+}
+
+pub fn args(hc: &HostedCluster, quota_bytes: u64, cluster_token: &str) -> BTreeMap<&'static str, String> {
     let cluster = name(hc);
     let statefulset = Component::Etcd.workload_name(&cluster);
     let initial_cluster = (0..hc.spec.etcd.replicas)
@@ -85,10 +157,10 @@ pub fn args(hc: &HostedCluster) -> BTreeMap<&'static str, String> {
             "initial-advertise-peer-urls",
             member_url(hc, "$(POD_NAME)", PEER_PORT),
         ),
-        ("listen-metrics-urls", format!("http://0.0.0.0:{METRICS_PORT}")),
+        ("listen-metrics-urls", format!("http://127.0.0.1:{METRICS_PORT}")),
         ("initial-cluster", initial_cluster),
         ("initial-cluster-state", "new".to_string()),
-        ("initial-cluster-token", cluster),
+        ("initial-cluster-token", cluster_token.to_string()),
         ("client-cert-auth", "true".to_string()),
         ("trusted-ca-file", format!("{PKI_DIR}/ca.crt")),
         ("cert-file", format!("{PKI_DIR}/server.crt")),
@@ -101,9 +173,13 @@ pub fn args(hc: &HostedCluster) -> BTreeMap<&'static str, String> {
         // As kubeadm does for etcd 3.6+.
         ("feature-gates", "InitialCorruptCheck=true".to_string()),
         ("watch-progress-notify-interval", "5s".to_string()),
+        // kube-apiserver compacts every 5 minutes (--etcd-compaction-interval), keeping about
+        // that much history. etcd's own compaction is the backstop for when no API server runs
+        // (held back, crash-looping): an hour of history, where 8h could fill a small volume.
+        // Compaction frees pages for reuse; the operator defragments to give them back.
         ("auto-compaction-mode", "periodic".to_string()),
-        ("auto-compaction-retention", "8h".to_string()),
-        ("quota-backend-bytes", "2147483648".to_string()),
+        ("auto-compaction-retention", "1h".to_string()),
+        ("quota-backend-bytes", quota_bytes.to_string()),
     ])
 }
 
@@ -152,19 +228,18 @@ fn meta(hc: &HostedCluster, object_name: &str) -> serde_json::Value {
 
 pub fn statefulset(hc: &HostedCluster, inputs: &Inputs) -> Result<StatefulSet, BuildError> {
     let cluster = name(hc);
-    let storage = &hc.spec.etcd.storage;
-    let mut claim_spec = json!({
-        "accessModes": ["ReadWriteOnce"],
-        "resources": { "requests": { "storage": storage.size } },
-    });
-    if let Some(class) = &storage.storage_class_name {
-        claim_spec["storageClassName"] = json!(class);
-    }
-    let probe = |path: &str, failures: i32| {
-        json!({
-            "httpGet": { "path": path, "port": METRICS_PORT, "scheme": "HTTP" },
-            "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": failures,
-        })
+    let quota = quota_backend_bytes(hc, &inputs.etcd)?;
+    let token = inputs
+        .etcd
+        .cluster_token
+        .clone()
+        .unwrap_or_else(|| cluster.clone());
+    let claim_template = match &inputs.etcd.claim_template {
+        Some(existing) => serde_json::to_value(existing).map_err(|source| BuildError::Encode {
+            what: "etcd claim template",
+            source,
+        })?,
+        None => claim_template(hc),
     };
     typed(
         "etcd statefulset",
@@ -177,7 +252,9 @@ pub fn statefulset(hc: &HostedCluster, inputs: &Inputs) -> Result<StatefulSet, B
                 // All members start together: a quorum needs them before any is ready.
                 "podManagementPolicy": "Parallel",
                 "selector": { "matchLabels": selector(hc, Component::Etcd) },
-                "persistentVolumeClaimRetentionPolicy": { "whenDeleted": "Delete", "whenScaled": "Retain" },
+                // Deleting the StatefulSet (by mistake, or a pruning tool) must not take the data
+                // with it: only deleting the HostedCluster removes the claims (see `cleanup`).
+                "persistentVolumeClaimRetentionPolicy": { "whenDeleted": "Retain", "whenScaled": "Retain" },
                 "template": {
                     "metadata": {
                         "labels": labels(hc, Some(Component::Etcd)),
@@ -193,16 +270,20 @@ pub fn statefulset(hc: &HostedCluster, inputs: &Inputs) -> Result<StatefulSet, B
                             "image": inputs.images.etcd,
                             "imagePullPolicy": "IfNotPresent",
                             "command": ["etcd"],
-                            "args": render_args(args(hc), &BTreeMap::new()),
+                            "args": render_args(args(hc, quota, &token), &BTreeMap::new()),
                             "env": [{ "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }],
                             "ports": [
                                 { "name": "client", "containerPort": CLIENT_PORT },
                                 { "name": "peer", "containerPort": PEER_PORT },
-                                { "name": "metrics", "containerPort": METRICS_PORT },
                             ],
-                            "startupProbe": probe("/readyz", 60),
-                            "readinessProbe": probe("/readyz", 3),
-                            "livenessProbe": probe("/livez", 8),
+                            "startupProbe": exec_probe("status", 2, 150),
+                            "readinessProbe": exec_probe("health", 5, 3),
+                            // Only whether etcd listens: a member with a NOSPACE alarm is not
+                            // healthy, and restarting it would not free any space.
+                            "livenessProbe": {
+                                "tcpSocket": { "port": CLIENT_PORT },
+                                "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 8,
+                            },
                             "resources": resources(&hc.spec.etcd.resources, "25m", "96Mi"),
                             "securityContext": container_security(),
                             "volumeMounts": [
@@ -223,13 +304,45 @@ pub fn statefulset(hc: &HostedCluster, inputs: &Inputs) -> Result<StatefulSet, B
                         }],
                     }
                 },
-                "volumeClaimTemplates": [{
-                    "metadata": { "name": "data", "labels": labels(hc, Some(Component::Etcd)) },
-                    "spec": claim_spec,
-                }],
+                "volumeClaimTemplates": [claim_template],
             }
         }),
     )
+}
+
+/// The claim template of a new StatefulSet, from the spec.
+fn claim_template(hc: &HostedCluster) -> serde_json::Value {
+    let storage = &hc.spec.etcd.storage;
+    let mut spec = json!({
+        "accessModes": ["ReadWriteOnce"],
+        "resources": { "requests": { "storage": storage.size } },
+    });
+    if let Some(class) = &storage.storage_class_name {
+        spec["storageClassName"] = json!(class);
+    }
+    json!({
+        "metadata": { "name": DATA_VOLUME, "labels": labels(hc, Some(Component::Etcd)) },
+        "spec": spec,
+    })
+}
+
+/// `etcdctl endpoint <check>` against this member over TLS on loopback, with the server
+/// certificate (it has client usage). `status` answers as soon as the member serves, alarms or
+/// not, so a member restarted with a NOSPACE alarm is not killed before it starts; `health`
+/// also needs a quorum and no alarm, which is what serving kube-apiserver takes.
+fn exec_probe(check: &str, period: i32, failures: i32) -> serde_json::Value {
+    json!({
+        "exec": { "command": [
+            "/usr/local/bin/etcdctl",
+            format!("--endpoints=https://127.0.0.1:{CLIENT_PORT}"),
+            format!("--cacert={PKI_DIR}/ca.crt"),
+            format!("--cert={PKI_DIR}/server.crt"),
+            format!("--key={PKI_DIR}/server.key"),
+            "--command-timeout=4s",
+            "endpoint", check,
+        ]},
+        "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures,
+    })
 }
 
 #[cfg(test)]
@@ -247,7 +360,7 @@ mod tests {
     fn three_members_know_each_other() {
         let mut hc = hosted_cluster();
         hc.spec.etcd.replicas = 3;
-        let initial = args(&hc)["initial-cluster"].clone();
+        let initial = args(&hc, 1, "demo")["initial-cluster"].clone();
         for i in 0..3 {
             assert!(
                 initial.contains(&format!(
@@ -276,6 +389,120 @@ mod tests {
                 .and_then(|r| r.requests.as_ref())
                 .map(|r| r["storage"].0.as_str()),
             Some("1Gi")
+        );
+    }
+
+    fn quota_flag(sts: &StatefulSet) -> u64 {
+        let args = sts
+            .spec
+            .as_ref()
+            .expect("spec")
+            .template
+            .spec
+            .as_ref()
+            .expect("pod")
+            .containers[0]
+            .args
+            .clone()
+            .expect("args");
+        let flag = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--quota-backend-bytes="))
+            .expect("quota flag");
+        flag.parse().expect("bytes")
+    }
+
+    #[test]
+    fn the_space_quota_leaves_room_on_the_volume() {
+        let mut hc = hosted_cluster();
+        let sts = statefulset(&hc, &inputs()).expect("build");
+        let quota = quota_flag(&sts);
+        assert!(quota < 1 << 30, "{quota} on a 1Gi claim");
+        assert!(
+            quota >= (1 << 30) / 10 * 7,
+            "{quota}: most of the volume is usable"
+        );
+        hc.spec.etcd.storage.size = Quantity("8Gi".into());
+        let bigger = quota_flag(&statefulset(&hc, &inputs()).expect("build"));
+        assert_eq!(bigger, (8 << 30) / 100 * 80);
+    }
+
+    #[test]
+    fn the_quota_follows_the_capacity_there_not_the_size_asked_for() {
+        let mut hc = hosted_cluster();
+        hc.spec.etcd.storage.size = Quantity("2Gi".into());
+        let mut inputs = inputs();
+        // Expansion refused or still running: the claims still have 1Gi.
+        inputs.etcd.capacity = Some(Quantity("1Gi".into()));
+        assert!(quota_flag(&statefulset(&hc, &inputs).expect("build")) < 1 << 30);
+        // A provisioner that rounds up does not raise it past what was asked for.
+        inputs.etcd.capacity = Some(Quantity("10Gi".into()));
+        assert!(quota_flag(&statefulset(&hc, &inputs).expect("build")) < 2 << 30);
+    }
+
+    #[test]
+    fn a_changed_size_keeps_the_claim_template_of_the_existing_statefulset() {
+        let mut hc = hosted_cluster();
+        let created = statefulset(&hc, &inputs()).expect("build");
+        let template = created
+            .spec
+            .clone()
+            .expect("spec")
+            .volume_claim_templates
+            .expect("claims")[0]
+            .clone();
+        hc.spec.etcd.storage.size = Quantity("5Gi".into());
+        let mut inputs = inputs();
+        inputs.etcd.claim_template = Some(template.clone());
+        let rebuilt = statefulset(&hc, &inputs).expect("build");
+        assert_eq!(
+            rebuilt
+                .spec
+                .expect("spec")
+                .volume_claim_templates
+                .expect("claims"),
+            vec![template]
+        );
+    }
+
+    #[test]
+    fn deleting_the_statefulset_keeps_the_claims() {
+        let sts = statefulset(&hosted_cluster(), &inputs()).expect("build");
+        let policy = sts
+            .spec
+            .expect("spec")
+            .persistent_volume_claim_retention_policy
+            .expect("policy");
+        assert_eq!(policy.when_deleted.as_deref(), Some("Retain"));
+        assert_eq!(policy.when_scaled.as_deref(), Some("Retain"));
+    }
+
+    #[test]
+    fn metrics_stay_on_loopback_and_no_probe_uses_them() {
+        let hc = hosted_cluster();
+        assert_eq!(
+            args(&hc, 1, "demo")["listen-metrics-urls"],
+            "http://127.0.0.1:2381"
+        );
+        let sts = statefulset(&hc, &inputs()).expect("build");
+        let json = serde_json::to_value(&sts).expect("json");
+        let container = &json["spec"]["template"]["spec"]["containers"][0];
+        for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+            assert!(!container[probe].to_string().contains("2381"), "{probe}");
+        }
+        for probe in ["startupProbe", "readinessProbe"] {
+            let command = container[probe]["exec"]["command"].as_array().expect(probe);
+            assert_eq!(command[0], "/usr/local/bin/etcdctl");
+            assert!(
+                command.contains(&json!("--endpoints=https://127.0.0.1:2379")),
+                "{probe}"
+            );
+        }
+        assert_eq!(container["livenessProbe"]["tcpSocket"]["port"], 2379);
+        assert_eq!(
+            container["ports"].as_array().expect("ports").len(),
+            2,
+            "no metrics port is published"
         );
     }
 }

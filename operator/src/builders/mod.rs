@@ -18,6 +18,7 @@ pub mod kube_apiserver;
 pub mod kube_controller_manager;
 pub mod kube_scheduler;
 pub mod kubeconfig;
+pub mod quantity;
 pub mod secrets;
 
 pub const MANAGED_BY: &str = "nestplane";
@@ -183,6 +184,8 @@ pub struct Inputs {
     pub advertise_address: Option<String>,
     /// Per component: hash of the Secrets it mounts.
     pub inputs_hash: BTreeMap<Component, String>,
+    /// etcd's claim template, claim capacity and cluster token as they are.
+    pub etcd: etcd::EtcdInputs,
 }
 
 impl Inputs {

@@ -26,6 +26,7 @@ pub fn inputs() -> Inputs {
             .iter()
             .map(|c| (*c, format!("hash-of-{}", c.as_str())))
             .collect::<BTreeMap<_, _>>(),
+        etcd: etcd::EtcdInputs::default(),
     }
 }
 

@@ -17,6 +17,8 @@ use tracing::{Instrument, debug, info, info_span, instrument, warn};
 
 use super::Context;
 use super::encryption::ensure_encryption_config;
+use super::etcd::EtcdGuard;
+use super::etcd_storage::{self, Released};
 use super::observe::{EndpointObservation, observe_endpoint, observe_workload, probe_readyz};
 use super::owned::{FIELD_MANAGER, OwnedSet};
 use super::pki_store::{self, PkiRequest, SecretData};
@@ -108,6 +110,7 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
     let secret_data = ensure_secrets(hc, ctx, owned, &endpoint).await?;
     let config_data = apply_config_maps(hc, owned).await?;
     apply_disruption_budgets(hc, owned).await?;
+    let mut etcd_guard = EtcdGuard::observe(hc, ctx, &secret_data).await?;
 
     let inputs = Inputs {
         images: Images::for_version(&hc.spec.version, &ctx.config.image_registry)?,
@@ -118,8 +121,12 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
             .iter()
             .map(|c| (*c, component_hash(&secret_data, &config_data, *c)))
             .collect(),
+        etcd: etcd_guard.inputs(hc, ctx),
     };
-    let workloads = roll_out(hc, ctx, owned, &inputs).await?;
+    let workloads = roll_out(hc, ctx, owned, &inputs, etcd_guard.held()).await?;
+    etcd_guard
+        .settle(hc, ctx, workloads.get(&Component::Etcd))
+        .await?;
 
     let apiserver_ready = workloads
         .get(&Component::KubeApiserver)
@@ -136,6 +143,7 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
     observed.workloads = workloads.into_iter().collect();
     observed.readyz = readyz;
     observed.kubeconfig_secret = Some(SecretRole::AdminKubeconfig.secret_name(&cluster));
+    etcd_guard.report(&mut observed);
     let requeue = if settled {
         ctx.backoff.reset(hc);
         REQUEUE_STEADY
@@ -206,19 +214,24 @@ async fn ensure_secrets(
     Ok(secret_data)
 }
 
-/// Applies each component whose dependencies are available; reports (and keeps) the others.
+/// Applies each component whose dependencies are available and that is not `held` (with what it
+/// waits for); reports (and keeps) the others.
 async fn roll_out(
     hc: &HostedCluster,
     ctx: &Context,
     owned: &mut OwnedSet,
     inputs: &Inputs,
+    held: &BTreeMap<Component, &'static str>,
 ) -> Result<BTreeMap<Component, WorkloadState>> {
     let mut states = BTreeMap::new();
     for component in Component::ALL {
-        let blocked_by = component
-            .depends_on()
-            .iter()
-            .find(|d| !states.get(*d).is_some_and(WorkloadState::is_ready));
+        let blocked_by = held.get(&component).copied().or_else(|| {
+            component
+                .depends_on()
+                .iter()
+                .find(|d| !states.get(*d).is_some_and(WorkloadState::is_ready))
+                .map(|d| d.as_str())
+        });
         let span = info_span!("apply", component = component.as_str());
         let state = match blocked_by {
             None => match component.workload(hc, inputs)? {
@@ -238,12 +251,12 @@ async fn roll_out(
                     keep(owned, &existing);
                     debug!(
                         component = component.as_str(),
-                        waits_for = dependency.as_str(),
+                        waits_for = dependency,
                         "not applied"
                     );
                     WorkloadState::of_workload(&existing)
                 }
-                None => WorkloadState::Waiting(dependency.as_str()),
+                None => WorkloadState::Waiting(dependency),
             },
         };
         states.insert(component, state);
@@ -333,7 +346,8 @@ async fn write_status(hc: &HostedCluster, ctx: &Context, status: &HostedClusterS
 }
 
 /// Everything the HostedCluster owns carries an ownerReference to it, so the garbage collector
-/// removes it (etcd's claims go with its StatefulSet); nothing outside the cluster exists yet.
+/// removes it. etcd's claims outlive the StatefulSet: they are deleted here, or kept with
+/// `deletionPolicy: Retain`.
 async fn cleanup(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
     let mut status = hc.status.clone().unwrap_or_default();
     status.phase = Some(PHASE_DELETING.to_string());
@@ -343,6 +357,15 @@ async fn cleanup(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
     }
     let event = event(EventType::Normal, "Deleting", "Cleanup").note("removing the control plane".into());
     publish(ctx, hc, event).await;
+    if let Released::Retained(claims) = etcd_storage::release_claims(&ctx.client, hc).await? {
+        let note = format!(
+            "kept etcd claims {} (deletionPolicy Retain) for a HostedCluster of the same name",
+            claims.join(", ")
+        );
+        info!(?claims, "retained etcd claims");
+        let retained = self::event(EventType::Normal, "EtcdClaimsRetained", "Cleanup").note(note);
+        publish(ctx, hc, retained).await;
+    }
     ctx.metrics.forget(hc);
     ctx.backoff.forget(hc);
     Ok(Action::await_change())
@@ -370,7 +393,7 @@ async fn publish_changes(ctx: &Context, hc: &HostedCluster, owned: &mut OwnedSet
 
 /// An event about the HostedCluster. The recorder folds events with the same type, reason,
 /// action and related object into one series, so each object named gets its own.
-fn event(type_: EventType, reason: &str, action: &str) -> Event {
+pub(super) fn event(type_: EventType, reason: &str, action: &str) -> Event {
     Event {
         type_,
         reason: reason.to_string(),
@@ -380,7 +403,7 @@ fn event(type_: EventType, reason: &str, action: &str) -> Event {
     }
 }
 
-trait EventExt {
+pub(super) trait EventExt {
     fn note(self, note: String) -> Self;
     fn related(self, object: ObjectReference) -> Self;
 }
@@ -406,7 +429,7 @@ fn secret_reference(hc: &HostedCluster, name: &str) -> ObjectReference {
     }
 }
 
-async fn publish(ctx: &Context, hc: &HostedCluster, event: Event) {
+pub(super) async fn publish(ctx: &Context, hc: &HostedCluster, event: Event) {
     if let Err(e) = ctx.recorder.publish(&event, &hc.object_ref(&())).await {
         warn!(error = %e, "could not publish event");
     }

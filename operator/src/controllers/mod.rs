@@ -15,6 +15,9 @@ use crate::metrics::Metrics;
 
 pub mod backoff;
 pub mod encryption;
+pub mod etcd;
+pub mod etcd_client;
+pub mod etcd_storage;
 pub mod hosted_cluster;
 pub mod observe;
 pub mod owned;
