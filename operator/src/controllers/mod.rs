@@ -13,6 +13,7 @@ use crate::api::HostedCluster;
 use crate::metrics::Metrics;
 
 pub mod hosted_cluster;
+pub mod key_material;
 pub mod observe;
 pub mod owned;
 pub mod pki_store;
