@@ -40,6 +40,16 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    #[error(
+        "{kind} {name} already exists and is not this HostedCluster's ({owner}); nestplane never \
+         adopts, overwrites or deletes it: delete it if it is left over, or give the HostedCluster \
+         another name"
+    )]
+    NotOwned {
+        kind: &'static str,
+        name: String,
+        owner: String,
+    },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -49,7 +59,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Every value [`Error::metric_label`] returns, so that the failures counter starts at zero
     /// for each (a counter that appears only on the first failure has no rate before it).
-    pub const METRIC_LABELS: [&'static str; 10] = [
+    pub const METRIC_LABELS: [&'static str; 11] = [
         "Kube",
         "Build",
         "Pki",
@@ -59,6 +69,7 @@ impl Error {
         "PredecessorNotGone",
         "GenerateKey",
         "Etcd",
+        "NotOwned",
         "Finalizer",
     ];
 
@@ -74,6 +85,7 @@ impl Error {
             Error::PredecessorNotGone { .. } => "PredecessorNotGone",
             Error::GenerateKey { .. } => "GenerateKey",
             Error::Etcd { .. } => "Etcd",
+            Error::NotOwned { .. } => "NotOwned",
             // Every reconcile error passes through the finalizer helper: label the cause.
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -102,6 +114,21 @@ impl Error {
             | Error::GenerateKey { .. }
             | Error::Etcd { .. } => true,
             Error::Build(_) | Error::Pki(_) | Error::SecretKey { .. } | Error::MissingField(_) => false,
+            Error::NotOwned { .. } => false,
+        }
+    }
+
+    /// The `Available` condition's reason when this error fails a pass, if more specific than
+    /// `ReconcileError`.
+    pub fn condition_reason(&self) -> Option<&'static str> {
+        match self {
+            Error::NotOwned { .. } => Some(crate::api::conditions::REASON_OBJECT_NOT_OWNED),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.condition_reason(),
+                _ => None,
+            },
+            _ => None,
         }
     }
 
@@ -165,6 +192,29 @@ mod tests {
     #[test]
     fn messages_name_the_action_and_the_object() {
         assert!(api_error(500).to_string().starts_with("apply Secret demo-ca: "));
+    }
+
+    #[test]
+    fn not_owned_names_the_object_its_owner_and_the_way_out() {
+        let error = Error::NotOwned {
+            kind: "Secret",
+            name: "demo-etcd-ca".into(),
+            owner: "no controller ownerReference".into(),
+        };
+        let message = error.to_string();
+        for part in [
+            "Secret demo-etcd-ca",
+            "no controller ownerReference",
+            "delete it",
+            "another name",
+        ] {
+            assert!(message.contains(part), "{part} missing from {message}");
+        }
+        assert_eq!(error.metric_label(), "NotOwned");
+        assert!(Error::METRIC_LABELS.contains(&error.metric_label()));
+        assert!(!error.is_transient(), "a person must act");
+        assert_eq!(error.condition_reason(), Some("ObjectNotOwned"));
+        assert_eq!(api_error(500).condition_reason(), None);
     }
 
     #[test]

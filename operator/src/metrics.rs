@@ -209,6 +209,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::builders::secrets::CAS;
     use crate::builders::testing::hosted_cluster;
 
     const DASHBOARD: &str = include_str!("../../deploy/chart/nestplane/dashboards/nestplane.json");
@@ -301,6 +302,75 @@ mod tests {
         ] {
             assert!(queried.contains(family), "no panel shows {family}");
         }
+    }
+
+    const PROMETHEUS_RULE: &str = include_str!("../../deploy/chart/nestplane/templates/prometheusrule.yaml");
+
+    /// Certificate series for each CA and one leaf, as a running cluster has them.
+    fn record_cas_and_a_leaf(metrics: &Metrics, hc: &HostedCluster) {
+        let now = time::OffsetDateTime::now_utc();
+        let ca = nestplane_pki::generate_ca("kubernetes", now, time::Duration::days(10)).expect("CA");
+        let cert = || {
+            [(
+                TLS_CERT.to_string(),
+                k8s_openapi::ByteString(ca.cert_pem.clone().into_bytes()),
+            )]
+            .into()
+        };
+        let mut data: SecretData = CAS.iter().map(|(role, _)| (*role, cert())).collect();
+        data.insert(SecretRole::ApiServer, cert());
+        metrics.record_certificates(hc, &data);
+    }
+
+    #[test]
+    fn each_alert_queries_a_metric_the_operator_exports_with_the_cert_labels_it_uses() {
+        let metrics = Metrics::default();
+        record_cas_and_a_leaf(&metrics, &hosted_cluster());
+        let exported = exported_series(&metrics);
+        let text = metrics.encode().expect("encode");
+
+        let alerts: Vec<&str> = PROMETHEUS_RULE.split("- alert: ").skip(1).collect();
+        let names: Vec<&str> = alerts
+            .iter()
+            .filter_map(|a| a.lines().next())
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "NestplaneCertificateAuthorityExpiring",
+                "NestplaneCertificateExpiring"
+            ]
+        );
+        for alert in &alerts {
+            let expr = alert.split("for:").next().unwrap_or_default();
+            let queried: BTreeSet<String> = expr
+                .match_indices("nestplane_")
+                .map(|(start, _)| {
+                    expr[start..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect()
+                })
+                .collect();
+            assert!(!queried.is_empty(), "no metric in {alert}");
+            let unknown: Vec<_> = queried.difference(&exported).collect();
+            assert!(unknown.is_empty(), "{unknown:?} not exported: {exported:?}");
+        }
+
+        // The CA alert selects exactly the CAs' `cert` label values.
+        let cas = PROMETHEUS_RULE
+            .split("$cas := \"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the $cas variable");
+        let expected: Vec<&str> = CAS.iter().map(|(role, _)| role.suffix()).collect();
+        assert_eq!(cas, expected.join("|"));
+        for suffix in expected {
+            let series = format!(r#"cert="{suffix}""#);
+            assert!(text.contains(&series), "no series with {series}:\n{text}");
+        }
+        assert!(text.contains(r#"cert="apiserver""#), "{text}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
 
-use crate::{CertKeyPair, Error, LeafSpec, Result, Usage};
+use crate::{CertKeyPair, Error, LeafSpec, Result, ServiceAccountKeys, Usage};
 
 /// What [`check`] or [`check_ca`] found. Anything but `Valid` means the piece should be
 /// replaced (for a CA, that is a decision for a human or a rotation procedure).
@@ -74,6 +74,40 @@ pub fn ca_cert_hash(ca_cert_pem: &str) -> Result<String> {
     let cert = parse_cert(&pem)?;
     let digest = Sha256::digest(cert.public_key().raw);
     Ok(format!("sha256:{}", hex(&digest)))
+}
+
+/// The certificate's fingerprint: hex SHA-256 of its DER, as `openssl x509 -fingerprint -sha256`
+/// prints it (lower case, without colons). Identifies one certificate, not just its key.
+pub fn fingerprint(cert_pem: &str) -> Result<String> {
+    let pem = parse_pem(cert_pem)?;
+    parse_cert(&pem)?;
+    Ok(hex(&Sha256::digest(&pem.contents)))
+}
+
+/// A public key's fingerprint: hex SHA-256 of the DER SubjectPublicKeyInfo in a `PUBLIC KEY` PEM.
+pub fn public_key_fingerprint(public_key_pem: &str) -> Result<String> {
+    let pem = parse_pem(public_key_pem)?;
+    if pem.label != "PUBLIC KEY" {
+        return Err(Error::ParsePem(format!(
+            "expected a PUBLIC KEY block, found {:?}",
+            pem.label
+        )));
+    }
+    Ok(hex(&Sha256::digest(&pem.contents)))
+}
+
+/// Service-account keys are usable when the private key parses and belongs to the public key.
+pub fn check_service_account_keys(keys: &ServiceAccountKeys) -> Verdict {
+    let public = match parse_pem(&keys.public_key_pem) {
+        Ok(pem) if pem.label == "PUBLIC KEY" => pem,
+        Ok(pem) => return Verdict::Unparseable(format!("public key: a {:?} block", pem.label)),
+        Err(e) => return Verdict::Unparseable(format!("public key: {e}")),
+    };
+    match KeyPair::from_pem(&keys.private_key_pem) {
+        Err(e) => Verdict::Unparseable(format!("private key: {e}")),
+        Ok(key) if key.subject_public_key_info() != public.contents => Verdict::KeyMismatch,
+        Ok(_) => Verdict::Valid,
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -106,6 +106,10 @@ fn serial_for(key: &KeyPair, now: OffsetDateTime) -> SerialNumber {
 
 /// Issues a leaf certificate for `spec`, signed by `ca`, with a new key.
 ///
+/// The leaf never outlives its CA: `not_after` is `now + validity` or the CA's own
+/// `not_after`, whichever comes first (a chain past its root's expiry does not verify, and
+/// a leaf that claims otherwise would hide that until the day it breaks).
+///
 /// As kubeadm does: basicConstraints `CA:FALSE` (critical), keyUsage digitalSignature and
 /// keyEncipherment, the extended key usage of `spec.usage`, and subject and authority key
 /// identifiers (the latter is the CA's subject key identifier).
@@ -124,6 +128,14 @@ pub fn issue_leaf(
         leaf: common_name(),
         source,
     })?;
+    let ca_not_after = crate::not_after(&ca.cert_pem)?;
+    if ca_not_after <= now {
+        return Err(Error::IssuerExpired {
+            leaf: common_name(),
+            not_after: ca_not_after,
+        });
+    }
+    let validity = validity.min(ca_not_after - now);
     let key = new_key()?;
 
     let mut params = CertificateParams::default();

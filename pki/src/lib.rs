@@ -21,7 +21,10 @@ mod test_support;
 
 pub use bundle::{BundleInput, CaRole, ControlPlaneBundle, PlannedLeaf, plan};
 pub use ca::{generate_ca, generate_service_account_keys};
-pub use check::{Verdict, ca_cert_hash, check, check_ca, not_after};
+pub use check::{
+    Verdict, ca_cert_hash, check, check_ca, check_service_account_keys, fingerprint, not_after,
+    public_key_fingerprint,
+};
 pub use kubeconfig::{KubeconfigSpec, cluster_info_kubeconfig, kubeconfig};
 pub use leaf::{LeafSpec, Usage, issue_leaf};
 pub use profiles::ApiServerSans;
@@ -93,6 +96,11 @@ pub enum Error {
     UnsupportedSubject {
         common_name: String,
         reason: &'static str,
+    },
+    #[error("the CA issuing {leaf:?} expired at {not_after}: accept a new CA")]
+    IssuerExpired {
+        leaf: String,
+        not_after: time::OffsetDateTime,
     },
     #[error("parsing certificate PEM: {0}")]
     ParsePem(String),

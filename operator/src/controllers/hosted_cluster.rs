@@ -19,6 +19,7 @@ use super::Context;
 use super::encryption::ensure_encryption_config;
 use super::etcd::EtcdGuard;
 use super::etcd_storage::{self, Released};
+use super::key_material::{self, KeyReport};
 use super::observe::{EndpointObservation, observe_endpoint, observe_workload, probe_readyz};
 use super::owned::{FIELD_MANAGER, OwnedSet};
 use super::pki_store::{self, PkiRequest, SecretData};
@@ -76,6 +77,7 @@ async fn apply(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
     match outcome {
         Ok((observed, requeue)) => {
             apply_status(hc, ctx, &observed).await?;
+            key_material::clear_accept_request(&ctx.client, hc, &observed).await;
             Ok(Action::requeue(requeue))
         }
         Err(error) => {
@@ -107,7 +109,13 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
             }
         };
 
-    let secret_data = ensure_secrets(hc, ctx, owned, &endpoint).await?;
+    let (secret_data, keys) = ensure_secrets(hc, ctx, owned, &endpoint).await?;
+    if !keys.is_intact() {
+        // Nothing is issued from, or rolled out with, material nobody accepted: the workloads
+        // run on with what they mounted, and nothing is swept.
+        let observed = key_material::observe_blocked(hc, &ctx.client, &keys, &endpoint).await;
+        return Ok((observed, REQUEUE_STEADY));
+    }
     let config_data = apply_config_maps(hc, owned).await?;
     apply_disruption_budgets(hc, owned).await?;
     let mut etcd_guard = EtcdGuard::observe(hc, ctx, &secret_data).await?;
@@ -144,6 +152,7 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
     observed.readyz = readyz;
     observed.kubeconfig_secret = Some(SecretRole::AdminKubeconfig.secret_name(&cluster));
     etcd_guard.report(&mut observed);
+    keys.record(&mut observed);
     let requeue = if settled {
         ctx.backoff.reset(hc);
         REQUEUE_STEADY
@@ -183,25 +192,42 @@ async fn apply_services(hc: &HostedCluster, owned: &mut OwnedSet) -> Result<Serv
     Ok(service)
 }
 
-/// PKI and kubeconfig Secrets; an event per reissued certificate.
+/// PKI and kubeconfig Secrets; an event per reissued certificate, per key-material Secret
+/// renewed, and a warning while key material is not intact.
 async fn ensure_secrets(
     hc: &HostedCluster,
     ctx: &Context,
     owned: &mut OwnedSet,
     endpoint: &Endpoint,
-) -> Result<SecretData> {
+) -> Result<(SecretData, KeyReport)> {
     let cluster = builders::name(hc);
     let request = PkiRequest {
         hc,
         endpoint,
         now: ctx.clock.now(),
     };
-    let (mut secret_data, reissued) = pki_store::ensure_pki(owned, &ctx.client, &request)
+    let pki_store::PkiOutcome {
+        data: mut secret_data,
+        reissued,
+        keys,
+    } = pki_store::ensure_pki(owned, &ctx.client, &request)
         .instrument(info_span!("pki"))
         .await?;
     ensure_encryption_config(owned, &ctx.client, hc, &mut secret_data)
         .instrument(info_span!("encryption"))
         .await?;
+    for check in keys.checks.iter().filter(|c| !c.ok && c.blocks_available) {
+        warn!(reason = check.reason, "key material is not intact");
+        let event = event(EventType::Warning, check.reason, "CheckKeyMaterial").note(check.message.clone());
+        publish(ctx, hc, event).await;
+    }
+    for (name, note) in &keys.renewed {
+        info!(secret = %name, "new key material accepted");
+        let event = event(EventType::Normal, "KeyMaterialAccepted", "AcceptKeyMaterial")
+            .note(note.clone())
+            .related(secret_reference(hc, name));
+        publish(ctx, hc, event).await;
+    }
     for (role, why) in reissued {
         let name = role.secret_name(&cluster);
         info!(secret = %name, reason = why, "reissued");
@@ -211,7 +237,7 @@ async fn ensure_secrets(
         publish(ctx, hc, event).await;
     }
     ctx.metrics.record_certificates(hc, &secret_data);
-    Ok(secret_data)
+    Ok((secret_data, keys))
 }
 
 /// Applies each component whose dependencies are available and that is not `held` (with what it
@@ -302,6 +328,7 @@ async fn observe_failure(hc: &HostedCluster, ctx: &Context, error: &Error) -> Ob
         observed.workloads.push((component, state));
     }
     observed.error = Some(error.to_string());
+    observed.error_reason = error.condition_reason();
     observed
 }
 

@@ -19,6 +19,7 @@ pub mod etcd;
 pub mod etcd_client;
 pub mod etcd_storage;
 pub mod hosted_cluster;
+pub mod key_material;
 pub mod observe;
 pub mod owned;
 pub mod pki_store;

@@ -1,6 +1,10 @@
 //! `OwnedSet`: every object a HostedCluster owns is written here, by server-side apply with one
 //! field manager. The set lists the labelled objects at the start of a pass, records the UID of
 //! each object applied or kept, and at the end deletes what it found but did not record.
+//!
+//! It never takes over what is not this HostedCluster's: an existing object whose controller
+//! ownerReference names another UID, or no controller at all, is neither applied over, read as
+//! ours nor deleted; the pass fails with `Error::NotOwned` instead.
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::NamespaceResourceScope;
@@ -8,6 +12,7 @@ use k8s_openapi::Resource as _;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -51,11 +56,55 @@ pub struct Change {
     pub reference: ObjectReference,
 }
 
+/// Who controls an existing object, seen from one HostedCluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Its controller ownerReference carries this HostedCluster's UID.
+    Ours,
+    /// It has no controller ownerReference (made by hand, or restored from a backup).
+    Nobody,
+    /// Another object controls it: `"<kind> <name> (uid <uid>)"`.
+    Other(String),
+}
+
+impl Control {
+    /// From an object's ownerReferences.
+    pub fn of(meta: &ObjectMeta, owner_uid: &str) -> Control {
+        let references = meta.owner_references.as_deref().unwrap_or_default();
+        match references.iter().find(|r| r.controller == Some(true)) {
+            None => Control::Nobody,
+            Some(r) if r.uid == owner_uid => Control::Ours,
+            Some(r) => Control::Other(format!("{} {} (uid {})", r.kind, r.name, r.uid)),
+        }
+    }
+
+    /// Who owns it, for a message.
+    pub fn describe(&self) -> String {
+        match self {
+            Control::Ours => "this HostedCluster".to_string(),
+            Control::Nobody => "no controller ownerReference".to_string(),
+            Control::Other(owner) => format!("controlled by {owner}"),
+        }
+    }
+
+    /// `Ok` when it is ours; the error names the object and its owner.
+    pub fn ours_or_error(&self, kind: &'static str, name: &str) -> Result<()> {
+        match self {
+            Control::Ours => Ok(()),
+            other => Err(Error::NotOwned {
+                kind,
+                name: name.to_string(),
+                owner: other.describe(),
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Found {
     uid: String,
     resource_version: Option<String>,
-    owned_by_us: bool,
+    control: Control,
 }
 
 pub struct OwnedSet {
@@ -67,6 +116,8 @@ pub struct OwnedSet {
     /// Kinds the operator may not list: never swept.
     unlisted: BTreeSet<&'static str>,
     recorded: BTreeSet<String>,
+    /// Objects not listed at the start of the pass that were since found to be ours (or absent).
+    checked: BTreeSet<(&'static str, String)>,
     changes: Vec<Change>,
     /// Objects controlled by an earlier HostedCluster of the same name.
     predecessors: Vec<(&'static str, String)>,
@@ -82,6 +133,7 @@ impl OwnedSet {
             found: BTreeMap::new(),
             unlisted: BTreeSet::new(),
             recorded: BTreeSet::new(),
+            checked: BTreeSet::new(),
             changes: Vec::new(),
             predecessors: Vec::new(),
         };
@@ -122,14 +174,13 @@ impl OwnedSet {
             .into_iter()
             .map(|o| {
                 let controller = o.owner_references().iter().find(|r| r.controller == Some(true));
-                let owned_by_us = controller.is_some_and(|r| r.uid == self.owner_uid);
                 if controller.is_some_and(|r| r.kind == "HostedCluster" && r.uid != self.owner_uid) {
                     self.predecessors.push((K::KIND, o.name_any()));
                 }
                 let found = Found {
                     uid: o.uid().unwrap_or_default(),
                     resource_version: o.resource_version(),
-                    owned_by_us,
+                    control: Control::of(&o.metadata, &self.owner_uid),
                 };
                 (o.name_any(), found)
             })
@@ -138,9 +189,16 @@ impl OwnedSet {
         Ok(())
     }
 
-    /// Server-side apply of `object`; returns what the API server stored.
+    /// The UID of the HostedCluster this set belongs to.
+    pub fn owner_uid(&self) -> &str {
+        &self.owner_uid
+    }
+
+    /// Server-side apply of `object`; returns what the API server stored. Fails with
+    /// `Error::NotOwned` rather than take over an object of that name that is not ours.
     pub async fn apply<K: Owned>(&mut self, object: &K) -> Result<K> {
         let name = object.name_any();
+        self.ensure_ours::<K>(&name).await?;
         let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let applied =
@@ -159,14 +217,74 @@ impl OwnedSet {
         let stored = match api.create(&PostParams::default(), object).await {
             Ok(created) => created,
             Err(kube::Error::Api(status)) if status.code == 409 => {
-                api.get(&name)
+                let existing = api
+                    .get(&name)
                     .await
-                    .context("get after conflict", K::KIND, &name)?
+                    .context("get after conflict", K::KIND, &name)?;
+                Control::of(existing.meta(), &self.owner_uid).ours_or_error(K::KIND, &name)?;
+                existing
             }
             Err(source) => return Err(source).context("create", K::KIND, &name),
         };
         self.note(&stored);
         Ok(stored)
+    }
+
+    /// Makes this HostedCluster the controller of an object that has none (a Secret restored
+    /// from a backup without its ownerReferences), with the labels that let the sweep and the
+    /// watches find it. The caller has decided that the object is ours; nothing else changes.
+    pub async fn adopt<K: Owned>(
+        &mut self,
+        object: &K,
+        controller: OwnerReference,
+        labels: BTreeMap<String, String>,
+    ) -> Result<K> {
+        let name = object.name_any();
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut references = object.owner_references().to_vec();
+        references.push(controller);
+        let patch = serde_json::json!({
+            "metadata": {
+                "labels": labels,
+                "ownerReferences": references,
+                // Fails if the object changed since it was read.
+                "resourceVersion": object.resource_version(),
+            }
+        });
+        let adopted = api
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context("adopt", K::KIND, &name)?;
+        if let Some(found) = self
+            .found
+            .get_mut(K::KIND)
+            .and_then(|objects| objects.get_mut(&name))
+        {
+            found.control = Control::Ours;
+        }
+        self.checked.insert((K::KIND, name));
+        self.note(&adopted);
+        Ok(adopted)
+    }
+
+    /// Before writing an object: ours, or absent. Objects listed at the start of the pass are
+    /// judged from that list; any other name is read first. (Between that read and the write
+    /// lies one round trip in which another client could create the object; admission refuses
+    /// HostedCluster names whose derived names collide, so this is the second line of defence.)
+    async fn ensure_ours<K: Owned>(&mut self, name: &str) -> Result<()> {
+        if let Some(found) = self.found.get(K::KIND).and_then(|objects| objects.get(name)) {
+            return found.control.ours_or_error(K::KIND, name);
+        }
+        if self.checked.contains(&(K::KIND, name.to_string())) {
+            return Ok(());
+        }
+        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
+        let existing = api.get_metadata_opt(name).await.context("get", K::KIND, name)?;
+        if let Some(existing) = existing {
+            Control::of(&existing.metadata, &self.owner_uid).ours_or_error(K::KIND, name)?;
+        }
+        self.checked.insert((K::KIND, name.to_string()));
+        Ok(())
     }
 
     /// Records an object left as it is this pass, so the sweep keeps it.
@@ -234,7 +352,7 @@ impl OwnedSet {
             .flat_map(|(kind, objects)| {
                 objects
                     .iter()
-                    .filter(|(_, f)| f.owned_by_us && !self.recorded.contains(&f.uid))
+                    .filter(|(_, f)| f.control == Control::Ours && !self.recorded.contains(&f.uid))
                     .map(|(name, f)| (*kind, name.clone(), f.uid.clone()))
             })
             .collect()
@@ -255,5 +373,69 @@ impl OwnedSet {
             namespace: Some(self.namespace.clone()),
             ..ObjectReference::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(references: &[(&str, &str, Option<bool>)]) -> ObjectMeta {
+        ObjectMeta {
+            owner_references: Some(
+                references
+                    .iter()
+                    .map(|(kind, uid, controller)| OwnerReference {
+                        api_version: "nestplane.io/v1alpha1".into(),
+                        kind: kind.to_string(),
+                        name: "x".into(),
+                        uid: uid.to_string(),
+                        controller: *controller,
+                        block_owner_deletion: None,
+                    })
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn only_our_uid_as_controller_makes_an_object_ours() {
+        assert_eq!(
+            Control::of(&meta(&[("HostedCluster", "ours", Some(true))]), "ours"),
+            Control::Ours
+        );
+        assert_eq!(Control::of(&ObjectMeta::default(), "ours"), Control::Nobody);
+        // Named as an owner, but not as the controller: not ours to write.
+        assert_eq!(
+            Control::of(&meta(&[("HostedCluster", "ours", None)]), "ours"),
+            Control::Nobody
+        );
+        let other = Control::of(
+            &meta(&[
+                ("HostedCluster", "ours", Some(false)),
+                ("HostedCluster", "theirs", Some(true)),
+            ]),
+            "ours",
+        );
+        assert_eq!(other, Control::Other("HostedCluster x (uid theirs)".into()));
+    }
+
+    #[test]
+    fn anything_but_ours_is_refused_with_the_owner_named() {
+        assert!(Control::Ours.ours_or_error("Secret", "demo-ca").is_ok());
+        let err = Control::Other("HostedCluster demo-etcd (uid 42)".into())
+            .ours_or_error("Secret", "demo-etcd-ca")
+            .expect_err("not ours");
+        let message = err.to_string();
+        assert!(message.contains("Secret demo-etcd-ca"), "{message}");
+        assert!(
+            message.contains("controlled by HostedCluster demo-etcd (uid 42)"),
+            "{message}"
+        );
+        let err = Control::Nobody
+            .ours_or_error("Secret", "demo-ca")
+            .expect_err("not ours");
+        assert!(matches!(err, Error::NotOwned { .. }), "{err}");
     }
 }

@@ -1,7 +1,8 @@
 //! PKI bundles in Secrets, create-if-absent: CAs and the service-account key are never
-//! regenerated; a leaf is reissued only when `nestplane_pki::check` finds it wrong (expiring,
+//! regenerated unless a person accepts new material (`key_material`); a leaf is reissued only when `nestplane_pki::check` finds it wrong (expiring,
 //! broken chain, changed names) or a user annotated its Secret with `nestplane.io/rotate`.
 //! Kubeconfigs are rebuilt when the CA they embed or the server they name changes.
+//! A Secret of a derived name that is not this HostedCluster's is never read as ours.
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
@@ -11,10 +12,11 @@ use kube::api::{Patch, PatchParams};
 use nestplane_pki::{self as pki, CertKeyPair, LeafSpec, Verdict};
 use time::{Duration, OffsetDateTime};
 
-use super::owned::OwnedSet;
+use super::key_material::{self, KeyReport};
+use super::owned::{Control, OwnedSet};
 use crate::api::HostedCluster;
 use crate::builders::kubeconfig::{self, KUBECONFIG_KEY};
-use crate::builders::secrets::{self, CAS, ROTATE_ANNOTATION, SecretRole, TLS_CERT, TLS_KEY};
+use crate::builders::secrets::{self, ROTATE_ANNOTATION, SecretRole, TLS_CERT, TLS_KEY};
 use crate::builders::{self, Endpoint};
 use crate::error::{Error, KubeContext, Result};
 
@@ -42,20 +44,31 @@ impl PkiRequest<'_> {
     }
 }
 
-/// Ensures every PKI and kubeconfig Secret; returns their data and what was reissued.
+/// What `ensure_pki` found and did.
+pub struct PkiOutcome {
+    /// Every Secret's data; only the key material's when `keys` is not intact.
+    pub data: SecretData,
+    pub reissued: Vec<Reissue>,
+    pub keys: KeyReport,
+}
+
+/// Ensures every PKI and kubeconfig Secret; returns their data and what was reissued. Issues
+/// nothing when the key material is not intact.
 pub async fn ensure_pki(
     owned: &mut OwnedSet,
     client: &kube::Client,
     req: &PkiRequest<'_>,
-) -> Result<(SecretData, Vec<Reissue>)> {
+) -> Result<PkiOutcome> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &builders::namespace(req.hc));
-    let mut data = SecretData::new();
+    let keys = key_material::ensure_key_material(owned, &api, req.hc, req.now).await?;
+    let mut data = keys.data.clone();
     let mut reissued = Vec::new();
-    ensure_cas(owned, &api, req, &mut data).await?;
-    ensure_sa_key(owned, &api, req, &mut data).await?;
+    if !keys.is_intact() {
+        return Ok(PkiOutcome { data, reissued, keys });
+    }
     for leaf in secrets::leaf_plan(req.hc, req.endpoint)? {
         let ca = pair_of(&data, leaf.issuer, &req.cluster())?;
-        let existing = get(&api, leaf.role, &req.cluster()).await?;
+        let existing = get(&api, leaf.role, &req.cluster(), owned.owner_uid()).await?;
         let secret = match existing.as_ref().map(|s| leaf_verdict(s, &ca, &leaf.spec, req)) {
             Some(Ok(())) => {
                 let secret = existing.ok_or(Error::MissingField("leaf Secret"))?;
@@ -75,54 +88,7 @@ pub async fn ensure_pki(
         data.insert(leaf.role, secret.data.unwrap_or_default());
     }
     ensure_kubeconfigs(owned, &api, req, &mut data, &mut reissued).await?;
-    Ok((data, reissued))
-}
-
-/// CAs are created once. An expired or broken CA is a decision for a person, not for a loop.
-async fn ensure_cas(
-    owned: &mut OwnedSet,
-    api: &Api<Secret>,
-    req: &PkiRequest<'_>,
-    data: &mut SecretData,
-) -> Result<()> {
-    let validity = Duration::days(req.hc.spec.certificates.ca_validity_days.into());
-    for (role, common_name) in CAS {
-        let secret = match get(api, role, &req.cluster()).await? {
-            Some(secret) => {
-                owned.keep(&secret);
-                secret
-            }
-            None => {
-                let ca = pki::generate_ca(common_name, req.now, validity)?;
-                let secret = secrets::tls_secret(req.hc, role, &ca, &ca.cert_pem)?;
-                owned.create_if_absent(&secret).await?
-            }
-        };
-        data.insert(role, secret.data.unwrap_or_default());
-    }
-    Ok(())
-}
-
-async fn ensure_sa_key(
-    owned: &mut OwnedSet,
-    api: &Api<Secret>,
-    req: &PkiRequest<'_>,
-    data: &mut SecretData,
-) -> Result<()> {
-    let secret = match get(api, SecretRole::ServiceAccount, &req.cluster()).await? {
-        Some(secret) => {
-            owned.keep(&secret);
-            secret
-        }
-        None => {
-            let keys = pki::generate_service_account_keys()?;
-            owned
-                .create_if_absent(&secrets::service_account_secret(req.hc, &keys)?)
-                .await?
-        }
-    };
-    data.insert(SecretRole::ServiceAccount, secret.data.unwrap_or_default());
-    Ok(())
+    Ok(PkiOutcome { data, reissued, keys })
 }
 
 async fn ensure_kubeconfigs(
@@ -136,7 +102,7 @@ async fn ensure_kubeconfigs(
     let ca = pair_of(data, SecretRole::Ca, &cluster)?;
     let ca_hash = pki::ca_cert_hash(&ca.cert_pem)?;
     for plan in kubeconfig::plan(req.hc, req.endpoint) {
-        let existing = get(api, plan.role, &cluster).await?;
+        let existing = get(api, plan.role, &cluster, owned.owner_uid()).await?;
         let verdict = existing.as_ref().map(|secret| {
             leaf_verdict(secret, &ca, &plan.client, req).and_then(|()| {
                 kubeconfig::is_current(secret, &plan, &ca_hash)
@@ -242,7 +208,25 @@ async fn clear_rotate_request(api: &Api<Secret>, secret: &Secret) -> Result<Secr
         .context("clear rotation request on", "Secret", &name)
 }
 
-async fn get(api: &Api<Secret>, role: SecretRole, cluster: &str) -> Result<Option<Secret>> {
+/// The Secret of `role`, if it exists and is this HostedCluster's; `Error::NotOwned` otherwise.
+async fn get(api: &Api<Secret>, role: SecretRole, cluster: &str, owner_uid: &str) -> Result<Option<Secret>> {
     let name = role.secret_name(cluster);
-    api.get_opt(&name).await.context("get", "Secret", &name)
+    let secret = api.get_opt(&name).await.context("get", "Secret", &name)?;
+    if let Some(secret) = &secret {
+        Control::of(&secret.metadata, owner_uid).ours_or_error("Secret", &name)?;
+    }
+    Ok(secret)
+}
+
+/// The admin kubeconfig as stored, if it is this HostedCluster's (for probing the API server
+/// in a pass that issues nothing).
+pub async fn stored_admin_kubeconfig(client: &kube::Client, hc: &HostedCluster) -> Result<Option<String>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &builders::namespace(hc));
+    let owner_uid = hc.metadata.uid.clone().unwrap_or_default();
+    let cluster = builders::name(hc);
+    let Some(secret) = get(&api, SecretRole::AdminKubeconfig, &cluster, &owner_uid).await? else {
+        return Ok(None);
+    };
+    let data = SecretData::from([(SecretRole::AdminKubeconfig, secret.data.unwrap_or_default())]);
+    admin_kubeconfig(&data, &cluster).map(Some)
 }

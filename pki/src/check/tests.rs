@@ -280,3 +280,76 @@ fn every_verdict_has_a_bounded_reason() {
     assert_eq!(Verdict::SansChanged.reason(), "SansChanged");
     assert_eq!(Verdict::Valid.reason(), format!("{:?}", Verdict::Valid));
 }
+
+/// The fingerprint equals `openssl x509 -outform der | sha256sum` over CAs that openssl made.
+#[test]
+fn fingerprint_matches_openssl_fixtures() {
+    for name in ["ca-ec.crt", "ca-rsa.crt"] {
+        let expected = testdata(&format!("{name}.fingerprint"));
+        assert_eq!(
+            fingerprint(&testdata(name)).expect("fingerprint"),
+            expected.trim(),
+            "{name}"
+        );
+    }
+    assert!(matches!(fingerprint("nope"), Err(Error::ParsePem(_))));
+}
+
+#[test]
+fn fingerprint_tells_two_certificates_of_one_key_apart() {
+    // Same key, another certificate (a re-signed CA): the discovery hash stays, the fingerprint not.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = |cn: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).expect("cert").pem()
+    };
+    let (a, b) = (cert("kubernetes"), cert("kubernetes-renewed"));
+    assert_eq!(ca_cert_hash(&a).expect("hash"), ca_cert_hash(&b).expect("hash"));
+    assert_ne!(fingerprint(&a).expect("a"), fingerprint(&b).expect("b"));
+    assert_eq!(
+        fingerprint(&a).expect("a"),
+        fingerprint(&a.clone()).expect("a again")
+    );
+}
+
+#[test]
+fn public_key_fingerprint_is_of_the_der_key() {
+    let keys = crate::generate_service_account_keys().expect("keys");
+    let print = public_key_fingerprint(&keys.public_key_pem).expect("fingerprint");
+    let (_, pem) = x509_parser::pem::parse_x509_pem(keys.public_key_pem.as_bytes()).expect("pem");
+    assert_eq!(print, hex(&Sha256::digest(&pem.contents)));
+    assert_eq!(print.len(), 64);
+    let other = crate::generate_service_account_keys().expect("keys");
+    assert_ne!(
+        public_key_fingerprint(&other.public_key_pem).expect("other"),
+        print
+    );
+    // A certificate is not a public key.
+    let f = fixture();
+    assert!(matches!(
+        public_key_fingerprint(&f.ca.cert_pem),
+        Err(Error::ParsePem(_))
+    ));
+}
+
+#[test]
+fn service_account_keys_must_belong_together() {
+    let keys = crate::generate_service_account_keys().expect("keys");
+    assert_eq!(check_service_account_keys(&keys), Verdict::Valid);
+    let other = crate::generate_service_account_keys().expect("keys");
+    let mixed = ServiceAccountKeys {
+        public_key_pem: other.public_key_pem,
+        ..keys.clone()
+    };
+    assert_eq!(check_service_account_keys(&mixed), Verdict::KeyMismatch);
+    let junk = ServiceAccountKeys {
+        private_key_pem: "junk".into(),
+        ..keys
+    };
+    assert!(matches!(
+        check_service_account_keys(&junk),
+        Verdict::Unparseable(_)
+    ));
+}

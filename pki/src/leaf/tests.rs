@@ -152,3 +152,30 @@ fn issuing_fails_with_context() {
         "{err}"
     );
 }
+
+#[test]
+fn leaf_never_outlives_its_ca() {
+    let ca = generate_ca("kubernetes", NOW, Duration::days(100)).expect("ca");
+    let ca_not_after = crate::not_after(&ca.cert_pem).expect("CA expiry");
+
+    // Asked for a year, the leaf stops with its CA.
+    let leaf = issue_leaf(&ca, &spec(Usage::Server), NOW + Duration::days(10), YEAR).expect("leaf");
+    let leaf_pem = pem(&leaf.cert_pem);
+    let cert = leaf_pem.parse_x509().expect("leaf cert");
+    assert_eq!(cert.validity().not_after.to_datetime(), ca_not_after);
+
+    // Within the CA's life, the validity asked for is kept.
+    let short = issue_leaf(&ca, &spec(Usage::Server), NOW, Duration::days(30)).expect("leaf");
+    assert_eq!(
+        crate::not_after(&short.cert_pem).expect("expiry"),
+        NOW + Duration::days(30)
+    );
+
+    // A CA that has expired issues nothing.
+    let err = issue_leaf(&ca, &spec(Usage::Server), ca_not_after, YEAR).expect_err("expired CA");
+    assert!(
+        matches!(err, Error::IssuerExpired { ref leaf, not_after } if leaf == "example-user" && not_after == ca_not_after),
+        "{err}"
+    );
+    assert!(err.to_string().contains("accept a new CA"), "{err}");
+}
