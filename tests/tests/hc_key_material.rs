@@ -1,6 +1,6 @@
 //! Key material is never silently regenerated, and nothing of a derived name that the
 //! HostedCluster does not own is ever adopted. Each case does the harmful thing for real:
-//! deletes the CA or service-account Secret, or plants a Secret under a derived name.
+//! deletes the CA, service-account or encryption Secret, or plants a Secret under a derived name.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -142,6 +142,25 @@ fn controller_uid(secret: &Secret) -> Option<String> {
         .map(|r| r.uid.clone())
 }
 
+/// `backup` as `kubectl get -o yaml` minus the server's fields (ownerReferences, uid,
+/// resourceVersion), created again.
+async fn restore(secrets: &Api<Secret>, backup: &Secret) -> Result<()> {
+    let restored = Secret {
+        metadata: ObjectMeta {
+            name: backup.metadata.name.clone(),
+            namespace: backup.metadata.namespace.clone(),
+            labels: backup.metadata.labels.clone(),
+            annotations: backup.metadata.annotations.clone(),
+            ..ObjectMeta::default()
+        },
+        data: backup.data.clone(),
+        type_: backup.type_.clone(),
+        ..Secret::default()
+    };
+    secrets.create(&PostParams::default(), &restored).await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn deleted_ca_is_not_recreated_and_restoring_it_makes_the_cluster_whole() -> Result<()> {
     with_temp_namespace("hc-ca-deleted", |client, ns| async move {
@@ -204,20 +223,7 @@ async fn deleted_ca_is_not_recreated_and_restoring_it_makes_the_cluster_whole() 
             "certificates were written while the CA was missing"
         );
 
-        // Restored from the backup, as `kubectl get -o yaml` minus the server's fields.
-        let restored = Secret {
-            metadata: ObjectMeta {
-                name: Some(ca_name.clone()),
-                namespace: Some(ns.clone()),
-                labels: backup.metadata.labels.clone(),
-                annotations: backup.metadata.annotations.clone(),
-                ..ObjectMeta::default()
-            },
-            data: backup.data.clone(),
-            type_: backup.type_.clone(),
-            ..Secret::default()
-        };
-        secrets.create(&PostParams::default(), &restored).await?;
+        restore(&secrets, &backup).await?;
         let whole = wait_until(&hcs, &name, Duration::from_secs(180), available).await?;
         ensure!(
             fingerprint(&whole, &ca_name).as_deref() == Some(recorded.as_str()),
@@ -242,6 +248,114 @@ async fn deleted_ca_is_not_recreated_and_restoring_it_makes_the_cluster_whole() 
             "certificates were re-issued although the same CA came back"
         );
         serves_readyz(&kubeconfig).await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn deleted_encryption_key_is_not_regenerated_and_restoring_it_keeps_the_data() -> Result<()> {
+    with_temp_namespace("hc-enc-deleted", |client, ns| async move {
+        let hc = create_available(&client, &sample(&ns)?).await?;
+        let name = hc.name_any();
+        let hcs: Api<HostedCluster> = Api::namespaced(client.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        let encryption_name = format!("{name}-encryption");
+        let recorded = recorded_fingerprint(&hcs, &name, &encryption_name).await?;
+        let kubeconfig = admin_kubeconfig(&client, &hcs.get(&name).await?).await?;
+
+        // A Secret in the hosted cluster, stored encrypted with the key about to be deleted.
+        let hosted_secrets: Api<Secret> = Api::namespaced(hosted_client(&kubeconfig).await?, "default");
+        let stored = Secret {
+            metadata: ObjectMeta {
+                name: Some("e2e-encrypted".to_string()),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(
+                "token".to_string(),
+                ByteString(b"kept across the loss of the key Secret".to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        hosted_secrets.create(&PostParams::default(), &stored).await?;
+        let apiserver = format!("{name}-kube-apiserver");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let backup = secrets.get(&encryption_name).await?;
+        let hash_before = template_hash(&deployments.get(&apiserver).await?);
+
+        secrets.delete(&encryption_name, &Default::default()).await?;
+        let missing = encryption_name.clone();
+        let blocked = wait_until(
+            &hcs,
+            &name,
+            Duration::from_secs(120),
+            move |hc: Option<&HostedCluster>| {
+                is_false_naming(hc, KEY_MATERIAL_INTACT, REASON_KEY_MATERIAL_MISSING, &missing)
+            },
+        )
+        .await?;
+        ensure!(
+            condition(&blocked, AVAILABLE).is_some_and(|c| c.status == "False"),
+            "Available while the encryption key is missing: {:?}",
+            blocked.status
+        );
+
+        // Woken again and given time, the operator still generates no new key.
+        nudge(&hcs, &name, "1").await?;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        ensure!(
+            secrets.get_opt(&encryption_name).await?.is_none(),
+            "a new encryption Secret was created"
+        );
+        let still_blocked = hcs.get(&name).await?;
+        ensure!(
+            is_false_naming(
+                Some(&still_blocked),
+                KEY_MATERIAL_INTACT,
+                REASON_KEY_MATERIAL_MISSING,
+                &encryption_name
+            ),
+            "KeyMaterialIntact no longer names the missing key: {:?}",
+            still_blocked.status
+        );
+        ensure!(
+            template_hash(&deployments.get(&apiserver).await?) == hash_before,
+            "kube-apiserver was rolled while its encryption key was missing"
+        );
+        // The running API server keeps its mounted copy and keeps serving.
+        serves_readyz(&kubeconfig).await?;
+
+        restore(&secrets, &backup).await?;
+        let whole = wait_until(&hcs, &name, Duration::from_secs(180), available).await?;
+        ensure!(
+            fingerprint(&whole, &encryption_name).as_deref() == Some(recorded.as_str()),
+            "the recorded fingerprint changed: {:?}",
+            whole.status
+        );
+        ensure!(
+            condition(&whole, KEY_MATERIAL_INTACT)
+                .is_some_and(|c| c.status == "True" && c.reason == REASON_INTACT),
+            "KeyMaterialIntact is not True: {:?}",
+            whole.status
+        );
+        let adopted = secrets.get(&encryption_name).await?;
+        ensure!(adopted.data == backup.data, "the restored key was changed");
+        ensure!(
+            controller_uid(&adopted) == whole.uid(),
+            "the restored key was not adopted: {:?}",
+            adopted.metadata.owner_references
+        );
+        ensure!(
+            template_hash(&deployments.get(&apiserver).await?) == hash_before,
+            "kube-apiserver rolled although the same key came back"
+        );
+        serves_readyz(&kubeconfig).await?;
+        let read_back = hosted_secrets.get("e2e-encrypted").await?;
+        ensure!(
+            read_back.data == stored.data,
+            "the hosted Secret reads differently"
+        );
         Ok(())
     })
     .await

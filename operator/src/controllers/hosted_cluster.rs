@@ -16,7 +16,6 @@ use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, instrument, warn};
 
 use super::Context;
-use super::encryption::ensure_encryption_config;
 use super::etcd::EtcdGuard;
 use super::etcd_storage::{self, Released};
 use super::key_material::{self, KeyReport};
@@ -207,14 +206,11 @@ async fn ensure_secrets(
         now: ctx.clock.now(),
     };
     let pki_store::PkiOutcome {
-        data: mut secret_data,
+        data: secret_data,
         reissued,
         keys,
     } = pki_store::ensure_pki(owned, &ctx.client, &request)
         .instrument(info_span!("pki"))
-        .await?;
-    ensure_encryption_config(owned, &ctx.client, hc, &mut secret_data)
-        .instrument(info_span!("encryption"))
         .await?;
     for check in keys.checks.iter().filter(|c| !c.ok && c.blocks_available) {
         warn!(reason = check.reason, "key material is not intact");

@@ -1,9 +1,10 @@
-//! Key material: the three CAs and the service-account key. Each is created once and its
-//! fingerprint recorded in `status.keyFingerprints`. A recorded Secret that is gone or holds
-//! other material is never replaced on the operator's own initiative: every kubeconfig, token
-//! and certificate issued from it would silently stop working. The pass stops before anything
-//! is issued from it (running pods keep their mounted copies) until a person restores the
-//! Secret or names it in `nestplane.io/accept-new-key-material`.
+//! Key material: the three CAs, the service-account key and the encryption-at-rest key. Each is
+//! created once and its fingerprint recorded in `status.keyFingerprints`. A recorded Secret that
+//! is gone or holds other material is never replaced on the operator's own initiative: every
+//! kubeconfig, token and certificate issued from it would silently stop working, and every
+//! Secret stored in the hosted etcd with the encryption key would become unreadable. The pass
+//! stops before anything is issued from it (running pods keep their mounted copies) until a
+//! person restores the Secret or names it in `nestplane.io/accept-new-key-material`.
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::ByteString;
@@ -15,6 +16,7 @@ use nestplane_pki::{self as pki, CertKeyPair, ServiceAccountKeys, Verdict};
 use time::{Duration, OffsetDateTime};
 use tracing::info;
 
+use super::encryption;
 use super::observe::{observe_workload, probe_readyz};
 use super::owned::{Control, OwnedSet};
 use super::pki_store::{self, SecretData};
@@ -25,6 +27,7 @@ use crate::api::conditions::{
     REASON_VALID,
 };
 use crate::api::{HostedCluster, KeyFingerprint};
+use crate::builders::encryption::ENCRYPTION_CONFIG_KEY;
 use crate::builders::secrets::{self, CAS, SA_PRIVATE_KEY, SA_PUBLIC_KEY, SecretRole, TLS_CERT, TLS_KEY};
 use crate::builders::{self, Component, Endpoint, labels, owner_reference};
 use crate::error::{Error, KubeContext, Result};
@@ -154,7 +157,7 @@ pub fn key_material_check(hc: &HostedCluster, problems: &[Problem]) -> Check {
             type_: KEY_MATERIAL_INTACT,
             ok: true,
             reason: REASON_INTACT,
-            message: "every CA and the service-account key are as recorded".to_string(),
+            message: "every CA, the service-account key and the encryption key are as recorded".to_string(),
             blocks_available: true,
         };
     }
@@ -169,8 +172,8 @@ pub fn key_material_check(hc: &HostedCluster, problems: &[Problem]) -> Check {
     };
     let message = format!(
         "{}. nestplane issues nothing from other key material on its own, since every kubeconfig, \
-         token and certificate issued from the recorded one would stop working; running pods keep \
-         their copies. Either restore the recorded material (e.g. `kubectl apply` the Secret from \
+         token and certificate issued from the recorded one (and every Secret encrypted with it) \
+         would stop working; running pods keep their copies. Either restore the recorded material (e.g. `kubectl apply` the Secret from \
          a backup), or accept new material, which re-issues everything that depends on it and \
          rolls the pods: `{}`",
         details.join("; "),
@@ -256,11 +259,13 @@ pub fn accepted_names(hc: &HostedCluster) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// One key-material Secret: a CA (with its common name) or the service-account key.
+/// One key-material Secret: a CA (with its common name), the service-account key or the
+/// encryption-at-rest configuration.
 #[derive(Debug, Clone, Copy)]
 enum Material {
     Ca(SecretRole, &'static str),
     ServiceAccount,
+    Encryption,
 }
 
 impl Material {
@@ -268,6 +273,16 @@ impl Material {
         match self {
             Material::Ca(role, _) => role,
             Material::ServiceAccount => SecretRole::ServiceAccount,
+            Material::Encryption => SecretRole::Encryption,
+        }
+    }
+
+    /// The Secret key the fingerprint is taken from.
+    fn fingerprinted_key(self) -> &'static str {
+        match self {
+            Material::Ca(..) => TLS_CERT,
+            Material::ServiceAccount => SA_PUBLIC_KEY,
+            Material::Encryption => ENCRYPTION_CONFIG_KEY,
         }
     }
 }
@@ -292,6 +307,7 @@ fn fingerprint_of(
             pki::public_key_fingerprint(&text(data, SA_PUBLIC_KEY)).ok()?,
             None,
         )),
+        Material::Encryption => Some((encryption::stored_fingerprint(data)?, None)),
     }
 }
 
@@ -308,6 +324,7 @@ fn usable(material: Material, data: &BTreeMap<String, ByteString>, now: OffsetDa
             private_key_pem: text(data, SA_PRIVATE_KEY),
             public_key_pem: text(data, SA_PUBLIC_KEY),
         }),
+        Material::Encryption => return encryption::is_usable(data),
     };
     verdict == Verdict::Valid
 }
@@ -342,6 +359,7 @@ fn generate(hc: &HostedCluster, material: Material, now: OffsetDateTime) -> Resu
         Material::ServiceAccount => {
             secrets::service_account_secret(hc, &pki::generate_service_account_keys()?)?
         }
+        Material::Encryption => encryption::generate(hc)?,
     })
 }
 
@@ -364,7 +382,7 @@ pub async fn ensure_key_material(
     let materials = CAS
         .iter()
         .map(|(role, common_name)| Material::Ca(*role, common_name))
-        .chain([Material::ServiceAccount]);
+        .chain([Material::ServiceAccount, Material::Encryption]);
 
     // Decide for every Secret before writing any, so that one problem stops them all.
     let mut plans = Vec::new();
@@ -403,12 +421,22 @@ pub async fn ensure_key_material(
                 reason: REASON_KEY_MATERIAL_MISSING,
             }),
             KeyAction::Changed => {
+                // Accepting what cannot be used generates new material over it: say so, since
+                // for the encryption key that loses what was stored with the old one.
                 let found_print = match &found {
                     FoundMaterial::Present {
                         fingerprint: Some(print),
+                        usable: true,
                         ..
                     } => format!("sha256 {}…", short(print)),
-                    _ => "unreadable material".to_string(),
+                    FoundMaterial::Present {
+                        fingerprint: Some(print),
+                        ..
+                    } => format!(
+                        "sha256 {}…, which cannot be used (accepting it generates anew)",
+                        short(print)
+                    ),
+                    _ => "unreadable material (accepting it generates anew)".to_string(),
                 };
                 problems.push(Problem {
                     detail: format!(
@@ -443,10 +471,7 @@ pub async fn ensure_key_material(
         let data = stored.data.clone().unwrap_or_default();
         let (sha256, not_after) = fingerprint_of(material, &data).ok_or_else(|| Error::SecretKey {
             name: name.clone(),
-            key: match material {
-                Material::Ca(..) => TLS_CERT,
-                Material::ServiceAccount => SA_PUBLIC_KEY,
-            },
+            key: material.fingerprinted_key(),
         })?;
         if let Some(not_after) = not_after {
             ca_expiry.push((name.clone(), not_after));

@@ -246,3 +246,75 @@ fn stored_material_is_fingerprinted_and_judged() {
     assert_eq!(not_after, None);
     assert!(usable(Material::ServiceAccount, &sa, NOW));
 }
+
+fn encryption_data(config: &str) -> BTreeMap<String, ByteString> {
+    BTreeMap::from([(
+        ENCRYPTION_CONFIG_KEY.to_string(),
+        ByteString(config.as_bytes().to_vec()),
+    )])
+}
+
+#[test]
+fn the_encryption_configuration_is_fingerprinted_by_its_bytes_and_judged_by_its_keys() {
+    let generated = generate(&hosted_cluster(), Material::Encryption, NOW).expect("secret");
+    assert_eq!(generated.metadata.name.as_deref(), Some("demo-encryption"));
+    let data = generated.data.expect("data");
+    let config = String::from_utf8(data[ENCRYPTION_CONFIG_KEY].0.clone()).expect("utf-8");
+    let (print, not_after) = fingerprint_of(Material::Encryption, &data).expect("readable");
+    assert_eq!(print, crate::builders::encryption::fingerprint(config.as_bytes()));
+    assert_eq!(not_after, None);
+    assert!(usable(Material::Encryption, &data, NOW));
+
+    // A person's rotation: a second key added in front of the first.
+    let mut parsed: serde_json::Value = serde_yaml::from_str(&config).expect("yaml");
+    let keys = parsed["resources"][0]["providers"][0]["secretbox"]["keys"]
+        .as_array_mut()
+        .expect("keys");
+    keys.insert(
+        0,
+        serde_json::json!({ "name": "key2", "secret": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=" }),
+    );
+    let rotated = serde_yaml::to_string(&parsed).expect("yaml");
+    let rotated = encryption_data(&rotated);
+    let (rotated_print, _) = fingerprint_of(Material::Encryption, &rotated).expect("readable");
+    assert_ne!(rotated_print, print);
+    assert!(usable(Material::Encryption, &rotated, NOW), "{rotated:?}");
+
+    let broken = encryption_data("kind: EncryptionConfiguration\nresources: [");
+    assert!(fingerprint_of(Material::Encryption, &broken).is_some());
+    assert!(!usable(Material::Encryption, &broken, NOW));
+    assert!(fingerprint_of(Material::Encryption, &BTreeMap::new()).is_none());
+}
+
+#[test]
+fn a_deleted_or_edited_encryption_key_stops_the_pass_until_accepted() {
+    let config = |key: &str| {
+        crate::builders::encryption::encryption_config(key, &[9; crate::builders::encryption::KEY_LEN])
+            .expect("config")
+    };
+    let recorded = crate::builders::encryption::fingerprint(config("key1").as_bytes());
+    let edited = crate::builders::encryption::fingerprint(config("key2").as_bytes());
+    let found = |print: &str, usable: bool| present(Control::Ours, Some(print), usable);
+    // Deleted: nothing is generated, which would make every stored Secret unreadable.
+    assert_eq!(
+        action(Some(&recorded), &FoundMaterial::Absent, false),
+        KeyAction::Missing
+    );
+    // Edited by a person (a rotation): held until accepted, then kept as edited and recorded.
+    assert_eq!(
+        action(Some(&recorded), &found(&edited, true), false),
+        KeyAction::Changed
+    );
+    assert_eq!(
+        compute_key_material(Some(&recorded), &found(&edited, true), true),
+        KeyVerdict {
+            action: KeyAction::Record,
+            adopt: false
+        }
+    );
+    // An edit the API server could not start with is not taken even when accepted.
+    assert_eq!(
+        action(Some(&recorded), &found(&edited, false), true),
+        KeyAction::Replace
+    );
+}
