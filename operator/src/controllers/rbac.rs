@@ -58,12 +58,13 @@ pub const PERMISSIONS: &[Permission] = &[
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
         scope: Scope::Namespace,
     },
-    // mod.rs `.owns` (list, watch); owned.rs `OwnedSet::list` (list), `apply` (patch, create),
-    // `delete_orphans` (delete).
+    // mod.rs `.owns` (list, watch); owned.rs `OwnedSet::list` (list), `apply` (get of a name
+    // not listed, to never take over someone else's object; patch, create), `delete_orphans`
+    // (delete).
     Permission {
         api_group: "",
         resource: "services",
-        verbs: &["list", "watch", "create", "patch", "delete"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
         scope: Scope::Namespace,
     },
     // mod.rs `.owns` (list, watch); owned.rs `OwnedSet::list` (list), `apply` (patch, create),
@@ -82,18 +83,19 @@ pub const PERMISSIONS: &[Permission] = &[
         scope: Scope::Namespace,
     },
     // mod.rs `.owns` (list, watch); owned.rs `OwnedSet::list` (list), `apply` (patch, create),
-    // `delete_orphans` (delete): kube-apiserver's audit policy and authentication configuration.
+    // `delete_orphans` (delete), and `apply`'s ownership check (get): kube-apiserver's audit
+    // policy and authentication configuration.
     Permission {
         api_group: "",
         resource: "configmaps",
-        verbs: &["list", "watch", "create", "patch", "delete"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
         scope: Scope::Namespace,
     },
     // As for ConfigMaps: budgets of etcd (3 members) and kube-apiserver (2+ replicas).
     Permission {
         api_group: "policy",
         resource: "poddisruptionbudgets",
-        verbs: &["list", "watch", "create", "patch", "delete"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
         scope: Scope::Namespace,
     },
     // etcd_storage.rs `list_claims` (list); claims expanded when etcd.storage.size grows and
