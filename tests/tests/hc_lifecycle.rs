@@ -216,7 +216,7 @@ async fn invalid_specs_are_refused_with_a_reason() -> Result<()> {
             (json!({ "version": "v1.35.4", "etcd": { "replicas": 2 } }), "etcd.replicas must be 1 or 3"),
             (
                 json!({ "version": "v1.35.4", "network": { "serviceCIDR": "10.96.0.0/33" } }),
-                "serviceCIDR must be a CIDR",
+                "serviceCIDR must be an IPv4 CIDR",
             ),
             (
                 json!({ "version": "v1.35.4", "apiServer": { "service": { "type": "NodePort", "port": 8443 } } }),
