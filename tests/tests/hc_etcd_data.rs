@@ -342,3 +342,92 @@ async fn a_size_the_storage_class_cannot_give_is_reported_and_the_quota_fits() -
     })
     .await
 }
+
+/// The StatefulSet stays and only the claim goes (deleted, then the pod that held it): the member
+/// starts again on an empty claim under the same cluster token, so with the same cluster ID. The
+/// marker nestplane wrote into etcd is what is missing, and the loss is reported all the same.
+#[tokio::test]
+async fn a_claim_lost_under_a_surviving_statefulset_is_reported() -> Result<()> {
+    with_temp_namespace("etcd-claim-lost", |client, ns| async move {
+        let hc = create_available(&client, &sample(&ns)?).await?;
+        let name = hc.name_any();
+        let hcs: Api<HostedCluster> = Api::namespaced(client.clone(), &ns);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        write_marker(&client, &hc).await?;
+        let hc = eventually(TIMEOUT, || async {
+            let hc = hcs.get(&name).await?;
+            let etcd = hc
+                .status
+                .as_ref()
+                .and_then(|s| s.etcd.clone())
+                .unwrap_or_default();
+            ensure!(etcd.marked == Some(true), "etcd not marked yet: {etcd:?}");
+            Ok(hc)
+        })
+        .await?;
+        let recorded = hc
+            .status
+            .as_ref()
+            .and_then(|s| s.etcd.as_ref()?.cluster_id.clone())
+            .ok_or_else(|| anyhow!("status.etcd.clusterID is not recorded"))?;
+        let claim = claims.get(&claim_name(&name)).await?;
+
+        // The claim is protected while its pod runs: delete both.
+        claims
+            .delete(&claim_name(&name), &DeleteParams::background())
+            .await?;
+        pods.delete(&format!("{name}-etcd-0"), &DeleteParams::background())
+            .await?;
+        eventually(TIMEOUT, || async {
+            let now = claims.get_opt(&claim_name(&name)).await?;
+            ensure!(now.is_some_and(|c| c.uid() != claim.uid()), "no new claim yet");
+            Ok(())
+        })
+        .await?;
+        let lost = wait_until(&hcs, &name, TIMEOUT, |hc: Option<&HostedCluster>| {
+            has_reason(hc, "EtcdAvailable", "False", "EtcdDataLost")
+        })
+        .await?;
+        let message = condition(&lost, "EtcdAvailable")
+            .map(|c| c.message)
+            .unwrap_or_default();
+        ensure!(
+            message.contains(&recorded) && message.contains("marker"),
+            "the message names neither the ID nor the marker: {message}"
+        );
+        ensure!(!condition_true(&lost, "Available"), "{:#?}", lost.status);
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        ensure!(
+            has_reason(
+                Some(&hcs.get(&name).await?),
+                "EtcdAvailable",
+                "False",
+                "EtcdDataLost"
+            ),
+            "the loss was not kept reported"
+        );
+
+        // Accepting the empty etcd (same ID) brings it back, once; the annotation goes.
+        let patch =
+            json!({ "metadata": { "annotations": { "nestplane.io/accept-etcd-cluster-id": recorded } } });
+        hcs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        let hc = available_again(&hcs, &name).await?;
+        ensure!(
+            read_marker(&client, &hc).await?.is_none(),
+            "the old data is back?"
+        );
+        eventually(Duration::from_secs(60), || async {
+            let hc = hcs.get(&name).await?;
+            ensure!(
+                !hc.annotations()
+                    .contains_key("nestplane.io/accept-etcd-cluster-id"),
+                "the accept annotation stays and would accept the next loss"
+            );
+            Ok(())
+        })
+        .await
+    })
+    .await
+}

@@ -565,6 +565,10 @@ pub struct EtcdStatus {
     /// empty etcd took its place.
     #[serde(default, rename = "clusterID", skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
+    /// nestplane wrote its marker key into this etcd: a member that answers with the recorded
+    /// cluster ID but without the marker was started again on an empty claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marked: Option<bool>,
     /// Capacity of the smallest member claim, as the storage system reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_capacity: Option<String>,

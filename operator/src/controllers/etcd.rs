@@ -210,6 +210,8 @@ impl EtcdGuard {
             }
             Some(ClusterIdVerdict::Accepted { recorded, found }) => {
                 info!(%recorded, %found, "accepted a new etcd cluster");
+                // The new etcd gets its own marker.
+                self.recorded.marked = None;
                 let note =
                     format!("accepted etcd cluster {found} in place of {recorded}, whose data was lost");
                 let event = event(EventType::Warning, "EtcdClusterAccepted", "AcceptEtcdCluster").note(note);
@@ -222,8 +224,55 @@ impl EtcdGuard {
                 self.problem = Some((REASON_ETCD_DATA_LOST, data_lost_message(hc, &recorded, &found)));
             }
         }
+        if self.problem.is_none() {
+            self.check_marker(hc, ctx, accepted).await;
+        }
         if self.problem.is_none() && self.alarms.iter().any(|a| a == "NOSPACE") {
             self.problem = Some((REASON_ETCD_NO_SPACE, no_space_message(hc)));
+        }
+    }
+
+    /// Reads (or writes) the marker key in the first member that answered, once the cluster
+    /// ID is recorded and matches.
+    async fn check_marker(&mut self, hc: &HostedCluster, ctx: &Context, accepted: Option<&str>) {
+        let (Some(client), Some(id)) = (&self.client, self.recorded.cluster_id.clone()) else {
+            return;
+        };
+        let Some(ordinal) = self.members.iter().position(Option::is_some) else {
+            return;
+        };
+        let endpoint = etcd_builder::member_client_url(hc, ordinal as i32);
+        let marker = match client.read_marker(&endpoint).await {
+            Ok(marker) => marker,
+            Err(error) => {
+                debug!(%error, "etcd marker not read");
+                return;
+            }
+        };
+        let marked = self.recorded.marked == Some(true);
+        let accepted = accepted.is_some_and(|a| a.trim() == id);
+        match judge_marker(marked, marker.as_deref(), &id, accepted) {
+            MarkerVerdict::Present => {}
+            MarkerVerdict::Write { accepted } => match client.write_marker(&endpoint, &id).await {
+                Ok(()) => {
+                    info!(cluster_id = %id, "wrote the etcd marker");
+                    self.recorded.marked = Some(true);
+                    if accepted {
+                        let note = format!(
+                            "accepted etcd cluster {id}, which had been started again without its data"
+                        );
+                        let event =
+                            event(EventType::Warning, "EtcdClusterAccepted", "AcceptEtcdCluster").note(note);
+                        publish(ctx, hc, event).await;
+                    }
+                }
+                Err(error) => warn!(%error, "could not write the etcd marker"),
+            },
+            MarkerVerdict::Lost => {
+                warn!(cluster_id = %id, "etcd marker gone: data lost");
+                self.hold_dependents();
+                self.problem = Some((REASON_ETCD_DATA_LOST, marker_lost_message(hc, &id)));
+            }
         }
     }
 
@@ -270,6 +319,36 @@ impl EtcdGuard {
     }
 }
 
+/// Once a pass honoured `accept-etcd-cluster-id` (the accepted ID is recorded and marked, and
+/// etcd is fine) and its status is written, the annotation goes: left in place, it would accept
+/// a second loss of the same ID without anyone asking. A merge patch: it is the user's.
+pub async fn clear_accept_request(client: &kube::Client, hc: &HostedCluster, observed: &Observed) {
+    let Some(accepted) = hc.annotations().get(ACCEPT_ETCD_CLUSTER_ANNOTATION) else {
+        return;
+    };
+    let etcd = observed.etcd.clone().unwrap_or_default();
+    let honoured = observed.etcd_problem.is_none()
+        && etcd.marked == Some(true)
+        && etcd.cluster_id.as_deref().map(str::trim) == Some(accepted.trim());
+    if !honoured {
+        return;
+    }
+    let api: kube::Api<HostedCluster> = kube::Api::namespaced(client.clone(), &builders::namespace(hc));
+    let patch =
+        serde_json::json!({ "metadata": { "annotations": { ACCEPT_ETCD_CLUSTER_ANNOTATION: null } } });
+    match api
+        .patch(
+            &hc.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => info!("accept-etcd-cluster-id request honoured and removed"),
+        Err(error) => warn!(%error, "could not remove the accept-etcd-cluster-id annotation"),
+    }
+}
+
 /// What the cluster ID etcd answers with says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterIdVerdict {
@@ -309,6 +388,32 @@ pub fn judge_cluster_id(
     })
 }
 
+/// What the marker key in etcd says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerVerdict {
+    Present,
+    /// Write it: not written yet (a new etcd, or one made before markers), or its loss was
+    /// accepted.
+    Write {
+        accepted: bool,
+    },
+    /// It was written and is gone: the member was started again on an empty claim.
+    Lost,
+}
+
+/// `marked`: the status says the marker was written; `marker`: its value in etcd, if any.
+pub fn judge_marker(marked: bool, marker: Option<&str>, cluster_id: &str, accepted: bool) -> MarkerVerdict {
+    match (marker, marked) {
+        (Some(value), _) if value == cluster_id => MarkerVerdict::Present,
+        // A marker of another ID: restored from a snapshot of this cluster under a new ID that
+        // was accepted; mark it as this one.
+        (Some(_), _) => MarkerVerdict::Write { accepted: false },
+        (None, false) => MarkerVerdict::Write { accepted: false },
+        (None, true) if accepted => MarkerVerdict::Write { accepted: true },
+        (None, true) => MarkerVerdict::Lost,
+    }
+}
+
 fn same_id(hex: &str, id: u64) -> bool {
     let hex = hex.trim();
     u64::from_str_radix(hex.strip_prefix("0x").unwrap_or(hex), 16) == Ok(id)
@@ -339,6 +444,18 @@ fn data_lost_message(hc: &HostedCluster, recorded: &str, found: &str) -> String 
          accept the empty etcd: `kubectl -n {ns} annotate hostedcluster {name} \
          {ACCEPT_ETCD_CLUSTER_ANNOTATION}={found}`",
         claims.join(", ")
+    )
+}
+
+fn marker_lost_message(hc: &HostedCluster, id: &str) -> String {
+    let (name, ns) = (builders::name(hc), builders::namespace(hc));
+    format!(
+        "etcd answers with the recorded cluster ID {id}, but the marker nestplane wrote into it \
+         ({}) is gone: a member was started again on an empty claim, and the data is lost. Nothing \
+         new is rolled out onto it. Restore a snapshot into the claims (see README, Operating \
+         safely), or accept the empty etcd: `kubectl -n {ns} annotate hostedcluster {name} \
+         {ACCEPT_ETCD_CLUSTER_ANNOTATION}={id}`",
+        super::etcd_client::MARKER_KEY
     )
 }
 
@@ -454,6 +571,26 @@ mod tests {
         }
         assert_eq!(member_to_defragment(&[broken]), None);
         assert_eq!(member_to_defragment(&[]), None);
+    }
+
+    #[test]
+    fn a_marker_is_written_once_and_its_loss_is_data_loss() {
+        let id = "f2a01e00b0cec0dc";
+        assert_eq!(
+            judge_marker(false, None, id, false),
+            MarkerVerdict::Write { accepted: false }
+        );
+        assert_eq!(judge_marker(true, Some(id), id, false), MarkerVerdict::Present);
+        assert_eq!(judge_marker(false, Some(id), id, false), MarkerVerdict::Present);
+        assert_eq!(judge_marker(true, None, id, false), MarkerVerdict::Lost);
+        assert_eq!(
+            judge_marker(true, None, id, true),
+            MarkerVerdict::Write { accepted: true }
+        );
+        assert_eq!(
+            judge_marker(true, Some("0123"), id, false),
+            MarkerVerdict::Write { accepted: false }
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! before the member is ready), which the member certificates name.
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::{Certificate, Identity};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
@@ -17,6 +19,12 @@ use crate::error::{Error, Result};
 const TIMEOUT: Duration = Duration::from_secs(3);
 /// Defragmenting blocks the member while it rewrites its database: allow for that.
 const DEFRAGMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The key nestplane writes into every etcd whose cluster ID it records, outside the API
+/// server's `/registry` prefix. etcd derives its cluster ID from the initial cluster token and
+/// peer URLs only, so a member started again on an empty claim under the same StatefulSet has
+/// the old ID: the missing marker is what tells it apart.
+pub const MARKER_KEY: &str = "/nestplane.io/cluster-id";
 
 /// What `POST /v3/maintenance/status` says about one member.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -40,6 +48,19 @@ pub struct ResponseHeader {
     pub cluster_id: u64,
     #[serde(default, alias = "memberId", deserialize_with = "number")]
     pub member_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct RangeResponse {
+    #[serde(default)]
+    kvs: Vec<KeyValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct KeyValue {
+    /// Base64, as the gateway writes bytes.
+    #[serde(default)]
+    value: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -98,8 +119,14 @@ impl EtcdClient {
 
     /// The member's cluster ID and database sizes.
     pub async fn status(&self, endpoint: &str) -> Result<MemberStatus> {
-        self.call("get the status of", endpoint, "status", "{}", TIMEOUT)
-            .await
+        self.call(
+            "get the status of",
+            endpoint,
+            "maintenance/status",
+            "{}".into(),
+            TIMEOUT,
+        )
+        .await
     }
 
     /// The alarms raised anywhere in the cluster (`NOSPACE`, `CORRUPT`).
@@ -108,8 +135,8 @@ impl EtcdClient {
             .call(
                 "get the alarms of",
                 endpoint,
-                "alarm",
-                r#"{"action":"GET"}"#,
+                "maintenance/alarm",
+                r#"{"action":"GET"}"#.into(),
                 TIMEOUT,
             )
             .await?;
@@ -119,7 +146,40 @@ impl EtcdClient {
     /// Rewrites the member's database without its free pages.
     pub async fn defragment(&self, endpoint: &str) -> Result<()> {
         let _: serde_json::Value = self
-            .call("defragment", endpoint, "defragment", "{}", DEFRAGMENT_TIMEOUT)
+            .call(
+                "defragment",
+                endpoint,
+                "maintenance/defragment",
+                "{}".into(),
+                DEFRAGMENT_TIMEOUT,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The marker's value (the cluster ID it was written for), if the key exists.
+    pub async fn read_marker(&self, endpoint: &str) -> Result<Option<String>> {
+        let body = serde_json::json!({ "key": BASE64.encode(MARKER_KEY) }).to_string();
+        let response: RangeResponse = self
+            .call("read the marker of", endpoint, "kv/range", body, TIMEOUT)
+            .await?;
+        Ok(response.kvs.first().map(|kv| {
+            BASE64
+                .decode(&kv.value)
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+                .unwrap_or_default()
+        }))
+    }
+
+    /// Writes the marker for cluster `cluster_id`.
+    pub async fn write_marker(&self, endpoint: &str, cluster_id: &str) -> Result<()> {
+        let body = serde_json::json!({
+            "key": BASE64.encode(MARKER_KEY),
+            "value": BASE64.encode(cluster_id),
+        })
+        .to_string();
+        let _: serde_json::Value = self
+            .call("write the marker into", endpoint, "kv/put", body, TIMEOUT)
             .await?;
         Ok(())
     }
@@ -129,7 +189,7 @@ impl EtcdClient {
         action: &'static str,
         endpoint: &str,
         method: &str,
-        body: &'static str,
+        body: String,
         timeout: Duration,
     ) -> Result<T> {
         let failed = |source| Error::Etcd {
@@ -138,7 +198,7 @@ impl EtcdClient {
             source,
         };
         self.http
-            .post(format!("{endpoint}/v3/maintenance/{method}"))
+            .post(format!("{endpoint}/v3/{method}"))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .timeout(timeout)
@@ -167,6 +227,18 @@ mod tests {
         assert_eq!(status.header.cluster_id, 14841639068965178418);
         assert_eq!((status.db_size, status.db_size_in_use), (20480, 16384));
         assert!(status.errors.is_empty());
+    }
+
+    #[test]
+    fn reads_the_range_answer_of_the_marker() {
+        // As etcd 3.6 answers `POST /v3/kv/range` for a key that exists, and for one that does not.
+        let found = r#"{"header":{"cluster_id":"1"},"kvs":[{"key":"L25lc3RwbGFuZS5pby9jbHVzdGVyLWlk",
+            "create_revision":"7","mod_revision":"7","version":"1","value":"ZjJhMDFlMDBiMGNlYzBkYw=="}],"count":"1"}"#;
+        let response: RangeResponse = serde_json::from_str(found).expect("range");
+        let value = BASE64.decode(&response.kvs[0].value).expect("base64");
+        assert_eq!(value, b"f2a01e00b0cec0dc");
+        let missing: RangeResponse = serde_json::from_str(r#"{"header":{"cluster_id":"1"}}"#).expect("none");
+        assert!(missing.kvs.is_empty());
     }
 
     #[test]

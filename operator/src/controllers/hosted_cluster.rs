@@ -77,6 +77,7 @@ async fn apply(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
         Ok((observed, requeue)) => {
             apply_status(hc, ctx, &observed).await?;
             key_material::clear_accept_request(&ctx.client, hc, &observed).await;
+            super::etcd::clear_accept_request(&ctx.client, hc, &observed).await;
             Ok(Action::requeue(requeue))
         }
         Err(error) => {
