@@ -183,6 +183,22 @@ pub mod openstack {
 }
 
 pub mod hosted {
+    /// Pod-template annotation nestplane sets to a hash of what a component mounts.
+    pub const INPUTS_HASH: &str = "nestplane.io/inputs-hash";
+
+    /// The inputs hash of a Deployment's pod template: it changes exactly when the pods roll.
+    pub fn template_hash(d: &k8s_openapi::api::apps::v1::Deployment) -> Option<String> {
+        d.spec
+            .as_ref()?
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(INPUTS_HASH)
+            .cloned()
+    }
+
     use std::time::Duration;
 
     use anyhow::{Context, Result, anyhow, bail};

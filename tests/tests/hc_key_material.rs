@@ -19,12 +19,10 @@ use nestplane::api::conditions::{
     REASON_KEY_MATERIAL_MISSING, REASON_OBJECT_NOT_OWNED,
 };
 use nestplane_e2e::hosted::{
-    admin_kubeconfig, available, create_available, eventually, hosted_client, readyz, sample,
+    admin_kubeconfig, available, create_available, eventually, hosted_client, readyz, sample, template_hash,
 };
 use nestplane_e2e::{wait_until, with_temp_namespace};
 use serde_json::json;
-
-const INPUTS_HASH: &str = "nestplane.io/inputs-hash";
 
 fn condition(hc: &HostedCluster, type_: &str) -> Option<Condition> {
     hc.status
@@ -122,18 +120,6 @@ async fn nudge(hcs: &Api<HostedCluster>, name: &str, value: &str) -> Result<()> 
     Ok(())
 }
 
-fn template_hash(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(INPUTS_HASH)
-        .cloned()
-}
-
 fn controller_uid(secret: &Secret) -> Option<String> {
     secret
         .owner_references()
@@ -158,6 +144,41 @@ async fn restore(secrets: &Api<Secret>, backup: &Secret) -> Result<()> {
         ..Secret::default()
     };
     secrets.create(&PostParams::default(), &restored).await?;
+    Ok(())
+}
+
+/// After a key-material Secret was restored from `backup`: the cluster is Available again with
+/// the same fingerprint and `KeyMaterialIntact=True`, and the Secret is unchanged and adopted.
+async fn restored_and_whole(
+    hcs: &Api<HostedCluster>,
+    secrets: &Api<Secret>,
+    name: &str,
+    backup: &Secret,
+    recorded: &str,
+) -> Result<()> {
+    let secret_name = backup.name_any();
+    let whole = wait_until(hcs, name, Duration::from_secs(180), available).await?;
+    ensure!(
+        fingerprint(&whole, &secret_name).as_deref() == Some(recorded),
+        "the recorded fingerprint of {secret_name} changed: {:?}",
+        whole.status
+    );
+    ensure!(
+        condition(&whole, KEY_MATERIAL_INTACT)
+            .is_some_and(|c| c.status == "True" && c.reason == REASON_INTACT),
+        "KeyMaterialIntact is not True: {:?}",
+        whole.status
+    );
+    let adopted = secrets.get(&secret_name).await?;
+    ensure!(
+        adopted.data == backup.data,
+        "the restored {secret_name} was changed"
+    );
+    ensure!(
+        controller_uid(&adopted) == whole.uid(),
+        "the restored {secret_name} was not adopted: {:?}",
+        adopted.metadata.owner_references
+    );
     Ok(())
 }
 
@@ -224,25 +245,7 @@ async fn deleted_ca_is_not_recreated_and_restoring_it_makes_the_cluster_whole() 
         );
 
         restore(&secrets, &backup).await?;
-        let whole = wait_until(&hcs, &name, Duration::from_secs(180), available).await?;
-        ensure!(
-            fingerprint(&whole, &ca_name).as_deref() == Some(recorded.as_str()),
-            "the recorded fingerprint changed: {:?}",
-            whole.status
-        );
-        ensure!(
-            condition(&whole, KEY_MATERIAL_INTACT)
-                .is_some_and(|c| c.status == "True" && c.reason == REASON_INTACT),
-            "KeyMaterialIntact is not True: {:?}",
-            whole.status
-        );
-        let adopted = secrets.get(&ca_name).await?;
-        ensure!(adopted.data == backup.data, "the restored CA was changed");
-        ensure!(
-            controller_uid(&adopted) == whole.uid(),
-            "the restored CA was not adopted: {:?}",
-            adopted.metadata.owner_references
-        );
+        restored_and_whole(&hcs, &secrets, &name, &backup, &recorded).await?;
         ensure!(
             secret_versions(&secrets, &name, &ca_name).await? == leaves_before,
             "certificates were re-issued although the same CA came back"
@@ -327,25 +330,7 @@ async fn deleted_encryption_key_is_not_regenerated_and_restoring_it_keeps_the_da
         serves_readyz(&kubeconfig).await?;
 
         restore(&secrets, &backup).await?;
-        let whole = wait_until(&hcs, &name, Duration::from_secs(180), available).await?;
-        ensure!(
-            fingerprint(&whole, &encryption_name).as_deref() == Some(recorded.as_str()),
-            "the recorded fingerprint changed: {:?}",
-            whole.status
-        );
-        ensure!(
-            condition(&whole, KEY_MATERIAL_INTACT)
-                .is_some_and(|c| c.status == "True" && c.reason == REASON_INTACT),
-            "KeyMaterialIntact is not True: {:?}",
-            whole.status
-        );
-        let adopted = secrets.get(&encryption_name).await?;
-        ensure!(adopted.data == backup.data, "the restored key was changed");
-        ensure!(
-            controller_uid(&adopted) == whole.uid(),
-            "the restored key was not adopted: {:?}",
-            adopted.metadata.owner_references
-        );
+        restored_and_whole(&hcs, &secrets, &name, &backup, &recorded).await?;
         ensure!(
             template_hash(&deployments.get(&apiserver).await?) == hash_before,
             "kube-apiserver rolled although the same key came back"

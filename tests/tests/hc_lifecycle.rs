@@ -11,12 +11,11 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use nestplane::api::HostedCluster;
-use nestplane_e2e::hosted::{available, create_available, eventually, sample};
+use nestplane_e2e::hosted::{available, create_available, eventually, sample, template_hash};
 use nestplane_e2e::{pod_ready, wait_until, with_temp_namespace};
 use serde_json::json;
 
 const OPERATOR_NAMESPACE: &str = "nestplane-system";
-const INPUTS_HASH: &str = "nestplane.io/inputs-hash";
 
 /// resourceVersion of every object the control plane owns, by kind/name.
 async fn owned_versions(client: &Client, ns: &str, name: &str) -> Result<BTreeMap<String, String>> {
@@ -51,18 +50,6 @@ async fn nudge(client: &Client, ns: &str, name: &str, value: &str) -> Result<()>
         .await?;
     tokio::time::sleep(Duration::from_secs(8)).await;
     Ok(())
-}
-
-fn template_hash(d: &Deployment) -> Option<String> {
-    d.spec
-        .as_ref()?
-        .template
-        .metadata
-        .as_ref()?
-        .annotations
-        .as_ref()?
-        .get(INPUTS_HASH)
-        .cloned()
 }
 
 #[tokio::test]

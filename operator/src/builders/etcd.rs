@@ -121,9 +121,12 @@ pub fn quota_backend_bytes(hc: &HostedCluster, storage: &EtcdInputs) -> Result<u
 }
 
 fn template_size(storage: &EtcdInputs) -> Option<Quantity> {
-    storage
-        .claim_template
-        .as_ref()?
+    requested_size(storage.claim_template.as_ref()?)
+}
+
+/// The size a claim (or claim template) asks for.
+pub fn requested_size(claim: &PersistentVolumeClaim) -> Option<Quantity> {
+    claim
         .spec
         .as_ref()?
         .resources

@@ -133,15 +133,7 @@ fn capacity(claim: &PersistentVolumeClaim) -> Option<Quantity> {
 }
 
 fn requested(claim: &PersistentVolumeClaim) -> Option<Quantity> {
-    claim
-        .spec
-        .as_ref()?
-        .resources
-        .as_ref()?
-        .requests
-        .as_ref()?
-        .get("storage")
-        .cloned()
+    crate::builders::etcd::requested_size(claim)
 }
 
 fn bytes(q: &Quantity) -> Option<u64> {
