@@ -252,7 +252,9 @@ impl EtcdGuard {
         let marked = self.recorded.marked == Some(true);
         let accepted = accepted.is_some_and(|a| a.trim() == id);
         match judge_marker(marked, marker.as_deref(), &id, accepted) {
-            MarkerVerdict::Present => {}
+            // Recorded again on every pass that sees it: a failed pass writes the status it
+            // started from, which may not say so yet.
+            MarkerVerdict::Present => self.recorded.marked = Some(true),
             MarkerVerdict::Write { accepted } => match client.write_marker(&endpoint, &id).await {
                 Ok(()) => {
                     info!(cluster_id = %id, "wrote the etcd marker");
