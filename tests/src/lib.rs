@@ -165,6 +165,22 @@ pub fn helm() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("no helm in {}/helm-*/bin: run `make binaries`", cache.display()))
 }
 
+/// Namespace of the operator's Helm release (`NESTPLANE_E2E_OPERATOR_NAMESPACE`, default
+/// `nestplane-system`).
+pub fn operator_namespace() -> String {
+    std::env::var("NESTPLANE_E2E_OPERATOR_NAMESPACE").unwrap_or_else(|_| "nestplane-system".into())
+}
+
+/// GET /metrics from the operator's metrics Service, through the API server's service proxy.
+pub async fn scrape_operator_metrics(client: &Client) -> Result<String> {
+    let path = format!(
+        "/api/v1/namespaces/{}/services/nestplane-metrics:http/proxy/metrics",
+        operator_namespace()
+    );
+    let request = http::Request::get(path).body(Vec::new())?;
+    Ok(client.request_text(request).await?)
+}
+
 /// Helpers for HostedCluster cases.
 /// The test OpenStack cloud that `make openstack-up` starts.
 pub mod openstack {

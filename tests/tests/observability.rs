@@ -7,27 +7,13 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::DeleteParams;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use nestplane::api::HostedCluster;
 use nestplane_e2e::hosted::{create_available, eventually, sample};
-use nestplane_e2e::with_temp_namespace;
+use nestplane_e2e::{operator_namespace, scrape_operator_metrics, with_temp_namespace};
 
 const DASHBOARD: &str = include_str!("../../deploy/chart/nestplane/dashboards/nestplane.json");
 const RELEASE: &str = "nestplane";
-
-fn operator_namespace() -> String {
-    std::env::var("NESTPLANE_E2E_OPERATOR_NAMESPACE").unwrap_or_else(|_| "nestplane-system".into())
-}
-
-/// GET /metrics from the operator's metrics Service, through the API server's service proxy.
-async fn scrape(client: &Client) -> Result<String> {
-    let path = format!(
-        "/api/v1/namespaces/{}/services/{RELEASE}-metrics:http/proxy/metrics",
-        operator_namespace()
-    );
-    let request = http::Request::get(path).body(Vec::new())?;
-    Ok(client.request_text(request).await?)
-}
 
 /// The sample lines of `metric` whose labels include every `name="value"` in `labels`.
 fn samples<'a>(text: &'a str, metric: &str, labels: &[(&str, &str)]) -> Vec<&'a str> {
@@ -98,7 +84,7 @@ async fn metrics_follow_a_hosted_cluster_from_available_to_gone() -> Result<()> 
         let name = hc.name_any();
 
         let text = eventually(Duration::from_secs(60), || async {
-            let text = scrape(&client).await?;
+            let text = scrape_operator_metrics(&client).await?;
             let available = samples(
                 &text,
                 "nestplane_hosted_cluster_phase",
@@ -153,7 +139,7 @@ async fn metrics_follow_a_hosted_cluster_from_available_to_gone() -> Result<()> 
             .delete(&name, &DeleteParams::default())
             .await?;
         eventually(Duration::from_secs(120), || async {
-            let text = scrape(&client).await?;
+            let text = scrape_operator_metrics(&client).await?;
             let left: Vec<_> = text
                 .lines()
                 .filter(|l| l.contains(&format!("namespace=\"{ns}\"")))
