@@ -335,20 +335,7 @@ pub async fn clear_accept_request(client: &kube::Client, hc: &HostedCluster, obs
     if !honoured {
         return;
     }
-    let api: kube::Api<HostedCluster> = kube::Api::namespaced(client.clone(), &builders::namespace(hc));
-    let patch =
-        serde_json::json!({ "metadata": { "annotations": { ACCEPT_ETCD_CLUSTER_ANNOTATION: null } } });
-    match api
-        .patch(
-            &hc.name_any(),
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => info!("accept-etcd-cluster-id request honoured and removed"),
-        Err(error) => warn!(%error, "could not remove the accept-etcd-cluster-id annotation"),
-    }
+    super::observe::remove_request_annotation(client, hc, ACCEPT_ETCD_CLUSTER_ANNOTATION).await;
 }
 
 /// What the cluster ID etcd answers with says.

@@ -19,7 +19,9 @@ use super::Context;
 use super::etcd::EtcdGuard;
 use super::etcd_storage::{self, Released};
 use super::key_material::{self, KeyReport};
-use super::observe::{EndpointObservation, observe_endpoint, observe_workload, probe_readyz};
+use super::observe::{
+    EndpointObservation, observe_endpoint, observe_workload, observe_workloads_as_they_are, probe_readyz,
+};
 use super::owned::{FIELD_MANAGER, OwnedSet};
 use super::pki_store::{self, PkiRequest, SecretData};
 use super::status::{Observed, WorkloadState, compute_status};
@@ -316,14 +318,7 @@ async fn observe_failure(hc: &HostedCluster, ctx: &Context, error: &Error) -> Ob
     let previous = hc.status.clone().unwrap_or_default();
     let mut observed = Observed::nothing_yet(hc, previous.endpoint.clone());
     observed.kubeconfig_secret = previous.kubeconfig_secret_ref.map(|r| r.name);
-    observed.workloads.clear();
-    for component in Component::ALL {
-        let state = match observe_workload(&ctx.client, hc, component).await {
-            Ok(Some(workload)) => WorkloadState::of_workload(&workload),
-            _ => WorkloadState::Waiting("a successful reconcile"),
-        };
-        observed.workloads.push((component, state));
-    }
+    observed.workloads = observe_workloads_as_they_are(&ctx.client, hc, "a successful reconcile").await;
     observed.error = Some(error.to_string());
     observed.error_reason = error.condition_reason();
     observed

@@ -10,17 +10,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use nestplane_pki::{self as pki, CertKeyPair, ServiceAccountKeys, Verdict};
 use time::{Duration, OffsetDateTime};
 use tracing::info;
 
 use super::encryption;
-use super::observe::{observe_workload, probe_readyz};
+use super::observe::{observe_workloads_as_they_are, probe_readyz, remove_request_annotation};
 use super::owned::{Control, OwnedSet};
 use super::pki_store::{self, SecretData};
-use super::status::{Check, Observed, WorkloadState};
+use super::status::{Check, Observed};
 use crate::api::conditions::{
     ACCEPT_NEW_KEY_MATERIAL_ANNOTATION, CERTIFICATE_AUTHORITIES_VALID, KEY_MATERIAL_INTACT,
     REASON_CA_EXPIRING, REASON_INTACT, REASON_KEY_MATERIAL_CHANGED, REASON_KEY_MATERIAL_MISSING,
@@ -547,14 +546,7 @@ pub async fn observe_blocked(
     endpoint: &Endpoint,
 ) -> Observed {
     let mut observed = Observed::nothing_yet(hc, Some(endpoint.url()));
-    observed.workloads.clear();
-    for component in Component::ALL {
-        let state = match observe_workload(client, hc, component).await {
-            Ok(Some(workload)) => WorkloadState::of_workload(&workload),
-            _ => WorkloadState::Waiting("intact key material"),
-        };
-        observed.workloads.push((component, state));
-    }
+    observed.workloads = observe_workloads_as_they_are(client, hc, "intact key material").await;
     let apiserver_ready = observed
         .workloads
         .iter()
@@ -581,16 +573,7 @@ pub async fn clear_accept_request(client: &kube::Client, hc: &HostedCluster, obs
     if !honoured || !hc.annotations().contains_key(ACCEPT_NEW_KEY_MATERIAL_ANNOTATION) {
         return;
     }
-    let api: Api<HostedCluster> = Api::namespaced(client.clone(), &builders::namespace(hc));
-    let patch =
-        serde_json::json!({ "metadata": { "annotations": { ACCEPT_NEW_KEY_MATERIAL_ANNOTATION: null } } });
-    match api
-        .patch(&hc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => info!("accept-new-key-material request honoured and removed"),
-        Err(error) => tracing::warn!(%error, "could not remove the accept-new-key-material annotation"),
-    }
+    remove_request_annotation(client, hc, ACCEPT_NEW_KEY_MATERIAL_ANNOTATION).await;
 }
 
 #[cfg(test)]

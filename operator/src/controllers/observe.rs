@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Service};
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
+use super::status::WorkloadState;
 use crate::api::{ApiServerServiceType, HostedCluster};
 use crate::builders::{self, APISERVER_SERVICE_PORT, Component, Endpoint, Workload};
 use crate::error::{Error, KubeContext, Result};
@@ -184,6 +185,38 @@ pub async fn observe_workload(
             .context("get", "Deployment", &name)?
             .map(Workload::Deployment),
     })
+}
+
+/// Every component's workload as it is, for a pass that applies none (a failed pass, or one
+/// blocked on key material); a workload that is missing or cannot be read waits for `waits_for`.
+pub async fn observe_workloads_as_they_are(
+    client: &kube::Client,
+    hc: &HostedCluster,
+    waits_for: &'static str,
+) -> Vec<(Component, WorkloadState)> {
+    let mut workloads = Vec::new();
+    for component in Component::ALL {
+        let state = match observe_workload(client, hc, component).await {
+            Ok(Some(workload)) => WorkloadState::of_workload(&workload),
+            _ => WorkloadState::Waiting(waits_for),
+        };
+        workloads.push((component, state));
+    }
+    workloads
+}
+
+/// Removes an annotation a person set on the HostedCluster to ask for something, once it is
+/// honoured (a merge patch: the annotation is theirs, not the field manager's).
+pub async fn remove_request_annotation(client: &kube::Client, hc: &HostedCluster, key: &str) {
+    let api: Api<HostedCluster> = Api::namespaced(client.clone(), &builders::namespace(hc));
+    let patch = serde_json::json!({ "metadata": { "annotations": { key: null } } });
+    match api
+        .patch(&hc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => tracing::info!(annotation = key, "request honoured and removed"),
+        Err(error) => tracing::warn!(%error, annotation = key, "could not remove the annotation"),
+    }
 }
 
 /// GET /readyz on the hosted API server as its admin, at the endpoint in the admin kubeconfig:
