@@ -50,6 +50,11 @@ pub enum Error {
         name: String,
         owner: String,
     },
+    #[error(
+        "the watch of {0} objects has not completed its first list; is the operator allowed to \
+         list and watch them? (its log names the watch error)"
+    )]
+    CacheNotReady(&'static str),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -59,7 +64,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Every value [`Error::metric_label`] returns, so that the failures counter starts at zero
     /// for each (a counter that appears only on the first failure has no rate before it).
-    pub const METRIC_LABELS: [&'static str; 11] = [
+    pub const METRIC_LABELS: [&'static str; 12] = [
         "Kube",
         "Build",
         "Pki",
@@ -70,6 +75,7 @@ impl Error {
         "GenerateKey",
         "Etcd",
         "NotOwned",
+        "CacheNotReady",
         "Finalizer",
     ];
 
@@ -86,6 +92,7 @@ impl Error {
             Error::GenerateKey { .. } => "GenerateKey",
             Error::Etcd { .. } => "Etcd",
             Error::NotOwned { .. } => "NotOwned",
+            Error::CacheNotReady(_) => "CacheNotReady",
             // Every reconcile error passes through the finalizer helper: label the cause.
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -112,7 +119,8 @@ impl Error {
             Error::NoNodeAddress(_)
             | Error::PredecessorNotGone { .. }
             | Error::GenerateKey { .. }
-            | Error::Etcd { .. } => true,
+            | Error::Etcd { .. }
+            | Error::CacheNotReady(_) => true,
             Error::Build(_) | Error::Pki(_) | Error::SecretKey { .. } | Error::MissingField(_) => false,
             Error::NotOwned { .. } => false,
         }

@@ -42,6 +42,48 @@ pub const PHASES: [&str; 4] = [
     PHASE_DELETING,
 ];
 
+/// A request to the management cluster's API, by Kubernetes verb.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubeRequestLabels {
+    pub verb: &'static str,
+}
+
+/// The verbs of [`kube_verb`]; each series starts at zero.
+pub const KUBE_VERBS: [&str; 8] = [
+    "get", "list", "watch", "create", "update", "patch", "delete", "other",
+];
+
+/// The Kubernetes verb of a request to the API: `get` and `list` told apart by whether the path
+/// names one object, `watch` by its query.
+pub fn kube_verb(method: &http::Method, uri: &http::Uri) -> &'static str {
+    let query = uri.query().unwrap_or_default();
+    if query.split('&').any(|p| p == "watch=true" || p == "watch=1") {
+        return "watch";
+    }
+    let path = uri.path().trim_matches('/');
+    let segments: Vec<&str> = path.split('/').collect();
+    // `api/v1/...` or `apis/<group>/<version>/...`; then `namespaces/<ns>/` for namespaced kinds.
+    let rest = match segments.as_slice() {
+        ["api", _, rest @ ..] => rest,
+        ["apis", _, _, rest @ ..] => rest,
+        _ => return "other",
+    };
+    let rest = match rest {
+        ["namespaces", _, kind, tail @ ..] => std::iter::once(*kind).chain(tail.iter().copied()).count(),
+        other => other.len(),
+    };
+    let names_one_object = rest >= 2;
+    match *method {
+        http::Method::GET if names_one_object => "get",
+        http::Method::GET => "list",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertificateLabels {
     pub namespace: String,
@@ -56,6 +98,7 @@ pub struct Metrics {
     duration: Family<ControllerLabels, Histogram>,
     certificate_expiry: Family<CertificateLabels, Gauge<i64>>,
     phase: Family<PhaseLabels, Gauge>,
+    kube_requests: Family<KubeRequestLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -89,7 +132,17 @@ impl Default for Metrics {
             "1 for the phase each HostedCluster is in, 0 for the others",
             phase.clone(),
         );
+        let kube_requests = Family::<KubeRequestLabels, Counter>::default();
+        registry.register(
+            "kube_requests",
+            "Requests the operator sent to the management cluster's API, by verb",
+            kube_requests.clone(),
+        );
+        for verb in KUBE_VERBS {
+            let _ = kube_requests.get_or_create(&KubeRequestLabels { verb });
+        }
         Metrics {
+            kube_requests,
             registry,
             runs,
             failures,
@@ -121,6 +174,14 @@ impl Metrics {
         for error in Error::METRIC_LABELS {
             let _ = self.failures.get_or_create(&FailureLabels { controller, error });
         }
+    }
+
+    /// Counts one request to the management cluster's API.
+    pub fn kube_request(&self, method: &http::Method, uri: &http::Uri) {
+        let verb = kube_verb(method, uri);
+        self.kube_requests
+            .get_or_create(&KubeRequestLabels { verb })
+            .inc();
     }
 
     pub fn reconcile_run(&self, controller: &'static str) {
@@ -211,6 +272,42 @@ mod tests {
     use super::*;
     use crate::builders::secrets::CAS;
     use crate::builders::testing::hosted_cluster;
+
+    #[test]
+    fn requests_are_counted_by_kubernetes_verb() {
+        let verb = |method: http::Method, uri: &str| kube_verb(&method, &uri.parse().expect("uri"));
+        use http::Method;
+        assert_eq!(verb(Method::GET, "/api/v1/namespaces/a/secrets/demo-ca"), "get");
+        assert_eq!(
+            verb(Method::GET, "/api/v1/namespaces/a/secrets?labelSelector=x"),
+            "list"
+        );
+        assert_eq!(verb(Method::GET, "/api/v1/secrets"), "list");
+        assert_eq!(verb(Method::GET, "/api/v1/nodes"), "list");
+        assert_eq!(verb(Method::GET, "/api/v1/nodes/n1"), "get");
+        assert_eq!(verb(Method::GET, "/api/v1/namespaces"), "list");
+        assert_eq!(verb(Method::GET, "/api/v1/namespaces/a"), "get");
+        assert_eq!(
+            verb(
+                Method::GET,
+                "/apis/apps/v1/namespaces/a/statefulsets?watch=true&resourceVersion=1"
+            ),
+            "watch"
+        );
+        assert_eq!(
+            verb(
+                Method::PATCH,
+                "/apis/nestplane.io/v1alpha1/namespaces/a/hostedclusters/x/status"
+            ),
+            "patch"
+        );
+        assert_eq!(verb(Method::POST, "/api/v1/namespaces/a/secrets"), "create");
+        assert_eq!(verb(Method::DELETE, "/api/v1/namespaces/a/secrets/x"), "delete");
+        assert_eq!(verb(Method::GET, "/version"), "other");
+        for v in ["get", "list", "watch", "patch", "create", "delete", "other"] {
+            assert!(KUBE_VERBS.contains(&v));
+        }
+    }
 
     const DASHBOARD: &str = include_str!("../../deploy/chart/nestplane/dashboards/nestplane.json");
 

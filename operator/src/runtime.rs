@@ -13,6 +13,19 @@ use crate::metrics::Metrics;
 /// The operator's version: the package version unless the build set `NESTPLANE_VERSION`.
 pub const VERSION: &str = env!("NESTPLANE_VERSION");
 
+/// A client for the management cluster that counts each request by verb, so the API load of a
+/// reconcile is visible (`nestplane_kube_requests_total`).
+async fn counted_client(metrics: Arc<Metrics>) -> Result<Client, kube::Error> {
+    let config = kube::Config::infer().await.map_err(kube::Error::InferConfig)?;
+    let count = tower::util::MapRequestLayer::new(move |request: ::http::Request<kube::client::Body>| {
+        metrics.kube_request(request.method(), request.uri());
+        request
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
+}
+
 /// Runs the operator until it is asked to stop. A port that cannot be bound, an endpoint that
 /// stops serving or a controller that panics ends the process with an error, so the kubelet
 /// restarts it instead of leaving a pod that looks alive and does nothing.
@@ -21,10 +34,10 @@ pub async fn run(http_addr: SocketAddr, config: Config) -> anyhow::Result<()> {
     let listener = http::bind(http_addr)
         .await
         .with_context(|| format!("binding the /metrics and /healthz endpoint to {http_addr}"))?;
-    let client = Client::try_default()
+    let metrics = Arc::new(Metrics::default());
+    let client = counted_client(metrics.clone())
         .await
         .context("connecting to the management cluster")?;
-    let metrics = Arc::new(Metrics::default());
     let health = Health::default();
     let controller = tokio::spawn(controllers::run(client, config, metrics.clone()));
     health.set_controller_running(true);

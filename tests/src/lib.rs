@@ -181,6 +181,19 @@ pub async fn scrape_operator_metrics(client: &Client) -> Result<String> {
     Ok(client.request_text(request).await?)
 }
 
+/// The sum of every sample of the operator's metric `name` whose labels contain `labels`
+/// (e.g. `controller="hostedcluster"`); an error when there is none.
+pub async fn operator_metric(client: &Client, name: &str, labels: &str) -> Result<f64> {
+    let text = scrape_operator_metrics(client).await?;
+    let samples: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    anyhow::ensure!(!samples.is_empty(), "no {name}{{{labels}}} in /metrics");
+    Ok(samples.iter().sum())
+}
+
 /// Helpers for HostedCluster cases.
 /// The test OpenStack cloud that `make openstack-up` starts.
 pub mod openstack {

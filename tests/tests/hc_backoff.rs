@@ -10,25 +10,19 @@ use kube::Api;
 use kube::api::PostParams;
 use nestplane::api::{ApiServerServiceType, HostedCluster};
 use nestplane_e2e::hosted::{condition_true, sample};
-use nestplane_e2e::{scrape_operator_metrics, wait_until, with_temp_namespace};
+use nestplane_e2e::{operator_metric, wait_until, with_temp_namespace};
 
 /// How long the reconciles are counted: a fixed 5 s retry would run 30 times in it.
 const WINDOW: Duration = Duration::from_secs(150);
 
 /// `nestplane_reconcile_runs_total` of the HostedCluster controller.
 async fn reconcile_runs(client: &kube::Client) -> Result<f64> {
-    let text = scrape_operator_metrics(client).await?;
-    let line = text
-        .lines()
-        .find(|l| {
-            l.starts_with("nestplane_reconcile_runs_total{") && l.contains("controller=\"hostedcluster\"")
-        })
-        .ok_or_else(|| anyhow::anyhow!("no nestplane_reconcile_runs_total in /metrics"))?;
-    Ok(line
-        .rsplit(' ')
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN))
+    operator_metric(
+        client,
+        "nestplane_reconcile_runs_total",
+        "controller=\"hostedcluster\"",
+    )
+    .await
 }
 
 fn waits_for_endpoint(hc: Option<&HostedCluster>) -> bool {

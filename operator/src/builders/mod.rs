@@ -22,6 +22,10 @@ pub mod quantity;
 pub mod secrets;
 
 pub const MANAGED_BY: &str = "nestplane";
+/// The label that names the HostedCluster an object belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+/// The label every object nestplane writes carries (value [`MANAGED_BY`]); its watches select by it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Pod-template annotation: a hash of everything the component mounts, so that a changed
 /// certificate rolls exactly the components that use it.
 pub const INPUTS_HASH_ANNOTATION: &str = "nestplane.io/inputs-hash";
@@ -208,8 +212,8 @@ pub fn namespace(hc: &HostedCluster) -> String {
 /// Labels every object of a control plane carries.
 pub fn labels(hc: &HostedCluster, component: Option<Component>) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
-        ("app.kubernetes.io/instance".to_string(), name(hc)),
-        ("app.kubernetes.io/managed-by".to_string(), MANAGED_BY.to_string()),
+        (INSTANCE_LABEL.to_string(), name(hc)),
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
         ("app.kubernetes.io/part-of".to_string(), "nestplane".to_string()),
     ]);
     if let Some(component) = component {
@@ -228,7 +232,7 @@ pub fn labels(hc: &HostedCluster, component: Option<Component>) -> BTreeMap<Stri
 /// Selector labels: instance and component only, so they never change.
 pub fn selector(hc: &HostedCluster, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/instance".to_string(), name(hc)),
+        (INSTANCE_LABEL.to_string(), name(hc)),
         (
             "app.kubernetes.io/component".to_string(),
             component.as_str().to_string(),

@@ -48,7 +48,7 @@ impl EtcdGuard {
             .inspect_err(|error| warn!(%error, "no etcd client"))
             .ok();
         let mut guard = EtcdGuard {
-            claims: etcd_storage::observe_claims(&ctx.client, hc).await?,
+            claims: etcd_storage::observe_claims(&ctx.client, &ctx.cache, hc).await?,
             client,
             members: Vec::new(),
             alarms: Vec::new(),

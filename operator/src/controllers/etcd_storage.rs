@@ -8,13 +8,17 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
+use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+
+use super::cache::Cache;
 use super::observe::observe_workload;
 use super::status::Check;
 use crate::api::conditions::*;
 use crate::api::{EtcdDeletionPolicy, HostedCluster};
 use crate::builders::etcd::{DATA_VOLUME, EtcdInputs};
-use crate::builders::{self, Component, Workload, quantity};
+use crate::builders::{self, Component, INSTANCE_LABEL, Workload, quantity};
 use crate::error::{KubeContext, Result};
 
 /// The etcd StatefulSet's claim template and the members' claims, as they are.
@@ -36,8 +40,31 @@ pub fn claim_selector(hc: &HostedCluster) -> String {
     )
 }
 
-pub async fn observe_claims(client: &kube::Client, hc: &HostedCluster) -> Result<Claims> {
-    let (spec, terminating) = match observe_workload(client, hc, Component::Etcd).await? {
+/// The StatefulSet and claims as the watches last saw them, read again live unless that is a
+/// settled etcd (the StatefulSet and a bound claim per member): the token and claims decide
+/// what data etcd starts on, so no new StatefulSet or claim adoption rests on a lagging copy.
+pub async fn observe_claims(client: &kube::Client, cache: &Cache, hc: &HostedCluster) -> Result<Claims> {
+    let cached_sts = observe_workload(cache, hc, Component::Etcd);
+    let cached_claims = cached_claims(cache, hc);
+    let members = usize::try_from(hc.spec.etcd.replicas).unwrap_or_default();
+    let settled = cached_sts.is_some()
+        && cached_claims.len() == members
+        && cached_claims.iter().all(|c| {
+            c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+                && !c.annotations().contains_key(RETAINED_FROM_ANNOTATION)
+        });
+    let (sts, mut claims) = if settled {
+        (cached_sts, cached_claims)
+    } else {
+        let name = Component::Etcd.workload_name(&builders::name(hc));
+        let sts = Api::<StatefulSet>::namespaced(client.clone(), &builders::namespace(hc))
+            .get_opt(&name)
+            .await
+            .context("get", "StatefulSet", &name)?
+            .map(Workload::StatefulSet);
+        (sts, list_claims(client, hc).await?)
+    };
+    let (spec, terminating) = match sts {
         Some(Workload::StatefulSet(sts)) => (sts.spec, sts.metadata.deletion_timestamp.is_some()),
         _ => (None, false),
     };
@@ -56,7 +83,6 @@ pub async fn observe_claims(client: &kube::Client, hc: &HostedCluster) -> Result
             .iter()
             .find_map(|a| a.strip_prefix("--initial-cluster-token=").map(str::to_string))
     });
-    let mut claims = list_claims(client, hc).await?;
     claims.sort_by_key(|c| c.name_any());
     Ok(Claims {
         template,
@@ -65,20 +91,43 @@ pub async fn observe_claims(client: &kube::Client, hc: &HostedCluster) -> Result
     })
 }
 
+/// The member claims of this HostedCluster's etcd StatefulSet, read live.
 async fn list_claims(client: &kube::Client, hc: &HostedCluster) -> Result<Vec<PersistentVolumeClaim>> {
     let selector = claim_selector(hc);
-    let prefix = format!(
-        "{DATA_VOLUME}-{}-",
-        Component::Etcd.workload_name(&builders::name(hc))
-    );
     Ok(claims_api(client, hc)
         .list(&ListParams::default().labels(&selector))
         .await
         .context("list", "PersistentVolumeClaim", &selector)?
         .items
         .into_iter()
-        .filter(|c| c.name_any().starts_with(&prefix))
+        .filter(|c| is_member_claim(hc, c))
         .collect())
+}
+
+/// The member claims as the watch last saw them.
+fn cached_claims(cache: &Cache, hc: &HostedCluster) -> Vec<PersistentVolumeClaim> {
+    let labels = BTreeMap::from([
+        (INSTANCE_LABEL.to_string(), builders::name(hc)),
+        (
+            "app.kubernetes.io/component".to_string(),
+            Component::Etcd.as_str().to_string(),
+        ),
+    ]);
+    cache
+        .labelled::<PersistentVolumeClaim>(&builders::namespace(hc), &labels)
+        .iter()
+        .map(|c| PersistentVolumeClaim::clone(c))
+        .filter(|c| is_member_claim(hc, c))
+        .collect()
+}
+
+/// Claims of the StatefulSet's data volume (`data-<cluster>-etcd-<ordinal>`).
+fn is_member_claim(hc: &HostedCluster, claim: &PersistentVolumeClaim) -> bool {
+    let prefix = format!(
+        "{DATA_VOLUME}-{}-",
+        Component::Etcd.workload_name(&builders::name(hc))
+    );
+    claim.name_any().starts_with(&prefix)
 }
 
 fn claims_api(client: &kube::Client, hc: &HostedCluster) -> Api<PersistentVolumeClaim> {

@@ -23,7 +23,7 @@ use super::observe::{
     EndpointObservation, observe_endpoint, observe_workload, observe_workloads_as_they_are, probe_readyz,
 };
 use super::owned::{FIELD_MANAGER, OwnedSet};
-use super::pki_store::{self, PkiRequest, SecretData};
+use super::pki_store::{self, PkiRequest, SecretData, SecretReader};
 use super::status::{Observed, WorkloadState, compute_status};
 use super::supporting_objects::{ConfigData, apply_config_maps, apply_disruption_budgets};
 use crate::api::conditions::{PHASE_AVAILABLE, PHASE_DELETING};
@@ -67,7 +67,7 @@ pub fn error_policy(hc: Arc<HostedCluster>, error: &Error, ctx: Arc<Context>) ->
 }
 
 async fn apply(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
-    let outcome = match OwnedSet::observe(&ctx.client, hc).await {
+    let outcome = match OwnedSet::observe(&ctx.client, &ctx.cache, hc).await {
         Ok(mut owned) => {
             let outcome = provision(hc, ctx, &mut owned).await;
             publish_changes(ctx, hc, &mut owned).await;
@@ -97,7 +97,7 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
     let cluster = builders::name(hc);
     let service = apply_services(hc, owned).await?;
     let (endpoint, apiserver_port, advertise_address) =
-        match observe_endpoint(&ctx.client, hc, &service).await? {
+        match observe_endpoint(&ctx.client, &ctx.cache, hc, &service).await? {
             EndpointObservation::Known {
                 endpoint,
                 apiserver_port,
@@ -111,11 +111,12 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
             }
         };
 
-    let (secret_data, keys) = ensure_secrets(hc, ctx, owned, &endpoint).await?;
+    let secrets = SecretReader::new(&ctx.client, &ctx.cache, hc);
+    let (secret_data, keys) = ensure_secrets(hc, ctx, owned, &secrets, &endpoint).await?;
     if !keys.is_intact() {
         // Nothing is issued from, or rolled out with, material nobody accepted: the workloads
         // run on with what they mounted, and nothing is swept.
-        let observed = key_material::observe_blocked(hc, &ctx.client, &keys, &endpoint).await;
+        let observed = key_material::observe_blocked(hc, &ctx.cache, &secrets, &keys, &endpoint).await;
         return Ok((observed, REQUEUE_STEADY));
     }
     let config_data = apply_config_maps(hc, owned).await?;
@@ -200,6 +201,7 @@ async fn ensure_secrets(
     hc: &HostedCluster,
     ctx: &Context,
     owned: &mut OwnedSet,
+    secrets: &SecretReader<'_>,
     endpoint: &Endpoint,
 ) -> Result<(SecretData, KeyReport)> {
     let cluster = builders::name(hc);
@@ -212,7 +214,7 @@ async fn ensure_secrets(
         data: secret_data,
         reissued,
         keys,
-    } = pki_store::ensure_pki(owned, &ctx.client, &request)
+    } = pki_store::ensure_pki(owned, secrets, &request)
         .instrument(info_span!("pki"))
         .await?;
     for check in keys.checks.iter().filter(|c| !c.ok && c.blocks_available) {
@@ -271,7 +273,7 @@ async fn roll_out(
             },
             // Left as it is until the dependency is back: a restarting etcd does not roll the
             // API server, and the sweep must not take the workload for an orphan.
-            Some(dependency) => match observe_workload(&ctx.client, hc, component).await? {
+            Some(dependency) => match observe_workload(&ctx.cache, hc, component) {
                 Some(existing) => {
                     keep(owned, &existing);
                     debug!(
@@ -318,7 +320,7 @@ async fn observe_failure(hc: &HostedCluster, ctx: &Context, error: &Error) -> Ob
     let previous = hc.status.clone().unwrap_or_default();
     let mut observed = Observed::nothing_yet(hc, previous.endpoint.clone());
     observed.kubeconfig_secret = previous.kubeconfig_secret_ref.map(|r| r.name);
-    observed.workloads = observe_workloads_as_they_are(&ctx.client, hc, "a successful reconcile").await;
+    observed.workloads = observe_workloads_as_they_are(&ctx.cache, hc, "a successful reconcile");
     observed.error = Some(error.to_string());
     observed.error_reason = error.condition_reason();
     observed

@@ -10,15 +10,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use nestplane_pki::{self as pki, CertKeyPair, ServiceAccountKeys, Verdict};
 use time::{Duration, OffsetDateTime};
 use tracing::info;
 
+use super::cache::Cache;
 use super::encryption;
 use super::observe::{observe_workloads_as_they_are, probe_readyz, remove_request_annotation};
 use super::owned::{Control, OwnedSet};
-use super::pki_store::{self, SecretData};
+use super::pki_store::{self, SecretData, SecretReader};
 use super::status::{Check, Observed};
 use crate::api::conditions::{
     ACCEPT_NEW_KEY_MATERIAL_ANNOTATION, CERTIFICATE_AUTHORITIES_VALID, KEY_MATERIAL_INTACT,
@@ -29,7 +30,7 @@ use crate::api::{HostedCluster, KeyFingerprint};
 use crate::builders::encryption::ENCRYPTION_CONFIG_KEY;
 use crate::builders::secrets::{self, CAS, SA_PRIVATE_KEY, SA_PUBLIC_KEY, SecretRole, TLS_CERT, TLS_KEY};
 use crate::builders::{self, Component, Endpoint, labels, owner_reference};
-use crate::error::{Error, KubeContext, Result};
+use crate::error::{Error, Result};
 
 /// What stands under a key-material Secret's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -367,7 +368,7 @@ fn generate(hc: &HostedCluster, material: Material, now: OffsetDateTime) -> Resu
 /// `Error::NotOwned` for a Secret that is someone else's.
 pub async fn ensure_key_material(
     owned: &mut OwnedSet,
-    api: &Api<Secret>,
+    secrets: &SecretReader<'_>,
     hc: &HostedCluster,
     now: OffsetDateTime,
 ) -> Result<KeyReport> {
@@ -389,11 +390,21 @@ pub async fn ensure_key_material(
     let mut ca_expiry = Vec::new();
     for material in materials {
         let name = material.role().secret_name(&cluster);
-        let secret = api.get_opt(&name).await.context("get", "Secret", &name)?;
         let recorded_print = recorded
             .iter()
             .find(|r| r.secret_name == name)
             .map(|r| r.sha256.as_str());
+        let is_accepted = accepted.contains(&name);
+        // Only material that is intact as recorded is taken from the watch's copy.
+        let intact = |s: &Secret| {
+            let found = found_material(material, Some(s), owned.owner_uid(), now);
+            compute_key_material(recorded_print, &found, is_accepted)
+                == KeyVerdict {
+                    action: KeyAction::Intact,
+                    adopt: false,
+                }
+        };
+        let secret = secrets.any(&name, intact).await?;
         let found = found_material(material, secret.as_ref(), owned.owner_uid(), now);
         if let Some((_, Some(not_after))) = secret
             .as_ref()
@@ -401,7 +412,7 @@ pub async fn ensure_key_material(
         {
             ca_expiry.push((name.clone(), not_after));
         }
-        let verdict = compute_key_material(recorded_print, &found, accepted.contains(&name));
+        let verdict = compute_key_material(recorded_print, &found, is_accepted);
         let short = |print: &str| print.chars().take(16).collect::<String>();
         match &verdict.action {
             KeyAction::NotOwned(owner) => {
@@ -541,17 +552,18 @@ async fn apply_verdict(
 /// server still answers with the admin kubeconfig already handed out.
 pub async fn observe_blocked(
     hc: &HostedCluster,
-    client: &kube::Client,
+    cache: &Cache,
+    secrets: &SecretReader<'_>,
     keys: &KeyReport,
     endpoint: &Endpoint,
 ) -> Observed {
     let mut observed = Observed::nothing_yet(hc, Some(endpoint.url()));
-    observed.workloads = observe_workloads_as_they_are(client, hc, "intact key material").await;
+    observed.workloads = observe_workloads_as_they_are(cache, hc, "intact key material");
     let apiserver_ready = observed
         .workloads
         .iter()
         .any(|(c, s)| *c == Component::KubeApiserver && s.is_ready());
-    observed.readyz = match pki_store::stored_admin_kubeconfig(client, hc).await {
+    observed.readyz = match pki_store::stored_admin_kubeconfig(secrets, hc).await {
         Ok(Some(kubeconfig)) if apiserver_ready => probe_readyz(&kubeconfig).await,
         Ok(Some(_)) => Err("kube-apiserver is not ready".to_string()),
         Ok(None) => Err("no admin kubeconfig to probe with".to_string()),

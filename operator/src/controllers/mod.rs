@@ -2,18 +2,20 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::HostedCluster;
+use crate::builders::{INSTANCE_LABEL, MANAGED_BY_LABEL};
 use crate::metrics::Metrics;
+use cache::{Cache, reflect};
 
 pub mod backoff;
+pub mod cache;
 pub mod encryption;
 pub mod etcd;
 pub mod etcd_client;
@@ -57,6 +59,8 @@ pub struct Context {
     pub clock: Clock,
     /// Retry delays of the HostedClusters that are not settled.
     pub backoff: backoff::Backoff,
+    /// What the watches below have seen: every read of a pass starts here.
+    pub cache: Cache,
 }
 
 /// Runs the HostedCluster controller until the process is asked to stop.
@@ -66,7 +70,9 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
         instance: std::env::var("POD_NAME").ok(),
     };
     metrics.register_controller(hosted_cluster::CONTROLLER);
+    let (cache, writers) = Cache::new();
     let ctx = Arc::new(Context {
+        cache,
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         metrics,
@@ -76,15 +82,36 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
     });
     let namespace = ctx.config.namespace.as_deref();
     let hosted_clusters: Api<HostedCluster> = api(&client, namespace);
-    // Children are watched by the label every owned object carries, so drift wakes the parent.
-    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=nestplane");
+    // Children are watched by the label every owned object carries, so drift wakes the parent;
+    // the same watches fill the cache the passes read from.
+    let managed = format!("{MANAGED_BY_LABEL}={}", crate::builders::MANAGED_BY);
+    let owned = watcher::Config::default().labels(&managed);
+    let w = writers;
     Controller::new(hosted_clusters, watcher::Config::default().any_semantic())
-        .owns(api::<StatefulSet>(&client, namespace), owned.clone())
-        .owns(api::<Deployment>(&client, namespace), owned.clone())
-        .owns(api::<Service>(&client, namespace), owned.clone())
-        .owns(api::<Secret>(&client, namespace), owned.clone())
-        .owns(api::<ConfigMap>(&client, namespace), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, namespace), owned)
+        .owns_stream(reflect(api(&client, namespace), owned.clone(), w.statefulsets))
+        .owns_stream(reflect(api(&client, namespace), owned.clone(), w.deployments))
+        .owns_stream(reflect(api(&client, namespace), owned.clone(), w.services))
+        .owns_stream(reflect(api(&client, namespace), owned.clone(), w.secrets))
+        .owns_stream(reflect(api(&client, namespace), owned.clone(), w.config_maps))
+        .owns_stream(reflect(
+            api(&client, namespace),
+            owned.clone(),
+            w.disruption_budgets,
+        ))
+        // etcd's claims are the StatefulSet's, not the HostedCluster's: a claim that is bound or
+        // resized wakes the HostedCluster its instance label names.
+        .watches_stream(
+            reflect::<PersistentVolumeClaim>(api(&client, namespace), owned, w.claims),
+            |claim| {
+                let instance = claim.labels().get(INSTANCE_LABEL)?;
+                Some(ObjectRef::<HostedCluster>::new(instance).within(&claim.namespace()?))
+            },
+        )
+        // Nodes only feed the cache (the NodePort endpoint's address); they wake nobody.
+        .watches_stream(
+            reflect::<Node>(Api::all(client.clone()), watcher::Config::default(), w.nodes),
+            |_| None::<ObjectRef<HostedCluster>>,
+        )
         .shutdown_on_signal()
         .run(hosted_cluster::reconcile, hosted_cluster::error_policy, ctx)
         .for_each(|result| async move {

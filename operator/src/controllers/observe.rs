@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
+use super::cache::Cache;
 use super::status::WorkloadState;
 use crate::api::{ApiServerServiceType, HostedCluster};
 use crate::builders::{self, APISERVER_SERVICE_PORT, Component, Endpoint, Workload};
@@ -30,6 +31,7 @@ pub enum EndpointObservation {
 /// Reads the endpoint from the applied API server Service (and, for NodePort, the nodes).
 pub async fn observe_endpoint(
     client: &kube::Client,
+    cache: &Cache,
     hc: &HostedCluster,
     service: &Service,
 ) -> Result<EndpointObservation> {
@@ -45,7 +47,7 @@ pub async fn observe_endpoint(
             let node_port = port
                 .node_port
                 .ok_or(Error::MissingField("spec.ports[0].nodePort"))?;
-            let (host, advertise_address) = node_port_host(client, hc)
+            let (host, advertise_address) = node_port_host(client, cache, hc)
                 .await?
                 .ok_or(Error::NoNodeAddress(node_port))?;
             Ok(EndpointObservation::Known {
@@ -97,8 +99,11 @@ fn load_balancer_endpoint(service: &Service, port: i32) -> EndpointObservation {
 /// The host of a NodePort endpoint and the address kube-apiserver advertises: the configured
 /// `address` when set, else a node's InternalIP (see [`choose_node_address`]). A configured
 /// host name cannot be advertised (kube-apiserver takes an IP), so a node's address is.
+/// The cached nodes decide while they keep the current address; a move (which reissues the
+/// serving certificate) is decided on a fresh list.
 async fn node_port_host(
     client: &kube::Client,
+    cache: &Cache,
     hc: &HostedCluster,
 ) -> Result<Option<(String, Option<String>)>> {
     let configured = hc.spec.api_server.service.address.clone();
@@ -107,18 +112,21 @@ async fn node_port_host(
     {
         return Ok(Some((address.clone(), Some(address.clone()))));
     }
-    let nodes: Api<Node> = Api::all(client.clone());
-    let nodes = nodes
-        .list(&ListParams::default())
-        .await
-        .context("list", "Node", "*")?
-        .items;
     let current = hc
         .status
         .as_ref()
         .and_then(|s| s.endpoint.as_deref())
         .and_then(endpoint_host);
-    let node_address = choose_node_address(current.as_deref(), &nodes);
+    let cached: Vec<Node> = cache.all::<Node>().iter().map(|n| Node::clone(n)).collect();
+    let mut node_address = choose_node_address(current.as_deref(), &cached);
+    if node_address.is_none() || node_address != current {
+        let nodes = Api::<Node>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .context("list", "Node", "*")?
+            .items;
+        node_address = choose_node_address(current.as_deref(), &nodes);
+    }
     Ok(match configured {
         Some(host) => Some((host, node_address)),
         None => node_address.map(|ip| (ip.clone(), Some(ip))),
@@ -165,40 +173,32 @@ fn endpoint_host(endpoint: &str) -> Option<String> {
     Some(host.trim_start_matches('[').trim_end_matches(']').to_string())
 }
 
-/// The component's workload as it is in the cluster, if it exists.
-pub async fn observe_workload(
-    client: &kube::Client,
-    hc: &HostedCluster,
-    component: Component,
-) -> Result<Option<Workload>> {
+/// The component's workload as the watches last saw it, if it exists.
+pub fn observe_workload(cache: &Cache, hc: &HostedCluster, component: Component) -> Option<Workload> {
     let namespace = builders::namespace(hc);
     let name = component.workload_name(&builders::name(hc));
-    Ok(match component {
-        Component::Etcd => Api::<StatefulSet>::namespaced(client.clone(), &namespace)
-            .get_opt(&name)
-            .await
-            .context("get", "StatefulSet", &name)?
-            .map(Workload::StatefulSet),
-        _ => Api::<Deployment>::namespaced(client.clone(), &namespace)
-            .get_opt(&name)
-            .await
-            .context("get", "Deployment", &name)?
-            .map(Workload::Deployment),
-    })
+    match component {
+        Component::Etcd => cache
+            .get::<StatefulSet>(&namespace, &name)
+            .map(|sts| Workload::StatefulSet(StatefulSet::clone(&sts))),
+        _ => cache
+            .get::<Deployment>(&namespace, &name)
+            .map(|d| Workload::Deployment(Deployment::clone(&d))),
+    }
 }
 
 /// Every component's workload as it is, for a pass that applies none (a failed pass, or one
-/// blocked on key material); a workload that is missing or cannot be read waits for `waits_for`.
-pub async fn observe_workloads_as_they_are(
-    client: &kube::Client,
+/// blocked on key material); a workload that is missing waits for `waits_for`.
+pub fn observe_workloads_as_they_are(
+    cache: &Cache,
     hc: &HostedCluster,
     waits_for: &'static str,
 ) -> Vec<(Component, WorkloadState)> {
     let mut workloads = Vec::new();
     for component in Component::ALL {
-        let state = match observe_workload(client, hc, component).await {
-            Ok(Some(workload)) => WorkloadState::of_workload(&workload),
-            _ => WorkloadState::Waiting(waits_for),
+        let state = match observe_workload(cache, hc, component) {
+            Some(workload) => WorkloadState::of_workload(&workload),
+            None => WorkloadState::Waiting(waits_for),
         };
         workloads.push((component, state));
     }

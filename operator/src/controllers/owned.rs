@@ -1,6 +1,8 @@
 //! `OwnedSet`: every object a HostedCluster owns is written here, by server-side apply with one
-//! field manager. The set lists the labelled objects at the start of a pass, records the UID of
-//! each object applied or kept, and at the end deletes what it found but did not record.
+//! field manager. The set takes the labelled objects from the controller's cache at the start of
+//! a pass, records the UID of each object applied or kept, and at the end deletes what it found
+//! but did not record (by UID precondition, so a copy the watch has not caught up with deletes
+//! nothing it should not).
 //!
 //! It never takes over what is not this HostedCluster's: an existing object whose controller
 //! ownerReference names another UID, or no controller at all, is neither applied over, read as
@@ -13,14 +15,15 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::debug;
 
+use super::cache::{Cache, Cached};
 use crate::api::HostedCluster;
-use crate::builders::{self, MANAGED_BY};
+use crate::builders::{self, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::error::{Error, KubeContext, Result};
 
 pub const FIELD_MANAGER: &str = "nestplane";
@@ -113,8 +116,6 @@ pub struct OwnedSet {
     owner_uid: String,
     /// Labelled objects at the start of the pass, by kind and name.
     found: BTreeMap<&'static str, BTreeMap<String, Found>>,
-    /// Kinds the operator may not list: never swept.
-    unlisted: BTreeSet<&'static str>,
     recorded: BTreeSet<String>,
     /// Objects not listed at the start of the pass that were since found to be ours (or absent).
     checked: BTreeSet<(&'static str, String)>,
@@ -124,29 +125,30 @@ pub struct OwnedSet {
 }
 
 impl OwnedSet {
-    /// Lists what the HostedCluster owns now (by `instance` and `managed-by` labels).
-    pub async fn observe(client: &kube::Client, hc: &HostedCluster) -> Result<OwnedSet> {
+    /// What the HostedCluster owns now (by `instance` and `managed-by` labels), as the
+    /// controller's watches last saw it.
+    pub async fn observe(client: &kube::Client, cache: &Cache, hc: &HostedCluster) -> Result<OwnedSet> {
+        cache.wait_until_ready().await?;
         let mut set = OwnedSet {
             client: client.clone(),
             namespace: hc.namespace().ok_or(Error::MissingField("metadata.namespace"))?,
             owner_uid: hc.uid().ok_or(Error::MissingField("metadata.uid"))?,
             found: BTreeMap::new(),
-            unlisted: BTreeSet::new(),
             recorded: BTreeSet::new(),
             checked: BTreeSet::new(),
             changes: Vec::new(),
             predecessors: Vec::new(),
         };
-        let selector = format!(
-            "app.kubernetes.io/instance={},app.kubernetes.io/managed-by={MANAGED_BY}",
-            builders::name(hc)
-        );
-        set.list::<Secret>(&selector).await?;
-        set.list::<Service>(&selector).await?;
-        set.list::<StatefulSet>(&selector).await?;
-        set.list::<Deployment>(&selector).await?;
-        set.list::<ConfigMap>(&selector).await?;
-        set.list::<PodDisruptionBudget>(&selector).await?;
+        let selector = BTreeMap::from([
+            (INSTANCE_LABEL.to_string(), builders::name(hc)),
+            (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        ]);
+        set.list::<Secret>(cache, &selector);
+        set.list::<Service>(cache, &selector);
+        set.list::<StatefulSet>(cache, &selector);
+        set.list::<Deployment>(cache, &selector);
+        set.list::<ConfigMap>(cache, &selector);
+        set.list::<PodDisruptionBudget>(cache, &selector);
         // A HostedCluster deleted and created again under the same name: the garbage collector
         // may not have removed the old control plane yet. Adopting its CA or etcd would hand the
         // new cluster material that is about to vanish, so wait until it is gone.
@@ -159,18 +161,9 @@ impl OwnedSet {
         Ok(set)
     }
 
-    async fn list<K: Owned>(&mut self, selector: &str) -> Result<()> {
-        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
-        let objects = match api.list_metadata(&ListParams::default().labels(selector)).await {
-            Ok(list) => list.items,
-            Err(kube::Error::Api(status)) if status.code == 403 => {
-                debug!(kind = K::KIND, "not allowed to list; not swept");
-                self.unlisted.insert(K::KIND);
-                return Ok(());
-            }
-            Err(source) => return Err(source).context("list", K::KIND, selector),
-        };
-        let by_name = objects
+    fn list<K: Owned + Cached>(&mut self, cache: &Cache, selector: &BTreeMap<String, String>) {
+        let by_name = cache
+            .labelled::<K>(&self.namespace, selector)
             .into_iter()
             .map(|o| {
                 let controller = o.owner_references().iter().find(|r| r.controller == Some(true));
@@ -180,13 +173,12 @@ impl OwnedSet {
                 let found = Found {
                     uid: o.uid().unwrap_or_default(),
                     resource_version: o.resource_version(),
-                    control: Control::of(&o.metadata, &self.owner_uid),
+                    control: Control::of(o.meta(), &self.owner_uid),
                 };
                 (o.name_any(), found)
             })
             .collect();
         self.found.insert(K::KIND, by_name);
-        Ok(())
     }
 
     /// The UID of the HostedCluster this set belongs to.
@@ -348,7 +340,6 @@ impl OwnedSet {
     fn orphans(&self) -> Vec<(&'static str, String, String)> {
         self.found
             .iter()
-            .filter(|(kind, _)| !self.unlisted.contains(*kind))
             .flat_map(|(kind, objects)| {
                 objects
                     .iter()

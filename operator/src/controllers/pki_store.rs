@@ -12,6 +12,7 @@ use kube::api::{Patch, PatchParams};
 use nestplane_pki::{self as pki, CertKeyPair, LeafSpec, Verdict};
 use time::{Duration, OffsetDateTime};
 
+use super::cache::Cache;
 use super::key_material::{self, KeyReport};
 use super::owned::{Control, OwnedSet};
 use crate::api::HostedCluster;
@@ -56,11 +57,11 @@ pub struct PkiOutcome {
 /// nothing when the key material is not intact.
 pub async fn ensure_pki(
     owned: &mut OwnedSet,
-    client: &kube::Client,
+    secrets: &SecretReader<'_>,
     req: &PkiRequest<'_>,
 ) -> Result<PkiOutcome> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), &builders::namespace(req.hc));
-    let keys = key_material::ensure_key_material(owned, &api, req.hc, req.now).await?;
+    let api = &secrets.api;
+    let keys = key_material::ensure_key_material(owned, secrets, req.hc, req.now).await?;
     let mut data = keys.data.clone();
     let mut reissued = Vec::new();
     if !keys.is_intact() {
@@ -68,7 +69,10 @@ pub async fn ensure_pki(
     }
     for leaf in secrets::leaf_plan(req.hc, req.endpoint)? {
         let ca = pair_of(&data, leaf.issuer, &req.cluster())?;
-        let existing = get(&api, leaf.role, &req.cluster(), owned.owner_uid()).await?;
+        let usable = |s: &Secret| leaf_verdict(s, &ca, &leaf.spec, req).is_ok();
+        let existing = secrets
+            .ours(&leaf.role.secret_name(&req.cluster()), usable)
+            .await?;
         let secret = match existing.as_ref().map(|s| leaf_verdict(s, &ca, &leaf.spec, req)) {
             Some(Ok(())) => {
                 let secret = existing.ok_or(Error::MissingField("leaf Secret"))?;
@@ -82,18 +86,18 @@ pub async fn ensure_pki(
                 let pair = pki::issue_leaf(&ca, &leaf.spec, req.now, req.leaf_validity())?;
                 let secret = secrets::tls_secret(req.hc, leaf.role, &pair, &ca.cert_pem)?;
                 let applied = owned.apply(&secret).await?;
-                clear_rotate_request(&api, &applied).await?
+                clear_rotate_request(api, &applied).await?
             }
         };
         data.insert(leaf.role, secret.data.unwrap_or_default());
     }
-    ensure_kubeconfigs(owned, &api, req, &mut data, &mut reissued).await?;
+    ensure_kubeconfigs(owned, secrets, req, &mut data, &mut reissued).await?;
     Ok(PkiOutcome { data, reissued, keys })
 }
 
 async fn ensure_kubeconfigs(
     owned: &mut OwnedSet,
-    api: &Api<Secret>,
+    secrets: &SecretReader<'_>,
     req: &PkiRequest<'_>,
     data: &mut SecretData,
     reissued: &mut Vec<Reissue>,
@@ -102,14 +106,17 @@ async fn ensure_kubeconfigs(
     let ca = pair_of(data, SecretRole::Ca, &cluster)?;
     let ca_hash = pki::ca_cert_hash(&ca.cert_pem)?;
     for plan in kubeconfig::plan(req.hc, req.endpoint) {
-        let existing = get(api, plan.role, &cluster, owned.owner_uid()).await?;
-        let verdict = existing.as_ref().map(|secret| {
+        let verdict_of = |secret: &Secret| {
             leaf_verdict(secret, &ca, &plan.client, req).and_then(|()| {
                 kubeconfig::is_current(secret, &plan, &ca_hash)
                     .then_some(())
                     .ok_or("KubeconfigStale")
             })
-        });
+        };
+        let existing = secrets
+            .ours(&plan.role.secret_name(&cluster), |s| verdict_of(s).is_ok())
+            .await?;
+        let verdict = existing.as_ref().map(verdict_of);
         let secret = match (existing, verdict) {
             (Some(secret), Some(Ok(()))) => {
                 owned.keep(&secret);
@@ -122,7 +129,7 @@ async fn ensure_kubeconfigs(
                 let client = pki::issue_leaf(&ca, &plan.client, req.now, req.leaf_validity())?;
                 let secret = kubeconfig::kubeconfig_secret(req.hc, &plan, &ca, &ca_hash, &client)?;
                 let applied = owned.apply(&secret).await?;
-                clear_rotate_request(api, &applied).await?
+                clear_rotate_request(&secrets.api, &applied).await?
             }
         };
         data.insert(plan.role, secret.data.unwrap_or_default());
@@ -208,23 +215,58 @@ async fn clear_rotate_request(api: &Api<Secret>, secret: &Secret) -> Result<Secr
         .context("clear rotation request on", "Secret", &name)
 }
 
-/// The Secret of `role`, if it exists and is this HostedCluster's; `Error::NotOwned` otherwise.
-async fn get(api: &Api<Secret>, role: SecretRole, cluster: &str, owner_uid: &str) -> Result<Option<Secret>> {
-    let name = role.secret_name(cluster);
-    let secret = api.get_opt(&name).await.context("get", "Secret", &name)?;
-    if let Some(secret) = &secret {
-        Control::of(&secret.metadata, owner_uid).ours_or_error("Secret", &name)?;
+/// Reads a HostedCluster's Secrets: the watch's copy when the caller can use it as it is, a
+/// live read otherwise, so that no reissue, new key material or alarm rests on a copy the watch
+/// has not brought up to date yet.
+pub struct SecretReader<'a> {
+    cache: &'a Cache,
+    api: Api<Secret>,
+    namespace: String,
+    owner_uid: String,
+}
+
+impl<'a> SecretReader<'a> {
+    pub fn new(client: &kube::Client, cache: &'a Cache, hc: &HostedCluster) -> SecretReader<'a> {
+        let namespace = builders::namespace(hc);
+        SecretReader {
+            cache,
+            api: Api::namespaced(client.clone(), &namespace),
+            namespace,
+            owner_uid: hc.metadata.uid.clone().unwrap_or_default(),
+        }
     }
-    Ok(secret)
+
+    /// The Secret `name`, whoever controls it: the cached copy when `usable` accepts it, else
+    /// read live.
+    pub async fn any(&self, name: &str, usable: impl Fn(&Secret) -> bool) -> Result<Option<Secret>> {
+        if let Some(cached) = self.cache.get::<Secret>(&self.namespace, name)
+            && usable(&cached)
+        {
+            return Ok(Some(Secret::clone(&cached)));
+        }
+        self.api.get_opt(name).await.context("get", "Secret", name)
+    }
+
+    /// The Secret `name` if it exists and is this HostedCluster's; `Error::NotOwned` otherwise.
+    pub async fn ours(&self, name: &str, usable: impl Fn(&Secret) -> bool) -> Result<Option<Secret>> {
+        let is_ours = |s: &Secret| Control::of(&s.metadata, &self.owner_uid) == Control::Ours;
+        let secret = self.any(name, |s| is_ours(s) && usable(s)).await?;
+        if let Some(secret) = &secret {
+            Control::of(&secret.metadata, &self.owner_uid).ours_or_error("Secret", name)?;
+        }
+        Ok(secret)
+    }
 }
 
 /// The admin kubeconfig as stored, if it is this HostedCluster's (for probing the API server
 /// in a pass that issues nothing).
-pub async fn stored_admin_kubeconfig(client: &kube::Client, hc: &HostedCluster) -> Result<Option<String>> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), &builders::namespace(hc));
-    let owner_uid = hc.metadata.uid.clone().unwrap_or_default();
+pub async fn stored_admin_kubeconfig(
+    secrets: &SecretReader<'_>,
+    hc: &HostedCluster,
+) -> Result<Option<String>> {
     let cluster = builders::name(hc);
-    let Some(secret) = get(&api, SecretRole::AdminKubeconfig, &cluster, &owner_uid).await? else {
+    let name = SecretRole::AdminKubeconfig.secret_name(&cluster);
+    let Some(secret) = secrets.ours(&name, |_| true).await? else {
         return Ok(None);
     };
     let data = SecretData::from([(SecretRole::AdminKubeconfig, secret.data.unwrap_or_default())]);

@@ -49,17 +49,18 @@ pub const PERMISSIONS: &[Permission] = &[
         verbs: &["update"],
         scope: Scope::Namespace,
     },
-    // mod.rs `.owns` (list, watch); owned.rs `OwnedSet::list` (list), `apply` (patch, create),
+    // mod.rs `.owns_stream` (list, watch: the cache); owned.rs `apply` (patch, create),
     // `create_if_absent` (create, get after a conflict), `delete_orphans` (delete);
-    // pki_store.rs `get` (get), `clear_rotate_request` (patch).
+    // pki_store.rs `SecretReader` (get, live before a reissue or an alarm),
+    // `clear_rotate_request` (patch).
     Permission {
         api_group: "",
         resource: "secrets",
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
         scope: Scope::Namespace,
     },
-    // mod.rs `.owns` (list, watch); owned.rs `OwnedSet::list` (list), `apply` (get of a name
-    // not listed, to never take over someone else's object; patch, create), `delete_orphans`
+    // mod.rs `.owns_stream` (list, watch: the cache); owned.rs `apply` (get of a name not in
+    // the cache, to never take over someone else's object; patch, create), `delete_orphans`
     // (delete).
     Permission {
         api_group: "",
@@ -67,8 +68,9 @@ pub const PERMISSIONS: &[Permission] = &[
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
         scope: Scope::Namespace,
     },
-    // mod.rs `.owns` (list, watch); owned.rs `OwnedSet::list` (list), `apply` (patch, create),
-    // `delete_orphans` (delete); observe.rs `observe_workload` (get).
+    // mod.rs `.owns_stream` (list, watch: the cache); owned.rs `apply` (patch, create; get of a
+    // name not in the cache), `delete_orphans` (delete); etcd_storage.rs `observe_claims` (get,
+    // live before a decision on etcd's data).
     Permission {
         api_group: "apps",
         resource: "statefulsets",
@@ -82,7 +84,7 @@ pub const PERMISSIONS: &[Permission] = &[
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
         scope: Scope::Namespace,
     },
-    // mod.rs `.owns` (list, watch); owned.rs `OwnedSet::list` (list), `apply` (patch, create),
+    // mod.rs `.owns_stream` (list, watch: the cache); owned.rs `apply` (patch, create),
     // `delete_orphans` (delete), and `apply`'s ownership check (get): kube-apiserver's audit
     // policy and authentication configuration.
     Permission {
@@ -98,13 +100,13 @@ pub const PERMISSIONS: &[Permission] = &[
         verbs: &["get", "list", "watch", "create", "patch", "delete"],
         scope: Scope::Namespace,
     },
-    // etcd_storage.rs `list_claims` (list); claims expanded when etcd.storage.size grows and
-    // marked when retained (patch), deleted with the HostedCluster (delete): they outlive the
-    // StatefulSet.
+    // mod.rs `.watches_stream` (list, watch: the cache); etcd_storage.rs `list_claims` (list,
+    // live before a decision); claims expanded when etcd.storage.size grows and marked when
+    // retained (patch), deleted with the HostedCluster (delete): they outlive the StatefulSet.
     Permission {
         api_group: "",
         resource: "persistentvolumeclaims",
-        verbs: &["list", "patch", "delete"],
+        verbs: &["list", "watch", "patch", "delete"],
         scope: Scope::Namespace,
     },
     // etcd_storage.rs: whether the claims' StorageClass allows volume expansion (get_opt).
@@ -122,11 +124,12 @@ pub const PERMISSIONS: &[Permission] = &[
         verbs: &["create", "patch"],
         scope: Scope::Namespace,
     },
-    // observe.rs `node_port_host`: lists Nodes for a NodePort endpoint's address.
+    // mod.rs `.watches_stream` (list, watch: the cache) and observe.rs `node_port_host` (list,
+    // live before the endpoint moves): a NodePort endpoint's address.
     Permission {
         api_group: "",
         resource: "nodes",
-        verbs: &["list"],
+        verbs: &["list", "watch"],
         scope: Scope::Cluster,
     },
 ];
