@@ -116,7 +116,7 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
     if !keys.is_intact() {
         // Nothing is issued from, or rolled out with, material nobody accepted: the workloads
         // run on with what they mounted, and nothing is swept.
-        let observed = key_material::observe_blocked(hc, &ctx.cache, &secrets, &keys, &endpoint).await;
+        let observed = key_material::observe_blocked(hc, ctx, &secrets, &keys, &endpoint).await;
         return Ok((observed, REQUEUE_STEADY));
     }
     let config_data = apply_config_maps(hc, owned).await?;
@@ -143,7 +143,12 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
         .get(&Component::KubeApiserver)
         .is_some_and(WorkloadState::is_ready);
     let readyz = if apiserver_ready {
-        probe_readyz(&pki_store::admin_kubeconfig(&secret_data, &cluster)?).await
+        probe_readyz(
+            &ctx.hosted,
+            hc,
+            &pki_store::admin_kubeconfig(&secret_data, &cluster)?,
+        )
+        .await
     } else {
         Err("kube-apiserver is not ready".to_string())
     };
@@ -389,6 +394,7 @@ async fn cleanup(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
     }
     ctx.metrics.forget(hc);
     ctx.backoff.forget(hc);
+    ctx.hosted.forget(hc);
     Ok(Action::await_change())
 }
 

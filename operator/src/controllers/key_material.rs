@@ -15,7 +15,7 @@ use nestplane_pki::{self as pki, CertKeyPair, ServiceAccountKeys, Verdict};
 use time::{Duration, OffsetDateTime};
 use tracing::info;
 
-use super::cache::Cache;
+use super::Context;
 use super::encryption;
 use super::observe::{observe_workloads_as_they_are, probe_readyz, remove_request_annotation};
 use super::owned::{Control, OwnedSet};
@@ -552,19 +552,19 @@ async fn apply_verdict(
 /// server still answers with the admin kubeconfig already handed out.
 pub async fn observe_blocked(
     hc: &HostedCluster,
-    cache: &Cache,
+    ctx: &Context,
     secrets: &SecretReader<'_>,
     keys: &KeyReport,
     endpoint: &Endpoint,
 ) -> Observed {
     let mut observed = Observed::nothing_yet(hc, Some(endpoint.url()));
-    observed.workloads = observe_workloads_as_they_are(cache, hc, "intact key material");
+    observed.workloads = observe_workloads_as_they_are(&ctx.cache, hc, "intact key material");
     let apiserver_ready = observed
         .workloads
         .iter()
         .any(|(c, s)| *c == Component::KubeApiserver && s.is_ready());
     observed.readyz = match pki_store::stored_admin_kubeconfig(secrets, hc).await {
-        Ok(Some(kubeconfig)) if apiserver_ready => probe_readyz(&kubeconfig).await,
+        Ok(Some(kubeconfig)) if apiserver_ready => probe_readyz(&ctx.hosted, hc, &kubeconfig).await,
         Ok(Some(_)) => Err("kube-apiserver is not ready".to_string()),
         Ok(None) => Err("no admin kubeconfig to probe with".to_string()),
         Err(error) => Err(error.to_string()),

@@ -20,6 +20,7 @@ pub mod encryption;
 pub mod etcd;
 pub mod etcd_client;
 pub mod etcd_storage;
+pub mod hosted_clients;
 pub mod hosted_cluster;
 pub mod key_material;
 pub mod observe;
@@ -61,6 +62,8 @@ pub struct Context {
     pub backoff: backoff::Backoff,
     /// What the watches below have seen: every read of a pass starts here.
     pub cache: Cache,
+    /// Clients for the hosted clusters' APIs.
+    pub hosted: hosted_clients::HostedClients,
 }
 
 /// Runs the HostedCluster controller until the process is asked to stop.
@@ -73,6 +76,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
     let (cache, writers) = Cache::new();
     let ctx = Arc::new(Context {
         cache,
+        hosted: hosted_clients::HostedClients::default(),
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         metrics,

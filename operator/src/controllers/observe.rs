@@ -1,7 +1,6 @@
 //! Reads a reconcile needs before it builds anything: where the API server is reached, what the
 //! workloads look like, and whether the hosted API answers /readyz.
 use std::net::IpAddr;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -9,6 +8,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 
 use super::cache::Cache;
+use super::hosted_clients::HostedClients;
 use super::status::WorkloadState;
 use crate::api::{ApiServerServiceType, HostedCluster};
 use crate::builders::{self, APISERVER_SERVICE_PORT, Component, Endpoint, Workload};
@@ -220,15 +220,23 @@ pub async fn remove_request_annotation(client: &kube::Client, hc: &HostedCluster
 }
 
 /// GET /readyz on the hosted API server as its admin, at the endpoint in the admin kubeconfig:
-/// the same URL works from the operator's pod and from a developer's shell.
-pub async fn probe_readyz(kubeconfig: &str) -> Result<(), String> {
-    let config = kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| e.to_string())?;
-    let mut config = kube::Config::from_custom_kubeconfig(config, &Default::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    config.connect_timeout = Some(Duration::from_secs(3));
-    config.read_timeout = Some(Duration::from_secs(5));
-    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+/// the same URL works from the operator's pod and from a developer's shell. A failure on the
+/// kept client is tried once more on a new one, so a connection the restarted API server left
+/// behind is never reported as the API not answering.
+pub async fn probe_readyz(
+    clients: &HostedClients,
+    hc: &HostedCluster,
+    kubeconfig: &str,
+) -> Result<(), String> {
+    let kept = clients.client(hc, kubeconfig).await?;
+    if readyz(&kept).await.is_ok() {
+        return Ok(());
+    }
+    clients.forget(hc);
+    readyz(&clients.client(hc, kubeconfig).await?).await
+}
+
+async fn readyz(client: &kube::Client) -> Result<(), String> {
     let request = http::Request::get("/readyz")
         .body(Vec::new())
         .map_err(|e| e.to_string())?;
