@@ -1,3 +1,6 @@
+# shellcheck shell=bash
+# Settings here are read by the scripts that source this file.
+# shellcheck disable=SC2034
 # Paths and helpers shared by the management-cluster scripts.
 K8S_BIN="$NESTPLANE_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
 KUBECONFIG_PATH="$NESTPLANE_STATE/kubeconfig"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Writes every configuration file of the test cloud under $OS_ETC. Sourced by up.sh after lib.sh.
 # The files are rewritten on each `make openstack-up`, so a change here takes effect on the next start.
 

@@ -1,3 +1,6 @@
+# shellcheck shell=bash
+# Settings here are read by the scripts that source this file.
+# shellcheck disable=SC2034
 # Shared settings for hack/openstack/*.sh. Source it; do not run it.
 # shellcheck source=../lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"

@@ -157,11 +157,11 @@ start_nova_control() {
 }
 
 start_neutron() {
-  local conf=(--config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini")
-  db_sync neutron neutron-db-manage "${conf[@]}" upgrade head
+  local neutron_conf=(--config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini")
+  db_sync neutron neutron-db-manage "${neutron_conf[@]}" upgrade head
   gunicorn_start neutron-api "$PORT_NEUTRON" neutron.wsgi.api \
     OS_NEUTRON_CONFIG_DIR="$OS_ETC/neutron" OS_NEUTRON_CONFIG_FILES="neutron.conf;plugins/ml2/ml2_conf.ini"
-  daemon_start neutron-rpc neutron-rpc-server "${conf[@]}" --log-file "$OS_LOGS/neutron-rpc.log"
+  daemon_start neutron-rpc neutron-rpc-server "${neutron_conf[@]}" --log-file "$OS_LOGS/neutron-rpc.log"
 }
 
 start_libvirt() {
