@@ -7,6 +7,8 @@ HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPO_ROOT="$(cd "$HACK_DIR/.." && pwd)"
 # shellcheck source=../versions.env
 . "$HACK_DIR/versions.env"
+# shellcheck source=../network.env
+. "$HACK_DIR/network.env"
 
 # Heavy builds are cached per component and version; state of running daemons lives apart.
 NESTPLANE_CACHE="${NESTPLANE_CACHE:-$HOME/.cache/nestplane}"

@@ -35,8 +35,8 @@ delete table inet nestplane_openstack
 table inet nestplane_openstack {
   chain forward {
     type filter hook forward priority filter - 10; policy accept;
-    iifname "$OS_VETH_HOST" ip daddr != { 10.244.0.0/16, 10.96.0.0/12 } drop
-    oifname "$OS_VETH_HOST" ip saddr != { 10.244.0.0/16, 10.96.0.0/12 } drop
+    iifname "$OS_VETH_HOST" ip daddr != { $POD_CIDR, $SERVICE_CIDR } drop
+    oifname "$OS_VETH_HOST" ip saddr != { $POD_CIDR, $SERVICE_CIDR } drop
     iifname "$OS_VETH_HOST" meta nfproto ipv6 drop
     oifname "$OS_VETH_HOST" meta nfproto ipv6 drop
   }
