@@ -40,10 +40,11 @@ images: ## Assemble and import the container images (containerd must run)
 fmt: ## Format Rust code
 	$(CARGO) fmt --all
 
-lint: ## rustfmt check, clippy -D warnings, layer rules
+lint: ## rustfmt check, clippy -D warnings, layer rules, shellcheck
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	hack/check-layers.sh
+	hack/shellcheck.sh
 
 unit: ## Unit tests: no cluster needed
 	$(CARGO) test --workspace --exclude nestplane-e2e

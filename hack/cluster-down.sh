@@ -22,13 +22,13 @@ fi
 daemon_stop containerd
 
 # kubelet turns its root dir and each volume into mount points; pod network namespaces are mounts too.
-for m in $(awk '$2 ~ "^(/var/lib/kubelet|/run/netns|/run/containerd)" {print $2}' /proc/mounts | sort -r); do
+awk '$2 ~ "^(/var/lib/kubelet|/run/netns|/run/containerd)" {print $2}' /proc/mounts | sort -r | while read -r m; do
   umount -l "$m" 2>/dev/null || true
 done
 
 if [ "${WIPE:-0}" = 1 ]; then
   log "wiping cluster state"
-  [ -x "$K8S_BIN/kube-proxy" ] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  if [ -x "$K8S_BIN/kube-proxy" ]; then "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
   ip link delete cni0 2>/dev/null || true
   ip link delete nestplane-sink 2>/dev/null || true
   rm -rf /etc/kubernetes /var/lib/etcd /var/lib/kubelet /var/lib/cni /etc/cni/net.d/10-nestplane.conflist \

@@ -47,13 +47,13 @@ image() {
 iptables_links() {
   local n
   for n in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
-    echo "--symlink" "/usr/sbin/$n:xtables-nft-multi" "--symlink" "/usr/sbin/${n/tables/tables-nft}:xtables-nft-multi"
+    printf '%s\n' --symlink "/usr/sbin/$n:xtables-nft-multi" --symlink "/usr/sbin/${n/tables/tables-nft}:xtables-nft-multi"
   done
 }
 
 busybox_links() {
   local a
-  for a in $(/bin/busybox --list); do echo "--symlink" "/bin/$a:busybox"; done
+  /bin/busybox --list | while read -r a; do printf '%s\n' --symlink "/bin/$a:busybox"; done
 }
 
 for component in kube-apiserver kube-controller-manager kube-scheduler; do
@@ -61,20 +61,20 @@ for component in kube-apiserver kube-controller-manager kube-scheduler; do
     --file "$K8S_BIN/$component:/usr/local/bin/$component" --entrypoint "/usr/local/bin/$component"
 done
 # kube-proxy programs the host's nf_tables through iptables-nft, which comes from this machine.
-# shellcheck disable=SC2046
+mapfile -t iptables_args < <(iptables_links)
 image "registry.k8s.io/kube-proxy:$KUBERNETES_VERSION" \
   --file "$K8S_BIN/kube-proxy:/usr/local/bin/kube-proxy" \
   --host-binary /usr/sbin/xtables-nft-multi:/usr/sbin/xtables-nft-multi \
   --host-binary /usr/sbin/conntrack:/usr/sbin/conntrack \
   --host-tree "$(dirname "$(readlink -f /usr/lib/*/libxtables.so.12)")/xtables" \
-  $(iptables_links) --dir /run --dir /tmp --entrypoint /usr/local/bin/kube-proxy
+  "${iptables_args[@]}" --dir /run --dir /tmp --entrypoint /usr/local/bin/kube-proxy
 image "$ETCD_IMAGE" --file "$ETCD_BIN/etcd:/usr/local/bin/etcd" \
   --file "$ETCD_BIN/etcdctl:/usr/local/bin/etcdctl" --dir /var/lib/etcd --entrypoint /usr/local/bin/etcd
 image "$COREDNS_IMAGE" --file "$COREDNS_BIN/coredns:/coredns" --entrypoint /coredns
 image "$PAUSE_IMAGE" --file "$(readlink -f "$NESTPLANE_CACHE/pause-current")/bin/pause:/pause" --entrypoint /pause
 image "$LPP_IMAGE" --file "$LPP_BIN/local-path-provisioner:/usr/bin/local-path-provisioner" \
   --dir /tmp --cmd local-path-provisioner
-# shellcheck disable=SC2046
-image "$BUSYBOX_IMAGE" --file /bin/busybox:/bin/busybox $(busybox_links) --dir /tmp --cmd sh
+mapfile -t busybox_args < <(busybox_links)
+image "$BUSYBOX_IMAGE" --file /bin/busybox:/bin/busybox "${busybox_args[@]}" --dir /tmp --cmd sh
 image "$SMOKE_IMAGE" --file "$(readlink -f "$NESTPLANE_CACHE/smoke-current")/bin/smoke:/usr/local/bin/smoke" \
   --entrypoint /usr/local/bin/smoke

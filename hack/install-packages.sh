@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the management cluster needs. Idempotent: a second run installs nothing.
+# Installs the Debian packages the management cluster and `make lint` need. Idempotent: a second run installs nothing.
 # Package postinst scripts must not start daemons: the project starts and stops its own.
 . "$(dirname "$0")/lib/common.sh"
 
@@ -7,6 +7,7 @@ packages=(
   containerd runc containernetworking-plugins
   iptables conntrack socat ethtool iproute2 kmod
   busybox-static ca-certificates curl jq python3
+  shellcheck
 )
 
 missing=()
@@ -29,4 +30,6 @@ fi
 
 # Go: the machine's toolchain builds Kubernetes if it is new enough.
 go_minor="$(go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')"
-[ -n "$go_minor" ] && [ "$go_minor" -ge 25 ] || die "Go >= 1.25 is needed to build Kubernetes $KUBERNETES_VERSION (found: $(go version 2>&1))"
+if [ -z "$go_minor" ] || [ "$go_minor" -lt 25 ]; then
+  die "Go >= 1.25 is needed to build Kubernetes $KUBERNETES_VERSION (found: $(go version 2>&1))"
+fi

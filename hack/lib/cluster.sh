@@ -1,11 +1,11 @@
+# shellcheck shell=bash
+# Settings here are read by the scripts that source this file.
+# shellcheck disable=SC2034
 # Paths and helpers shared by the management-cluster scripts.
 K8S_BIN="$NESTPLANE_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
 KUBECONFIG_PATH="$NESTPLANE_STATE/kubeconfig"
 CONTAINERD_SOCK=/run/containerd/containerd.sock
 LOCAL_VOLUMES="$NESTPLANE_STATE/volumes"
-POD_CIDR=10.244.0.0/16
-NODE_POD_CIDR=10.244.0.0/24
-SERVICE_CIDR=10.96.0.0/12
 
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Background daemons without an init system. Each runs in its own session (setsid), so one kill
 # of the process group stops it and its children; it logs to $DAEMON_LOG_DIR/<name>.log and is
 # known by $DAEMON_RUN_DIR/<name>.pid. By default a small supervisor loop restarts it when it
@@ -24,7 +25,9 @@ daemon_start() {
   fi
   local logfile="$DAEMON_LOG_DIR/$name.log"
   if [ "$DAEMON_SUPERVISE" = 1 ]; then
-    # The supervisor restarts COMMAND one second after it exits, until stopped.
+    # The supervisor restarts COMMAND one second after it exits, until stopped. Single quotes:
+    # the inner shell expands "$@" and $!, not this one.
+    # shellcheck disable=SC2016
     setsid bash -c '
       trap "exit 0" TERM INT
       while true; do
@@ -62,7 +65,7 @@ daemon_stop() {
     for pid in "${pids[@]}"; do
       kill -0 -- "-$pid" 2>/dev/null && alive=1
     done
-    [ $alive -eq 1 ] && [ $SECONDS -lt $deadline ] || break
+    if [ $alive -eq 0 ] || [ $SECONDS -ge $deadline ]; then break; fi
     sleep 0.5
   done
   for pid in "${pids[@]}"; do

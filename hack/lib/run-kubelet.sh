@@ -5,12 +5,14 @@ set -euo pipefail
 kubelet=$1 node_ip=$2
 while [ ! -f /var/lib/kubelet/config.yaml ]; do sleep 1; done
 KUBELET_KUBEADM_ARGS=""
-# shellcheck disable=SC1091
+# kubeadm writes this file at init time, so there is nothing to follow while linting.
+# shellcheck source=/dev/null
 [ -f /var/lib/kubelet/kubeadm-flags.env ] && . /var/lib/kubelet/kubeadm-flags.env
-# shellcheck disable=SC2086
+# kubeadm records its flags as one space-separated string.
+read -ra kubeadm_args <<<"$KUBELET_KUBEADM_ARGS"
 exec "$kubelet" \
   --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf \
   --kubeconfig=/etc/kubernetes/kubelet.conf \
   --config=/var/lib/kubelet/config.yaml \
   --node-ip="$node_ip" \
-  $KUBELET_KUBEADM_ARGS
+  "${kubeadm_args[@]}"

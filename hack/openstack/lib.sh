@@ -1,3 +1,6 @@
+# shellcheck shell=bash
+# Settings here are read by the scripts that source this file.
+# shellcheck disable=SC2034
 # Shared settings for hack/openstack/*.sh. Source it; do not run it.
 # shellcheck source=../lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/common.sh"
@@ -36,14 +39,11 @@ PORT_RABBIT=5672
 PORT_RABBIT_DIST=25672
 PORT_EPMD=4369
 
-# The provider network: a veth pair that never leaves the machine. The host keeps
-# 172.31.250.1 on one end; Neutron's macvtap agents attach VMs to the other.
+# The provider network (its addresses, OS_NET_*, are in hack/network.env): a veth pair that never
+# leaves the machine. The host keeps the gateway on one end; Neutron's macvtap agents attach VMs to
+# the other.
 OS_VETH_HOST=nsp-os-host
 OS_VETH_PHYS=nsp-os-phys
-OS_NET_CIDR=172.31.250.0/24
-OS_NET_GATEWAY=172.31.250.1
-OS_NET_POOL_START=172.31.250.10
-OS_NET_POOL_END=172.31.250.250
 
 # Compute hosts and their availability zones.
 OS_FAKE_HOST=nestplane-fake

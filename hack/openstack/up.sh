@@ -35,8 +35,8 @@ delete table inet nestplane_openstack
 table inet nestplane_openstack {
   chain forward {
     type filter hook forward priority filter - 10; policy accept;
-    iifname "$OS_VETH_HOST" ip daddr != { 10.244.0.0/16, 10.96.0.0/12 } drop
-    oifname "$OS_VETH_HOST" ip saddr != { 10.244.0.0/16, 10.96.0.0/12 } drop
+    iifname "$OS_VETH_HOST" ip daddr != { $POD_CIDR, $SERVICE_CIDR } drop
+    oifname "$OS_VETH_HOST" ip saddr != { $POD_CIDR, $SERVICE_CIDR } drop
     iifname "$OS_VETH_HOST" meta nfproto ipv6 drop
     oifname "$OS_VETH_HOST" meta nfproto ipv6 drop
   }
@@ -157,11 +157,11 @@ start_nova_control() {
 }
 
 start_neutron() {
-  local conf=(--config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini")
-  db_sync neutron neutron-db-manage "${conf[@]}" upgrade head
+  local neutron_conf=(--config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini")
+  db_sync neutron neutron-db-manage "${neutron_conf[@]}" upgrade head
   gunicorn_start neutron-api "$PORT_NEUTRON" neutron.wsgi.api \
     OS_NEUTRON_CONFIG_DIR="$OS_ETC/neutron" OS_NEUTRON_CONFIG_FILES="neutron.conf;plugins/ml2/ml2_conf.ini"
-  daemon_start neutron-rpc neutron-rpc-server "${conf[@]}" --log-file "$OS_LOGS/neutron-rpc.log"
+  daemon_start neutron-rpc neutron-rpc-server "${neutron_conf[@]}" --log-file "$OS_LOGS/neutron-rpc.log"
 }
 
 start_libvirt() {

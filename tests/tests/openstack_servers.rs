@@ -5,9 +5,11 @@
 //! credential, `nestplane-quota` one for a project that allows two servers. Without the cloud these
 //! tests fail: start it with `make openstack-up`.
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+use ipnet::Ipv4Net;
 use nestplane::openstack::{Client, Compute, Server, ServerSpec, ServerStatus};
 use nestplane_e2e::openstack::cloud_config;
 
@@ -16,6 +18,38 @@ const IMAGE: &str = "nestplane-tiny";
 const NETWORK: &str = "nestplane-net";
 const FAKE_ZONE: &str = "nestplane-fake";
 const QEMU_ZONE: &str = "nestplane-qemu";
+
+/// hack/network.env: the one place for the test cloud's addresses, which up.sh reads too.
+const NETWORK_ENV: &str = include_str!("../../hack/network.env");
+
+/// The value of `name` in hack/network.env.
+fn network_setting(name: &str) -> Result<&'static str> {
+    NETWORK_ENV
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix('='))
+        .with_context(|| format!("no {name} in hack/network.env"))
+}
+
+/// The provider subnet the test cloud gives fixed IPs from (`OS_NET_CIDR`).
+fn provider_subnet() -> Result<Ipv4Net> {
+    let cidr = network_setting("OS_NET_CIDR")?;
+    cidr.parse()
+        .with_context(|| format!("OS_NET_CIDR {cidr:?} in hack/network.env"))
+}
+
+/// Needs no cloud: a subnet edited in hack/network.env must still hold the addresses up.sh gives
+/// the host and Neutron, or the cloud would start with a provider network it cannot route.
+#[test]
+fn provider_addresses_lie_in_the_provider_subnet() -> Result<()> {
+    let subnet = provider_subnet()?;
+    for name in ["OS_NET_GATEWAY", "OS_NET_POOL_START", "OS_NET_POOL_END"] {
+        let ip: Ipv4Addr = network_setting(name)?
+            .parse()
+            .with_context(|| format!("{name} in hack/network.env"))?;
+        ensure!(subnet.contains(&ip), "{name} {ip} outside OS_NET_CIDR {subnet}");
+    }
+    Ok(())
+}
 
 fn client(cloud: &str) -> Result<Client> {
     Ok(Client::new(cloud_config(cloud)?)?)
@@ -107,10 +141,11 @@ async fn server_with_user_data_and_tags_round_trips() -> Result<()> {
         let created = os.create_server(&spec).await?;
         let active = wait_active(&os, &created.id, Duration::from_secs(120)).await?;
         assert_eq!(active.availability_zone.as_deref(), Some(FAKE_ZONE));
-        let ip = active.fixed_ips()[0].clone();
+        let subnet = provider_subnet()?;
+        let ip: Ipv4Addr = active.fixed_ips()[0].parse().context("fixed IP of the server")?;
         assert!(
-            ip.starts_with("172.31.250."),
-            "fixed IP {ip} outside the provider subnet"
+            subnet.contains(&ip),
+            "fixed IP {ip} outside the provider subnet {subnet}"
         );
         let mut tags = active.tags.clone();
         tags.sort();
