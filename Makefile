@@ -46,12 +46,14 @@ lint: ## rustfmt check, clippy -D warnings, layer rules, shellcheck
 	hack/check-layers.sh
 	hack/shellcheck.sh
 
-unit: ## Unit tests: no cluster needed
+unit: ## Unit tests, and controller tests on a local etcd and kube-apiserver: no cluster needed
 	$(CARGO) test --workspace --exclude nestplane-e2e
 
 ##@ Tests
 .PHONY: test e2e smoke
 test: lint binaries unit up e2e ## Every test: lint, unit (with the built binaries), then integration and e2e against the real cluster
+# `binaries` has just built them: a test that would skip for want of one fails instead.
+test: export NESTPLANE_TESTENV_REQUIRED := 1
 
 smoke: ## The management-cluster smoke test only
 	$(CARGO) test -p nestplane-e2e --test cluster_smoke -- --nocapture

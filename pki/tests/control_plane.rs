@@ -1,18 +1,17 @@
 //! The real components accept the PKI: a two-member etcd, kube-apiserver and
 //! kube-controller-manager run on it, and kubeadm computes the same discovery hash.
-//! Runs when the pinned binaries are installed (`make` puts them in $NESTPLANE_CACHE);
-//! set NESTPLANE_PKI_SKIP_INTEROP to skip.
+//! Runs when the pinned binaries are installed (`make binaries` puts them in $NESTPLANE_CACHE);
+//! set NESTPLANE_TESTENV_SKIP to skip.
 #![allow(clippy::expect_used)] // Helpers below are test code too.
-
-mod common;
 
 use std::process::Command;
 
-use common::components::{
+use nestplane_pki::{ControlPlaneBundle, ca_cert_hash};
+use nestplane_testenv::components::{
     Etcd, Kubeconfigs, STARTUP, Tools, kubectl, start_apiserver, start_controller_manager, start_etcd, whoami,
 };
-use common::{Running, TempDir, bundle, describe, run, stdout, wait_for, write_pki};
-use nestplane_pki::{ControlPlaneBundle, ca_cert_hash};
+use nestplane_testenv::process::{Running, TempDir, describe, run, stdout, wait_for};
+use nestplane_testenv::{bundle, write_pki};
 
 #[test]
 fn etcd_apiserver_controller_manager_and_kubeadm_accept_the_pki() {
@@ -21,7 +20,7 @@ fn etcd_apiserver_controller_manager_and_kubeadm_accept_the_pki() {
     let (_, bundle) = bundle();
     write_pki(&dir, &bundle);
 
-    let mut etcd = start_etcd(&t, &dir);
+    let mut etcd = start_etcd(&t, &dir, 2);
     etcd_authenticates_clients_by_ca(&t, &dir, &mut etcd);
     let (mut apiserver, server) = start_apiserver(&t, &dir, &etcd.urls);
     let kubeconfigs = Kubeconfigs::write(&dir, &bundle, &server);

@@ -1,11 +1,10 @@
 //! openssl and Go's crypto/tls (through kubectl) accept the certificates for what they are for.
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{TempDir, bundle, describe, free_port, port_open, run, stdout, tools, wait_for, write_pki};
 use nestplane_pki::{CaRole, KubeconfigSpec, Usage, generate_ca, kubeconfig, plan};
+use nestplane_testenv::process::{TempDir, describe, free_port, port_open, run, stdout, tools, wait_for};
+use nestplane_testenv::{bundle, write_pki};
 
 /// `openssl verify -x509_strict` checks the chain, RFC 5280 rules and, with `-purpose`,
 /// keyUsage and extendedKeyUsage.
@@ -73,7 +72,7 @@ fn go_client_and_openssl_server_authenticate_each_other() {
     let (_, bundle) = bundle();
     write_pki(&dir, &bundle);
     let port = free_port();
-    let mut server = common::Running::spawn(
+    let mut server = nestplane_testenv::Running::spawn(
         "openssl s_server",
         Command::new(&openssl)
             .args(["s_server", "-www", "-verify_return_error", "-Verify", "1"])

@@ -1,54 +1,68 @@
 //! The control-plane components, started on a bundle written out as kubeadm lays out its PKI.
-// Test-only helpers: a failed setup step should fail the test loudly.
-#![allow(clippy::expect_used)]
-
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use nestplane_pki::{CertKeyPair, ControlPlaneBundle, KubeconfigSpec, kubeconfig};
 
-use super::{Running, TempDir, describe, free_port, run, stdout, tool, wait_for};
+use crate::process::{Running, TempDir, describe, free_port, required_tool, run, stdout, wait_for};
 
 pub const STARTUP: Duration = Duration::from_secs(180);
 
-pub struct Tools {
+/// The binaries an API server on etcd needs (and kubectl to see it is ready).
+pub struct Binaries {
     pub etcd: PathBuf,
     pub etcdctl: PathBuf,
     pub apiserver: PathBuf,
-    pub controller_manager: PathBuf,
     pub kubectl: PathBuf,
+}
+
+impl Binaries {
+    /// Every binary, or `None` after saying which is missing and how to get it.
+    pub fn find() -> Option<Self> {
+        Some(Binaries {
+            etcd: required_tool("etcd")?,
+            etcdctl: required_tool("etcdctl")?,
+            apiserver: required_tool("kube-apiserver")?,
+            kubectl: required_tool("kubectl")?,
+        })
+    }
+}
+
+/// [`Binaries`] and the other tools the PKI's interoperability tests run.
+pub struct Tools {
+    pub control_plane: Binaries,
+    pub controller_manager: PathBuf,
     pub kubeadm: PathBuf,
     pub openssl: PathBuf,
     pub curl: PathBuf,
 }
 
 impl Tools {
-    /// Every binary, or `None` after saying which is missing.
+    /// Every tool, or `None` after saying which is missing and how to get it.
     pub fn find() -> Option<Self> {
-        let find = |name: &str| {
-            let path = tool(name);
-            if path.is_none() {
-                eprintln!("{name} not found (or NESTPLANE_PKI_SKIP_INTEROP set); skipped");
-            }
-            path
-        };
         Some(Tools {
-            etcd: find("etcd")?,
-            etcdctl: find("etcdctl")?,
-            apiserver: find("kube-apiserver")?,
-            controller_manager: find("kube-controller-manager")?,
-            kubectl: find("kubectl")?,
-            kubeadm: find("kubeadm")?,
-            openssl: find("openssl")?,
-            curl: find("curl")?,
+            control_plane: Binaries::find()?,
+            controller_manager: required_tool("kube-controller-manager")?,
+            kubeadm: required_tool("kubeadm")?,
+            openssl: required_tool("openssl")?,
+            curl: required_tool("curl")?,
         })
     }
 }
 
-/// Two etcd members with TLS for clients and peers, as the operator runs them.
-pub fn start_etcd(t: &Tools, dir: &TempDir) -> Etcd {
-    let members: Vec<(String, u16, u16)> = (0..2)
+// So that `start_etcd(&tools, ..)` and `tools.kubectl` read the same whichever set a test holds.
+impl Deref for Tools {
+    type Target = Binaries;
+    fn deref(&self) -> &Binaries {
+        &self.control_plane
+    }
+}
+
+/// `members` etcd members with TLS for clients and peers, as the operator runs them.
+pub fn start_etcd(t: &Binaries, dir: &TempDir, members: usize) -> Etcd {
+    let members: Vec<(String, u16, u16)> = (0..members)
         .map(|i| (format!("m{i}"), free_port(), free_port()))
         .collect();
     let initial_cluster = members
@@ -95,7 +109,7 @@ pub fn start_etcd(t: &Tools, dir: &TempDir) -> Etcd {
         members: Vec::new(),
         urls,
     };
-    // Both members healthy means they reached each other with the peer certificate.
+    // Every member healthy means they reached each other with the peer certificate.
     wait_for(&mut running[0], STARTUP, || {
         etcd.ctl(
             t,
@@ -121,7 +135,7 @@ pub struct Etcd {
 
 impl Etcd {
     /// etcdctl authenticated by the certificate `<client>.crt` under `dir`.
-    pub fn ctl(&self, t: &Tools, dir: &TempDir, client: &str, args: &[&str]) -> Output {
+    pub fn ctl(&self, t: &Binaries, dir: &TempDir, client: &str, args: &[&str]) -> Output {
         run(Command::new(&t.etcdctl)
             .args([
                 "--endpoints",
@@ -140,7 +154,7 @@ impl Etcd {
 }
 
 /// kube-apiserver with every certificate and key of the bundle, flags as kubeadm sets them.
-pub fn start_apiserver(t: &Tools, dir: &TempDir, etcd_urls: &str) -> (Running, String) {
+pub fn start_apiserver(t: &Binaries, dir: &TempDir, etcd_urls: &str) -> (Running, String) {
     let port = free_port();
     let file = |name: &str| format!("{}", dir.0.join(name).display());
     let args = [
@@ -233,7 +247,7 @@ impl Kubeconfigs {
     }
 }
 
-pub fn kubectl(t: &Tools, config: &Path, args: &[&str]) -> Output {
+pub fn kubectl(t: &Binaries, config: &Path, args: &[&str]) -> Output {
     run(Command::new(&t.kubectl)
         .arg("--kubeconfig")
         .arg(config)
@@ -242,7 +256,7 @@ pub fn kubectl(t: &Tools, config: &Path, args: &[&str]) -> Output {
 }
 
 /// The user and groups (JSON) kube-apiserver sees.
-pub fn whoami(t: &Tools, config: &Path, extra: &[&str]) -> (String, String) {
+pub fn whoami(t: &Binaries, config: &Path, extra: &[&str]) -> (String, String) {
     let mut args = vec!["auth", "whoami", "-o"];
     args.push("jsonpath={.status.userInfo.username} {.status.userInfo.groups}");
     args.extend(extra);

@@ -1,23 +1,20 @@
-//! Helpers for the interoperability tests: find tools, run them, clean up after them.
-//! A test whose tools are missing passes with a note, so `cargo test` needs none of them.
-#![allow(dead_code)]
-// Each test file uses a different part.
-// Test-only helpers: a failed setup step should fail the test loudly.
-#![allow(clippy::expect_used)]
-
-pub mod components;
-
+//! Finding the pinned binaries, running them, and cleaning up after them.
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nestplane_pki::{ApiServerSans, BundleInput, CaRole, CertKeyPair, ControlPlaneBundle};
-use time::OffsetDateTime;
+use nestplane_pki::CertKeyPair;
+
+/// Set by `make test`, which builds the binaries first: a missing one fails the test there
+/// instead of skipping it.
+pub const REQUIRE_ENV: &str = "NESTPLANE_TESTENV_REQUIRED";
+/// Skips every test that needs the binaries, even where they are installed.
+pub const SKIP_ENV: &str = "NESTPLANE_TESTENV_SKIP";
 
 /// `name` from PATH, or from `$NESTPLANE_CACHE/*/bin` where `make` installs the pinned binaries.
 pub fn tool(name: &str) -> Option<PathBuf> {
-    if std::env::var_os("NESTPLANE_PKI_SKIP_INTEROP").is_some() {
+    if std::env::var_os(SKIP_ENV).is_some() {
         return None;
     }
     let on_path = std::env::var_os("PATH")
@@ -40,17 +37,35 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     on_path.into_iter().chain(cached).find(|p| p.is_file())
 }
 
-/// Every tool, or `None` after saying which is missing.
-pub fn tools<const N: usize>(names: [&str; N]) -> Option<[PathBuf; N]> {
-    let found = names.map(tool);
-    if let Some(i) = found.iter().position(Option::is_none) {
-        eprintln!(
-            "{} not found (or NESTPLANE_PKI_SKIP_INTEROP set); skipped",
-            names[i]
+/// `name`, or `None` after saying how to get it. Plain `cargo test` needs none of the binaries,
+/// so a test without them passes with that note; under `make test` (which builds them) it fails.
+pub fn required_tool(name: &str) -> Option<PathBuf> {
+    let found = tool(name);
+    if found.is_none() {
+        let why = if std::env::var_os(SKIP_ENV).is_some() {
+            format!("{SKIP_ENV} is set")
+        } else {
+            format!(
+                "{name} is neither on PATH nor in $NESTPLANE_CACHE/*/bin (default ~/.cache/nestplane); \
+                 `make binaries` (or `make up`) builds the pinned binaries there"
+            )
+        };
+        assert!(
+            std::env::var_os(REQUIRE_ENV).is_none(),
+            "{why} ({REQUIRE_ENV} is set, so this test may not be skipped)"
         );
-        return None;
+        eprintln!("{why}; skipped");
     }
-    Some(found.map(|p| p.expect("checked")))
+    found
+}
+
+/// Every tool, or `None` after saying which is missing and how to get it.
+pub fn tools<const N: usize>(names: [&str; N]) -> Option<[PathBuf; N]> {
+    let mut found = Vec::with_capacity(N);
+    for name in names {
+        found.push(required_tool(name)?);
+    }
+    found.try_into().ok()
 }
 
 /// A directory removed when the test ends.
@@ -58,7 +73,7 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(test: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("nestplane-pki-{test}-{}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("nestplane-testenv-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("temp dir");
         TempDir(path)
@@ -176,41 +191,4 @@ pub fn describe(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
-}
-
-/// External tools judge validity by the real clock, so these certificates start now.
-pub fn bundle() -> (BundleInput, ControlPlaneBundle) {
-    let input = BundleInput {
-        apiserver_sans: ApiServerSans {
-            service_ip: "10.96.0.1".parse().expect("ip"),
-            dns_domain: "cluster.local".into(),
-            service_names: vec!["demo-apiserver".into()],
-            endpoint_hosts: vec!["127.0.0.1".into()],
-            extra_sans: Vec::new(),
-        },
-        etcd_dns_names: vec!["demo-etcd-0.demo-etcd".into()],
-        now: OffsetDateTime::now_utc(),
-        ca_validity: time::Duration::days(3650),
-        leaf_validity: time::Duration::days(365),
-    };
-    let bundle = ControlPlaneBundle::generate(&input).expect("bundle");
-    (input, bundle)
-}
-
-/// Writes the CAs as `ca.crt`, `etcd/ca.crt`, `front-proxy-ca.crt` and every leaf under its
-/// kubeadm name, as kubeadm lays out /etc/kubernetes/pki.
-pub fn write_pki(dir: &TempDir, bundle: &ControlPlaneBundle) {
-    for role in CaRole::ALL {
-        let name = match role {
-            CaRole::Cluster => "ca",
-            CaRole::Etcd => "etcd/ca",
-            CaRole::FrontProxy => "front-proxy-ca",
-        };
-        dir.write_pair(name, bundle.ca(role));
-    }
-    for (name, leaf) in &bundle.leaves {
-        dir.write_pair(name, leaf);
-    }
-    dir.write("sa.key", &bundle.service_account.private_key_pem);
-    dir.write("sa.pub", &bundle.service_account.public_key_pem);
 }
