@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use super::Context;
 use super::etcd_client::{EtcdClient, MemberStatus};
 use super::etcd_storage::{self, Claims};
-use super::hosted_cluster::{EventExt, event, publish};
+use super::events::{EventExt, event, publish};
 use super::pki_store::SecretData;
 use super::status::{Check, Observed, WorkloadState};
 use crate::api::conditions::*;

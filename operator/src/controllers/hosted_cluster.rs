@@ -6,18 +6,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, instrument, warn};
 
 use super::Context;
 use super::etcd::EtcdGuard;
 use super::etcd_storage::{self, Released};
+use super::events::{EventExt, event, publish, secret_reference};
 use super::key_material::{self, KeyReport};
 use super::observe::{
     EndpointObservation, observe_endpoint, observe_workload, observe_workloads_as_they_are, probe_readyz,
@@ -237,7 +238,8 @@ async fn ensure_secrets(
             .related(secret_reference(hc, &name));
         publish(ctx, hc, event).await;
     }
-    ctx.metrics.record_certificates(hc, &secret_data);
+    ctx.metrics
+        .record_certificates(hc, pki_store::certificates(&secret_data));
     Ok((secret_data, keys))
 }
 
@@ -409,49 +411,5 @@ async fn publish_changes(ctx: &Context, hc: &HostedCluster, owned: &mut OwnedSet
             .note(format!("{verb} {} {}", change.kind, change.name))
             .related(change.reference);
         publish(ctx, hc, event).await;
-    }
-}
-
-/// An event about the HostedCluster. The recorder folds events with the same type, reason,
-/// action and related object into one series, so each object named gets its own.
-pub(super) fn event(type_: EventType, reason: &str, action: &str) -> Event {
-    Event {
-        type_,
-        reason: reason.to_string(),
-        note: None,
-        action: action.to_string(),
-        secondary: None,
-    }
-}
-
-pub(super) trait EventExt {
-    fn note(self, note: String) -> Self;
-    fn related(self, object: ObjectReference) -> Self;
-}
-
-impl EventExt for Event {
-    fn note(mut self, note: String) -> Self {
-        self.note = Some(note);
-        self
-    }
-    fn related(mut self, object: ObjectReference) -> Self {
-        self.secondary = Some(object);
-        self
-    }
-}
-
-fn secret_reference(hc: &HostedCluster, name: &str) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Secret".into()),
-        name: Some(name.into()),
-        namespace: hc.namespace(),
-        ..ObjectReference::default()
-    }
-}
-
-pub(super) async fn publish(ctx: &Context, hc: &HostedCluster, event: Event) {
-    if let Err(e) = ctx.recorder.publish(&event, &hc.object_ref(&())).await {
-        warn!(error = %e, "could not publish event");
     }
 }

@@ -24,6 +24,12 @@ use crate::error::{Error, KubeContext, Result};
 /// Secret data by role, after every Secret exists and is current.
 pub type SecretData = BTreeMap<SecretRole, BTreeMap<String, ByteString>>;
 
+/// The certificate (PEM) of each Secret that holds one, by role: what the metrics record.
+pub fn certificates(data: &SecretData) -> impl Iterator<Item = (SecretRole, &[u8])> {
+    data.iter()
+        .filter_map(|(role, secret)| Some((*role, secret.get(TLS_CERT)?.0.as_slice())))
+}
+
 /// A reissued Secret and why (a `Verdict` reason, `RotationRequested` or `KubeconfigStale`).
 pub type Reissue = (SecretRole, &'static str);
 
