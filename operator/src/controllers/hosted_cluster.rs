@@ -95,7 +95,7 @@ async fn apply(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
 
 /// One pass over the control plane. Returns what it saw (for the status) and when to look again.
 async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> Result<(Observed, Duration)> {
-    let cluster = builders::name(hc);
+    let cluster = builders::name(hc)?;
     let service = apply_services(hc, owned).await?;
     let (endpoint, apiserver_port, advertise_address) =
         match observe_endpoint(&ctx.client, &ctx.cache, hc, &service).await? {
@@ -205,7 +205,7 @@ async fn ensure_secrets(
     secrets: &SecretReader<'_>,
     endpoint: &Endpoint,
 ) -> Result<(SecretData, KeyReport)> {
-    let cluster = builders::name(hc);
+    let cluster = builders::name(hc)?;
     let request = PkiRequest {
         hc,
         endpoint,
@@ -356,7 +356,7 @@ async fn apply_status(hc: &HostedCluster, ctx: &Context, observed: &Observed) ->
 }
 
 async fn write_status(hc: &HostedCluster, ctx: &Context, status: &HostedClusterStatus) -> Result<()> {
-    let api: Api<HostedCluster> = Api::namespaced(ctx.client.clone(), &builders::namespace(hc));
+    let api: Api<HostedCluster> = Api::namespaced(ctx.client.clone(), &builders::namespace(hc)?);
     let patch = json!({ "apiVersion": "nestplane.io/v1alpha1", "kind": "HostedCluster", "status": status });
     api.patch_status(
         &hc.name_any(),
