@@ -8,7 +8,6 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 
@@ -18,7 +17,7 @@ use super::status::Check;
 use crate::api::conditions::*;
 use crate::api::{EtcdDeletionPolicy, HostedCluster};
 use crate::builders::etcd::{DATA_VOLUME, EtcdInputs};
-use crate::builders::{self, Component, INSTANCE_LABEL, Workload, quantity};
+use crate::builders::{self, Component, Workload, quantity};
 use crate::error::{KubeContext, Result};
 
 /// The etcd StatefulSet's claim template and the members' claims, as they are.
@@ -33,11 +32,12 @@ pub struct Claims {
 
 /// The labels the claim template gives every member claim.
 pub fn claim_selector(hc: &HostedCluster) -> Result<String> {
-    Ok(format!(
-        "app.kubernetes.io/instance={},app.kubernetes.io/component={}",
-        builders::name(hc)?,
-        Component::Etcd.as_str()
-    ))
+    let selector = builders::selector(hc, Component::Etcd)?;
+    Ok(selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// The StatefulSet and claims as the watches last saw them, read again live unless that is a
@@ -106,13 +106,7 @@ async fn list_claims(client: &kube::Client, hc: &HostedCluster) -> Result<Vec<Pe
 
 /// The member claims as the watch last saw them.
 fn cached_claims(cache: &Cache, hc: &HostedCluster) -> Result<Vec<PersistentVolumeClaim>> {
-    let labels = BTreeMap::from([
-        (INSTANCE_LABEL.to_string(), builders::name(hc)?),
-        (
-            "app.kubernetes.io/component".to_string(),
-            Component::Etcd.as_str().to_string(),
-        ),
-    ]);
+    let labels = builders::selector(hc, Component::Etcd)?;
     Ok(cache
         .labelled::<PersistentVolumeClaim>(&builders::namespace(hc)?, &labels)
         .iter()
