@@ -11,8 +11,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api::HostedCluster;
 use crate::api::conditions::{PHASE_AVAILABLE, PHASE_DEGRADED, PHASE_DELETING, PHASE_PROVISIONING};
-use crate::builders::secrets::{SecretRole, TLS_CERT};
-use crate::controllers::pki_store::SecretData;
+use crate::builders::secrets::SecretRole;
 use crate::error::Error;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -207,16 +206,19 @@ impl Metrics {
             .inc();
     }
 
-    pub fn record_certificates(&self, hc: &HostedCluster, data: &SecretData) {
-        for (role, secret) in data {
-            let Some(cert) = secret.get(TLS_CERT) else {
-                continue;
-            };
-            let Ok(not_after) = nestplane_pki::not_after(&String::from_utf8_lossy(&cert.0)) else {
+    /// Records the expiry of each certificate (PEM) of `hc`, by the role of the Secret it is in.
+    /// Takes plain data so that metrics know nothing of where certificates are stored.
+    pub fn record_certificates<'a>(
+        &self,
+        hc: &HostedCluster,
+        certificates: impl IntoIterator<Item = (SecretRole, &'a [u8])>,
+    ) {
+        for (role, pem) in certificates {
+            let Ok(not_after) = nestplane_pki::not_after(&String::from_utf8_lossy(pem)) else {
                 continue;
             };
             self.certificate_expiry
-                .get_or_create(&certificate_labels(hc, *role))
+                .get_or_create(&certificate_labels(hc, role))
                 .set(not_after.unix_timestamp());
         }
     }
@@ -363,25 +365,13 @@ mod tests {
         // What a fresh operator exports before anything failed: counters at zero.
         metrics.register_controller("hostedcluster");
         metrics.record_phase(&hc, PHASE_AVAILABLE);
-        let data: SecretData = [(
-            SecretRole::ApiServer,
-            [(
-                TLS_CERT.to_string(),
-                k8s_openapi::ByteString(
-                    nestplane_pki::generate_ca(
-                        "test-ca",
-                        time::OffsetDateTime::now_utc(),
-                        time::Duration::days(1),
-                    )
-                    .expect("CA")
-                    .cert_pem
-                    .into_bytes(),
-                ),
-            )]
-            .into(),
-        )]
-        .into();
-        metrics.record_certificates(&hc, &data);
+        let ca = nestplane_pki::generate_ca(
+            "test-ca",
+            time::OffsetDateTime::now_utc(),
+            time::Duration::days(1),
+        )
+        .expect("CA");
+        metrics.record_certificates(&hc, [(SecretRole::ApiServer, ca.cert_pem.as_bytes())]);
 
         let exported = exported_series(&metrics);
         let queried = dashboard_metrics();
@@ -407,16 +397,8 @@ mod tests {
     fn record_cas_and_a_leaf(metrics: &Metrics, hc: &HostedCluster) {
         let now = time::OffsetDateTime::now_utc();
         let ca = nestplane_pki::generate_ca("kubernetes", now, time::Duration::days(10)).expect("CA");
-        let cert = || {
-            [(
-                TLS_CERT.to_string(),
-                k8s_openapi::ByteString(ca.cert_pem.clone().into_bytes()),
-            )]
-            .into()
-        };
-        let mut data: SecretData = CAS.iter().map(|(role, _)| (*role, cert())).collect();
-        data.insert(SecretRole::ApiServer, cert());
-        metrics.record_certificates(hc, &data);
+        let roles = CAS.iter().map(|(role, _)| *role).chain([SecretRole::ApiServer]);
+        metrics.record_certificates(hc, roles.map(|role| (role, ca.cert_pem.as_bytes())));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
-use super::{BuildError, Component, HostedCluster, labels, name, namespace, owner_reference, typed};
+use super::{BuildError, Component, HostedCluster, meta, name, object_meta};
 
 pub const AUDIT_POLICY_KEY: &str = "audit-policy.yaml";
 pub const AUTHENTICATION_CONFIG_KEY: &str = "authentication-config.yaml";
@@ -98,7 +98,7 @@ pub fn authentication_config() -> Value {
 
 /// The ConfigMaps kube-apiserver mounts.
 pub fn config_maps(hc: &HostedCluster) -> Result<Vec<ConfigMap>, BuildError> {
-    let cluster = name(hc);
+    let cluster = name(hc)?;
     Ok(vec![
         config_map(
             hc,
@@ -125,15 +125,11 @@ fn config_map(
         what: "apiserver configuration file",
         message: e.to_string(),
     })?;
-    typed(
+    meta::object(
         "apiserver config map",
+        object_meta(hc, object_name, Some(Component::KubeApiserver))?,
         json!({
             "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {
-                "name": object_name, "namespace": namespace(hc),
-                "labels": labels(hc, Some(Component::KubeApiserver)),
-                "ownerReferences": [owner_reference(hc)],
-            },
             "data": { key: yaml },
         }),
     )

@@ -3,9 +3,7 @@
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use serde_json::json;
 
-use super::{
-    BuildError, Component, HostedCluster, labels, name, namespace, owner_reference, selector, typed,
-};
+use super::{BuildError, Component, HostedCluster, meta, name, object_meta, selector};
 
 /// The budgets this spec wants; a budget no longer wanted is removed by the orphan sweep.
 pub fn pod_disruption_budgets(hc: &HostedCluster) -> Result<Vec<PodDisruptionBudget>, BuildError> {
@@ -25,18 +23,14 @@ pub fn budget_name(cluster: &str, component: Component) -> String {
 }
 
 fn budget(hc: &HostedCluster, component: Component) -> Result<PodDisruptionBudget, BuildError> {
-    typed(
+    meta::object(
         "pod disruption budget",
+        object_meta(hc, budget_name(&name(hc)?, component), Some(component))?,
         json!({
             "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": {
-                "name": budget_name(&name(hc), component), "namespace": namespace(hc),
-                "labels": labels(hc, Some(component)),
-                "ownerReferences": [owner_reference(hc)],
-            },
             "spec": {
                 "maxUnavailable": 1,
-                "selector": { "matchLabels": selector(hc, component) },
+                "selector": { "matchLabels": selector(hc, component)? },
             }
         }),
     )

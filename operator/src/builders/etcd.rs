@@ -56,39 +56,37 @@ pub fn client_service_name(cluster: &str) -> String {
 }
 
 /// DNS names the member certificates must carry.
-pub fn member_dns_names(hc: &HostedCluster) -> Vec<String> {
-    let (cluster, ns) = (name(hc), namespace(hc));
+pub fn member_dns_names(hc: &HostedCluster) -> Result<Vec<String>, BuildError> {
+    let (cluster, ns) = (name(hc)?, namespace(hc)?);
     let peers = peer_service_name(&cluster);
     let client = client_service_name(&cluster);
-    vec![
+    Ok(vec![
         format!("*.{peers}.{ns}.svc"),
         format!("*.{peers}.{ns}.svc.cluster.local"),
         format!("{client}.{ns}.svc"),
         format!("{client}.{ns}.svc.cluster.local"),
         client,
-    ]
+    ])
 }
 
-fn member_url(hc: &HostedCluster, pod: &str, port: i32) -> String {
-    format!(
-        "https://{pod}.{}.{}.svc:{port}",
-        peer_service_name(&name(hc)),
-        namespace(hc)
-    )
+/// A member's stable URL: `<pod>.<cluster>-etcd.<ns>.svc`.
+fn member_url(cluster: &str, ns: &str, pod: &str, port: i32) -> String {
+    format!("https://{pod}.{}.{ns}.svc:{port}", peer_service_name(cluster))
 }
 
 /// Where member `ordinal` serves clients, by its stable name (resolvable before it is ready).
-pub fn member_client_url(hc: &HostedCluster, ordinal: i32) -> String {
-    let pod = format!("{}-{ordinal}", Component::Etcd.workload_name(&name(hc)));
-    member_url(hc, &pod, CLIENT_PORT)
+pub fn member_client_url(hc: &HostedCluster, ordinal: i32) -> Result<String, BuildError> {
+    let cluster = name(hc)?;
+    let pod = format!("{}-{ordinal}", Component::Etcd.workload_name(&cluster));
+    Ok(member_url(&cluster, &namespace(hc)?, &pod, CLIENT_PORT))
 }
 
-pub fn client_url(hc: &HostedCluster) -> String {
-    format!(
+pub fn client_url(hc: &HostedCluster) -> Result<String, BuildError> {
+    Ok(format!(
         "https://{}.{}.svc:{CLIENT_PORT}",
-        client_service_name(&name(hc)),
-        namespace(hc)
-    )
+        client_service_name(&name(hc)?),
+        namespace(hc)?
+    ))
 }
 
 /// etcd starts first.
@@ -137,28 +135,30 @@ pub fn requested_size(claim: &PersistentVolumeClaim) -> Option<Quantity> {
         .cloned()
 }
 
-pub fn args(hc: &HostedCluster, quota_bytes: u64, cluster_token: &str) -> BTreeMap<&'static str, String> {
-    let cluster = name(hc);
+pub fn args(
+    hc: &HostedCluster,
+    quota_bytes: u64,
+    cluster_token: &str,
+) -> Result<BTreeMap<&'static str, String>, BuildError> {
+    let (cluster, ns) = (name(hc)?, namespace(hc)?);
+    let member_url = |pod: &str, port| member_url(&cluster, &ns, pod, port);
     let statefulset = Component::Etcd.workload_name(&cluster);
     let initial_cluster = (0..hc.spec.etcd.replicas)
         .map(|i| {
             let pod = format!("{statefulset}-{i}");
-            format!("{pod}={}", member_url(hc, &pod, PEER_PORT))
+            format!("{pod}={}", member_url(&pod, PEER_PORT))
         })
         .collect::<Vec<_>>()
         .join(",");
-    BTreeMap::from([
+    Ok(BTreeMap::from([
         ("name", "$(POD_NAME)".to_string()),
         ("data-dir", "/var/lib/etcd/data".to_string()),
         ("listen-client-urls", format!("https://0.0.0.0:{CLIENT_PORT}")),
-        (
-            "advertise-client-urls",
-            member_url(hc, "$(POD_NAME)", CLIENT_PORT),
-        ),
+        ("advertise-client-urls", member_url("$(POD_NAME)", CLIENT_PORT)),
         ("listen-peer-urls", format!("https://0.0.0.0:{PEER_PORT}")),
         (
             "initial-advertise-peer-urls",
-            member_url(hc, "$(POD_NAME)", PEER_PORT),
+            member_url("$(POD_NAME)", PEER_PORT),
         ),
         ("listen-metrics-urls", format!("http://127.0.0.1:{METRICS_PORT}")),
         ("initial-cluster", initial_cluster),
@@ -183,37 +183,37 @@ pub fn args(hc: &HostedCluster, quota_bytes: u64, cluster_token: &str) -> BTreeM
         ("auto-compaction-mode", "periodic".to_string()),
         ("auto-compaction-retention", "1h".to_string()),
         ("quota-backend-bytes", quota_bytes.to_string()),
-    ])
+    ]))
 }
 
 pub fn services(hc: &HostedCluster) -> Result<Vec<Service>, BuildError> {
-    let cluster = name(hc);
+    let cluster = name(hc)?;
     let ports = json!([
         { "name": "client", "port": CLIENT_PORT, "targetPort": "client" },
         { "name": "peer", "port": PEER_PORT, "targetPort": "peer" },
     ]);
-    let peers = typed(
+    let peers = meta::object(
         "etcd peer service",
+        object_meta(hc, peer_service_name(&cluster), Some(Component::Etcd))?,
         json!({
             "apiVersion": "v1", "kind": "Service",
-            "metadata": meta(hc, &peer_service_name(&cluster)),
             "spec": {
                 "clusterIP": "None",
                 // Members must find each other before any is ready.
                 "publishNotReadyAddresses": true,
-                "selector": selector(hc, Component::Etcd),
+                "selector": selector(hc, Component::Etcd)?,
                 "ports": ports,
             }
         }),
     )?;
-    let client = typed(
+    let client = meta::object(
         "etcd client service",
+        object_meta(hc, client_service_name(&cluster), Some(Component::Etcd))?,
         json!({
             "apiVersion": "v1", "kind": "Service",
-            "metadata": meta(hc, &client_service_name(&cluster)),
             "spec": {
                 "type": "ClusterIP",
-                "selector": selector(hc, Component::Etcd),
+                "selector": selector(hc, Component::Etcd)?,
                 "ports": [{ "name": "client", "port": CLIENT_PORT, "targetPort": "client" }],
             }
         }),
@@ -221,16 +221,9 @@ pub fn services(hc: &HostedCluster) -> Result<Vec<Service>, BuildError> {
     Ok(vec![peers, client])
 }
 
-fn meta(hc: &HostedCluster, object_name: &str) -> serde_json::Value {
-    json!({
-        "name": object_name, "namespace": namespace(hc),
-        "labels": labels(hc, Some(Component::Etcd)),
-        "ownerReferences": [owner_reference(hc)],
-    })
-}
-
 pub fn statefulset(hc: &HostedCluster, inputs: &Inputs) -> Result<StatefulSet, BuildError> {
-    let cluster = name(hc);
+    let cluster = name(hc)?;
+    let component = Component::Etcd;
     let quota = quota_backend_bytes(hc, &inputs.etcd)?;
     let token = inputs
         .etcd
@@ -242,38 +235,38 @@ pub fn statefulset(hc: &HostedCluster, inputs: &Inputs) -> Result<StatefulSet, B
             what: "etcd claim template",
             source,
         })?,
-        None => claim_template(hc),
+        None => claim_template(hc)?,
     };
-    typed(
+    meta::object(
         "etcd statefulset",
+        object_meta(hc, component.workload_name(&cluster), Some(component))?,
         json!({
             "apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": meta(hc, &Component::Etcd.workload_name(&cluster)),
             "spec": {
                 "serviceName": peer_service_name(&cluster),
                 "replicas": hc.spec.etcd.replicas,
                 // All members start together: a quorum needs them before any is ready.
                 "podManagementPolicy": "Parallel",
-                "selector": { "matchLabels": selector(hc, Component::Etcd) },
+                "selector": { "matchLabels": selector(hc, component)? },
                 // Deleting the StatefulSet (by mistake, or a pruning tool) must not take the data
                 // with it: only deleting the HostedCluster removes the claims (see `cleanup`).
                 "persistentVolumeClaimRetentionPolicy": { "whenDeleted": "Retain", "whenScaled": "Retain" },
                 "template": {
                     "metadata": {
-                        "labels": labels(hc, Some(Component::Etcd)),
-                        "annotations": { INPUTS_HASH_ANNOTATION: inputs.hash(Component::Etcd) },
+                        "labels": labels(hc, Some(component))?,
+                        "annotations": { INPUTS_HASH_ANNOTATION: inputs.hash(component)? },
                     },
                     "spec": {
                         "automountServiceAccountToken": false,
                         "enableServiceLinks": false,
                         "securityContext": pod_security(),
-                        "affinity": spread(hc, Component::Etcd),
+                        "affinity": spread(hc, component)?,
                         "containers": [{
                             "name": "etcd",
                             "image": inputs.images.etcd,
                             "imagePullPolicy": "IfNotPresent",
                             "command": ["etcd"],
-                            "args": render_args(args(hc, quota, &token), &BTreeMap::new()),
+                            "args": render_args(args(hc, quota, &token)?, &BTreeMap::new()),
                             "env": [{ "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }],
                             "ports": [
                                 { "name": "client", "containerPort": CLIENT_PORT },
@@ -287,7 +280,7 @@ pub fn statefulset(hc: &HostedCluster, inputs: &Inputs) -> Result<StatefulSet, B
                                 "tcpSocket": { "port": CLIENT_PORT },
                                 "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 8,
                             },
-                            "resources": resources(&hc.spec.etcd.resources, "25m", "96Mi"),
+                            "resources": resources("etcd resources", &hc.spec.etcd.resources, "25m", "96Mi")?,
                             "securityContext": container_security(),
                             "volumeMounts": [
                                 { "name": "data", "mountPath": "/var/lib/etcd" },
@@ -314,7 +307,7 @@ pub fn statefulset(hc: &HostedCluster, inputs: &Inputs) -> Result<StatefulSet, B
 }
 
 /// The claim template of a new StatefulSet, from the spec.
-fn claim_template(hc: &HostedCluster) -> serde_json::Value {
+fn claim_template(hc: &HostedCluster) -> Result<serde_json::Value, BuildError> {
     let storage = &hc.spec.etcd.storage;
     let mut spec = json!({
         "accessModes": ["ReadWriteOnce"],
@@ -323,10 +316,10 @@ fn claim_template(hc: &HostedCluster) -> serde_json::Value {
     if let Some(class) = &storage.storage_class_name {
         spec["storageClassName"] = json!(class);
     }
-    json!({
-        "metadata": { "name": DATA_VOLUME, "labels": labels(hc, Some(Component::Etcd)) },
+    Ok(json!({
+        "metadata": { "name": DATA_VOLUME, "labels": labels(hc, Some(Component::Etcd))? },
         "spec": spec,
-    })
+    }))
 }
 
 /// `etcdctl endpoint <check>` against this member over TLS on loopback, with the server
@@ -363,7 +356,7 @@ mod tests {
     fn three_members_know_each_other() {
         let mut hc = hosted_cluster();
         hc.spec.etcd.replicas = 3;
-        let initial = args(&hc, 1, "demo")["initial-cluster"].clone();
+        let initial = args(&hc, 1, "demo").expect("args")["initial-cluster"].clone();
         for i in 0..3 {
             assert!(
                 initial.contains(&format!(
@@ -484,7 +477,7 @@ mod tests {
     fn metrics_stay_on_loopback_and_no_probe_uses_them() {
         let hc = hosted_cluster();
         assert_eq!(
-            args(&hc, 1, "demo")["listen-metrics-urls"],
+            args(&hc, 1, "demo").expect("args")["listen-metrics-urls"],
             "http://127.0.0.1:2381"
         );
         let sts = statefulset(&hc, &inputs()).expect("build");

@@ -24,15 +24,15 @@ pub fn service_name(cluster: &str) -> String {
 }
 
 /// Names of the API server's Service, for the serving certificate.
-pub fn service_dns_names(hc: &HostedCluster) -> Vec<String> {
-    let service = service_name(&name(hc));
-    let ns = namespace(hc);
-    vec![
+pub fn service_dns_names(hc: &HostedCluster) -> Result<Vec<String>, BuildError> {
+    let service = service_name(&name(hc)?);
+    let ns = namespace(hc)?;
+    Ok(vec![
         service.clone(),
         format!("{service}.{ns}"),
         format!("{service}.{ns}.svc"),
         format!("{service}.{ns}.svc.cluster.local"),
-    ]
+    ])
 }
 
 /// The port of the API server's Service: `spec.apiServer.service.port` for ClusterIP and
@@ -46,13 +46,13 @@ pub fn service_port(hc: &HostedCluster) -> i32 {
 }
 
 /// URL of the API server from inside the management cluster (controller-manager, scheduler).
-pub fn internal_url(hc: &HostedCluster) -> String {
-    format!(
+pub fn internal_url(hc: &HostedCluster) -> Result<String, BuildError> {
+    Ok(format!(
         "https://{}.{}.svc:{}",
-        service_name(&name(hc)),
-        namespace(hc),
+        service_name(&name(hc)?),
+        namespace(hc)?,
         service_port(hc)
-    )
+    ))
 }
 
 /// The first address of the service CIDR: the hosted `kubernetes` Service.
@@ -87,7 +87,7 @@ pub fn required_certs() -> &'static [SecretRole] {
     ]
 }
 
-pub fn args(hc: &HostedCluster, inputs: &Inputs) -> BTreeMap<&'static str, String> {
+pub fn args(hc: &HostedCluster, inputs: &Inputs) -> Result<BTreeMap<&'static str, String>, BuildError> {
     let network = &hc.spec.network;
     let pki = |file: &str| format!("{PKI_DIR}/{file}");
     let mut args = BTreeMap::from([
@@ -105,7 +105,7 @@ pub fn args(hc: &HostedCluster, inputs: &Inputs) -> BTreeMap<&'static str, Strin
             "kubelet-preferred-address-types",
             "InternalIP,ExternalIP,Hostname".to_string(),
         ),
-        ("etcd-servers", etcd::client_url(hc)),
+        ("etcd-servers", etcd::client_url(hc)?),
         ("etcd-cafile", pki("etcd/ca.crt")),
         ("etcd-certfile", pki("apiserver-etcd-client.crt")),
         ("etcd-keyfile", pki("apiserver-etcd-client.key")),
@@ -133,7 +133,7 @@ pub fn args(hc: &HostedCluster, inputs: &Inputs) -> BTreeMap<&'static str, Strin
     if let Some(address) = &inputs.advertise_address {
         args.insert("advertise-address", address.clone());
     }
-    args
+    Ok(args)
 }
 
 /// Encryption at rest, the audit log and the authentication configuration (which limits
@@ -152,7 +152,7 @@ fn hardening_args() -> BTreeMap<&'static str, String> {
 }
 
 pub fn service(hc: &HostedCluster, node_port: Option<i32>) -> Result<Service, BuildError> {
-    let cluster = name(hc);
+    let cluster = name(hc)?;
     let spec = &hc.spec.api_server.service;
     let mut port = json!({ "name": "https", "port": service_port(hc), "targetPort": "https" });
     if spec.type_ == ApiServerServiceType::NodePort
@@ -160,18 +160,14 @@ pub fn service(hc: &HostedCluster, node_port: Option<i32>) -> Result<Service, Bu
     {
         port["nodePort"] = json!(fixed);
     }
-    typed(
+    meta::object(
         "apiserver service",
+        object_meta(hc, service_name(&cluster), Some(Component::KubeApiserver))?,
         json!({
             "apiVersion": "v1", "kind": "Service",
-            "metadata": {
-                "name": service_name(&cluster), "namespace": namespace(hc),
-                "labels": labels(hc, Some(Component::KubeApiserver)),
-                "ownerReferences": [owner_reference(hc)],
-            },
             "spec": {
                 "type": spec.type_,
-                "selector": selector(hc, Component::KubeApiserver),
+                "selector": selector(hc, Component::KubeApiserver)?,
                 "ports": [port],
             }
         }),
@@ -201,7 +197,7 @@ fn pki_sources(cluster: &str) -> Vec<serde_json::Value> {
 }
 
 pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, BuildError> {
-    let cluster = name(hc);
+    let cluster = name(hc)?;
     let api = &hc.spec.api_server;
     let probe = |path: &str, failures: i32| {
         json!({
@@ -212,40 +208,37 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
     let sources = pki_sources(&cluster);
     let mut config_sources = vec![encryption::volume_source(&cluster)];
     config_sources.extend(apiserver_config::volume_sources(&cluster));
-    typed(
+    let component = Component::KubeApiserver;
+    meta::object(
         "apiserver deployment",
+        object_meta(hc, component.workload_name(&cluster), Some(component))?,
         json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {
-                "name": Component::KubeApiserver.workload_name(&cluster), "namespace": namespace(hc),
-                "labels": labels(hc, Some(Component::KubeApiserver)),
-                "ownerReferences": [owner_reference(hc)],
-            },
             "spec": {
                 "replicas": api.replicas,
-                "selector": { "matchLabels": selector(hc, Component::KubeApiserver) },
+                "selector": { "matchLabels": selector(hc, component)? },
                 "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
                 "template": {
                     "metadata": {
-                        "labels": labels(hc, Some(Component::KubeApiserver)),
-                        "annotations": { INPUTS_HASH_ANNOTATION: inputs.hash(Component::KubeApiserver) },
+                        "labels": labels(hc, Some(component))?,
+                        "annotations": { INPUTS_HASH_ANNOTATION: inputs.hash(component)? },
                     },
                     "spec": {
                         "automountServiceAccountToken": false,
                         "enableServiceLinks": false,
                         "securityContext": pod_security(),
-                        "affinity": spread(hc, Component::KubeApiserver),
+                        "affinity": spread(hc, component)?,
                         "containers": [{
                             "name": "kube-apiserver",
                             "image": inputs.images.kube_apiserver,
                             "imagePullPolicy": "IfNotPresent",
                             "command": ["kube-apiserver"],
-                            "args": render_args(args(hc, inputs), &api.extra_args),
+                            "args": render_args(args(hc, inputs)?, &api.extra_args),
                             "ports": [{ "name": "https", "containerPort": inputs.apiserver_port }],
                             "startupProbe": probe("/livez", 60),
                             "readinessProbe": probe("/readyz", 3),
                             "livenessProbe": probe("/livez", 8),
-                            "resources": resources(&api.resources, "50m", "256Mi"),
+                            "resources": resources("kube-apiserver resources", &api.resources, "50m", "256Mi")?,
                             "securityContext": container_security(),
                             "volumeMounts": [
                                 { "name": "pki", "mountPath": PKI_DIR, "readOnly": true },
@@ -280,7 +273,7 @@ mod tests {
 
     #[test]
     fn workers_can_join_with_bootstrap_tokens() {
-        let args = args(&hosted_cluster(), &inputs());
+        let args = args(&hosted_cluster(), &inputs()).expect("args");
         assert_eq!(args["enable-bootstrap-token-auth"], "true");
         assert_eq!(args["authorization-mode"], "Node,RBAC");
         assert_eq!(args["client-ca-file"], "/etc/kubernetes/pki/ca.crt");
@@ -325,10 +318,13 @@ mod tests {
     #[test]
     fn internal_url_follows_the_service_port() {
         let mut hc = hosted_cluster();
-        assert_eq!(internal_url(&hc), "https://demo-apiserver.team-a.svc:6443");
+        assert_eq!(
+            internal_url(&hc).expect("url"),
+            "https://demo-apiserver.team-a.svc:6443"
+        );
         hc.spec.api_server.service.port = Some(30443);
         assert_eq!(
-            internal_url(&hc),
+            internal_url(&hc).expect("url"),
             "https://demo-apiserver.team-a.svc:6443",
             "a node port is not the Service port"
         );
@@ -342,7 +338,10 @@ mod tests {
             let port = &svc.spec.expect("spec").ports.expect("ports")[0];
             assert_eq!(port.port, 7443);
             assert_eq!(port.node_port, None);
-            assert_eq!(internal_url(&hc), "https://demo-apiserver.team-a.svc:7443");
+            assert_eq!(
+                internal_url(&hc).expect("url"),
+                "https://demo-apiserver.team-a.svc:7443"
+            );
         }
     }
 
@@ -352,7 +351,7 @@ mod tests {
         let pod = d.spec.and_then(|s| s.template.spec).expect("pod");
         let json = serde_json::to_value(&pod).expect("json");
         let mounts = pod.containers[0].volume_mounts.clone().expect("mounts");
-        for (flag, value) in args(&hosted_cluster(), &inputs()) {
+        for (flag, value) in args(&hosted_cluster(), &inputs()).expect("args") {
             let Some(mount) = mounts
                 .iter()
                 .find(|m| value.starts_with(&format!("{}/", m.mount_path)))
@@ -381,7 +380,7 @@ mod tests {
 
     #[test]
     fn kubelets_are_verified_and_anonymous_auth_is_left_to_the_config_file() {
-        let args = args(&hosted_cluster(), &inputs());
+        let args = args(&hosted_cluster(), &inputs()).expect("args");
         assert_eq!(
             args["kubelet-certificate-authority"],
             "/etc/kubernetes/pki/ca.crt"
@@ -412,7 +411,7 @@ mod tests {
             .expect("audit-log volume");
         let limit = volume.empty_dir.and_then(|e| e.size_limit).expect("sizeLimit");
         assert_eq!(limit.0, "128Mi");
-        let args = args(&hosted_cluster(), &inputs());
+        let args = args(&hosted_cluster(), &inputs()).expect("args");
         assert_eq!(args["audit-log-path"], "/var/log/kubernetes/audit/audit.log");
         let size: u32 = args["audit-log-maxsize"].parse().expect("maxsize");
         let backups: u32 = args["audit-log-maxbackup"].parse().expect("maxbackup");

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 
-use super::kube_controller_manager::{ControlPlaneContainer, control_plane_deployment};
+use super::control_plane::{self, ControlPlaneDeployment};
 use super::kubeconfig::KUBECONFIG_KEY;
 use super::secrets::{SecretRole, project};
 use super::*;
@@ -20,32 +20,34 @@ pub fn required_certs() -> &'static [SecretRole] {
 }
 
 pub fn args() -> BTreeMap<&'static str, String> {
-    let mut args = controller_base_args(KUBECONFIG, PORT);
+    let mut args = control_plane::base_args(KUBECONFIG, PORT);
     args.insert("profiling", "false".to_string());
     args
 }
 
 pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, BuildError> {
-    let cluster = name(hc);
+    let cluster = name(hc)?;
     let spec = &hc.spec.scheduler;
     let sources = vec![project(
         &cluster,
         SecretRole::SchedulerKubeconfig,
         &[(KUBECONFIG_KEY, "scheduler.conf")],
     )];
-    control_plane_deployment(
+    control_plane::deployment(
         hc,
-        ControlPlaneContainer {
+        inputs,
+        ControlPlaneDeployment {
             component: Component::KubeScheduler,
+            spec,
             image: &inputs.images.kube_scheduler,
-            inputs_hash: inputs.hash(Component::KubeScheduler),
             args: render_args(args(), &spec.extra_args),
             port: PORT,
             // As kubeadm: /livez keeps it running, /readyz gates readiness.
-            probe_paths: ("/livez", "/readyz"),
+            liveness_path: "/livez",
+            readiness_path: "/readyz",
+            default_requests: ("10m", "32Mi"),
             sources,
         },
-        spec,
     )
 }
 

@@ -28,9 +28,9 @@ pub struct KubeconfigPlan {
 }
 
 /// The kubeconfigs of a control plane, in a fixed order.
-pub fn plan(hc: &HostedCluster, endpoint: &Endpoint) -> Vec<KubeconfigPlan> {
-    let internal = kube_apiserver::internal_url(hc);
-    vec![
+pub fn plan(hc: &HostedCluster, endpoint: &Endpoint) -> Result<Vec<KubeconfigPlan>, BuildError> {
+    let internal = kube_apiserver::internal_url(hc)?;
+    Ok(vec![
         KubeconfigPlan {
             role: SecretRole::AdminKubeconfig,
             client: pki::profiles::admin(),
@@ -49,7 +49,7 @@ pub fn plan(hc: &HostedCluster, endpoint: &Endpoint) -> Vec<KubeconfigPlan> {
             server: internal,
             user: "kube-scheduler",
         },
-    ]
+    ])
 }
 
 /// True when a stored kubeconfig Secret still embeds this CA and points at this server.
@@ -69,7 +69,7 @@ pub fn kubeconfig_secret(
     ca_hash: &str,
     client: &CertKeyPair,
 ) -> Result<Secret, BuildError> {
-    let cluster = name(hc);
+    let cluster = name(hc)?;
     let kubeconfig = pki::kubeconfig(&pki::KubeconfigSpec {
         cluster_name: &cluster,
         server: &plan.server,
@@ -102,7 +102,7 @@ mod tests {
 
     #[test]
     fn admin_uses_the_external_endpoint_and_components_the_service() {
-        let plans = plan(&hosted_cluster(), &inputs().endpoint);
+        let plans = plan(&hosted_cluster(), &inputs().endpoint).expect("plan");
         let servers: Vec<_> = plans.iter().map(|p| (p.role, p.server.as_str())).collect();
         assert_eq!(
             servers,
@@ -125,7 +125,7 @@ mod tests {
         let hc = hosted_cluster();
         let now = time::OffsetDateTime::now_utc();
         let ca = pki::generate_ca("kubernetes", now, time::Duration::days(10)).expect("ca");
-        let admin = &plan(&hc, &inputs().endpoint)[0];
+        let admin = &plan(&hc, &inputs().endpoint).expect("plan")[0];
         let client = pki::issue_leaf(&ca, &admin.client, now, time::Duration::days(1)).expect("leaf");
         let hash = pki::ca_cert_hash(&ca.cert_pem).expect("hash");
         let secret = kubeconfig_secret(&hc, admin, &ca, &hash, &client).expect("build");

@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use sha2::{Digest, Sha256};
 
 use crate::api::{HostedCluster, PodAntiAffinity};
+pub use meta::{labels, name, namespace, object_meta, owner_reference, selector};
 use secrets::SecretRole;
 
 pub mod apiserver_config;
+mod control_plane;
 pub mod disruption;
 pub mod encryption;
 pub mod etcd;
@@ -18,6 +19,7 @@ pub mod kube_apiserver;
 pub mod kube_controller_manager;
 pub mod kube_scheduler;
 pub mod kubeconfig;
+pub mod meta;
 pub mod quantity;
 pub mod secrets;
 
@@ -32,6 +34,10 @@ pub const INPUTS_HASH_ANNOTATION: &str = "nestplane.io/inputs-hash";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    #[error("no inputs hash for {0}: the controller computes one for every component")]
+    MissingInputsHash(&'static str),
     #[error("building {what}: {message}")]
     Invalid { what: &'static str, message: String },
     #[error("encoding {what}: {source}")]
@@ -193,77 +199,16 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    pub fn hash(&self, component: Component) -> String {
-        self.inputs_hash.get(&component).cloned().unwrap_or_default()
+    pub fn hash(&self, component: Component) -> Result<String, BuildError> {
+        self.inputs_hash
+            .get(&component)
+            .cloned()
+            .ok_or(BuildError::MissingInputsHash(component.as_str()))
     }
 }
 
 /// Port of the API server's Service inside the management cluster.
 pub const APISERVER_SERVICE_PORT: i32 = 6443;
-
-pub fn name(hc: &HostedCluster) -> String {
-    hc.metadata.name.clone().unwrap_or_default()
-}
-
-pub fn namespace(hc: &HostedCluster) -> String {
-    hc.metadata.namespace.clone().unwrap_or_default()
-}
-
-/// Labels every object of a control plane carries.
-pub fn labels(hc: &HostedCluster, component: Option<Component>) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::from([
-        (INSTANCE_LABEL.to_string(), name(hc)),
-        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-        ("app.kubernetes.io/part-of".to_string(), "nestplane".to_string()),
-    ]);
-    if let Some(component) = component {
-        labels.insert(
-            "app.kubernetes.io/name".to_string(),
-            component.as_str().to_string(),
-        );
-        labels.insert(
-            "app.kubernetes.io/component".to_string(),
-            component.as_str().to_string(),
-        );
-    }
-    labels
-}
-
-/// Selector labels: instance and component only, so they never change.
-pub fn selector(hc: &HostedCluster, component: Component) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (INSTANCE_LABEL.to_string(), name(hc)),
-        (
-            "app.kubernetes.io/component".to_string(),
-            component.as_str().to_string(),
-        ),
-    ])
-}
-
-pub fn owner_reference(hc: &HostedCluster) -> OwnerReference {
-    OwnerReference {
-        api_version: "nestplane.io/v1alpha1".to_string(),
-        kind: "HostedCluster".to_string(),
-        name: name(hc),
-        uid: hc.metadata.uid.clone().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-/// Flags kube-controller-manager and kube-scheduler share, as kubeadm sets them: one kubeconfig
-/// for talking to the API server and for checking their own clients, serving on `port` on every
-/// address, with leader election.
-pub fn controller_base_args(kubeconfig: &str, port: i32) -> BTreeMap<&'static str, String> {
-    BTreeMap::from([
-        ("kubeconfig", kubeconfig.to_string()),
-        ("authentication-kubeconfig", kubeconfig.to_string()),
-        ("authorization-kubeconfig", kubeconfig.to_string()),
-        ("bind-address", "0.0.0.0".to_string()),
-        ("secure-port", port.to_string()),
-        ("leader-elect", "true".to_string()),
-    ])
-}
 
 /// `--name=value` flags from defaults overridden by the user's extra args, sorted by name.
 pub fn render_args(defaults: BTreeMap<&str, String>, extra: &BTreeMap<String, String>) -> Vec<String> {
@@ -298,14 +243,17 @@ pub(crate) fn typed<T: serde::de::DeserializeOwned>(
 }
 
 /// Default resources unless the user gave some.
+/// `what` names the resources in the error should the user's fail to encode: dropping them
+/// silently would run the component without the limits the user set.
 pub(crate) fn resources(
+    what: &'static str,
     given: &Option<k8s_openapi::api::core::v1::ResourceRequirements>,
     cpu: &str,
     memory: &str,
-) -> serde_json::Value {
+) -> Result<serde_json::Value, BuildError> {
     match given {
-        Some(r) => serde_json::to_value(r).unwrap_or_default(),
-        None => serde_json::json!({ "requests": { "cpu": cpu, "memory": memory } }),
+        Some(r) => serde_json::to_value(r).map_err(|source| BuildError::Encode { what, source }),
+        None => Ok(serde_json::json!({ "requests": { "cpu": cpu, "memory": memory } })),
     }
 }
 
@@ -326,12 +274,12 @@ pub(crate) fn container_security() -> serde_json::Value {
 
 /// Spread replicas across nodes when there are several: preferred, or (when the spec says so)
 /// required, leaving a replica Pending rather than on a node that already runs one.
-pub(crate) fn spread(hc: &HostedCluster, component: Component) -> serde_json::Value {
+pub(crate) fn spread(hc: &HostedCluster, component: Component) -> Result<serde_json::Value, BuildError> {
     let term = serde_json::json!({
         "topologyKey": "kubernetes.io/hostname",
-        "labelSelector": { "matchLabels": selector(hc, component) }
+        "labelSelector": { "matchLabels": selector(hc, component)? }
     });
-    match hc.spec.scheduling.pod_anti_affinity {
+    Ok(match hc.spec.scheduling.pod_anti_affinity {
         PodAntiAffinity::Preferred => serde_json::json!({
             "podAntiAffinity": { "preferredDuringSchedulingIgnoredDuringExecution": [{
                 "weight": 100,
@@ -341,7 +289,7 @@ pub(crate) fn spread(hc: &HostedCluster, component: Component) -> serde_json::Va
         PodAntiAffinity::Required => serde_json::json!({
             "podAntiAffinity": { "requiredDuringSchedulingIgnoredDuringExecution": [term] }
         }),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -480,7 +428,7 @@ mod tests {
             let name = service.metadata.name.expect("name");
             assert!(name.len() <= 63, "Service {name} is not a DNS label");
         }
-        let statefulset = Component::Etcd.workload_name(&name(&hc));
+        let statefulset = Component::Etcd.workload_name(&name(&hc).expect("name"));
         assert!(
             statefulset.len() + 11 <= 63,
             "revision label of {statefulset} is too long"

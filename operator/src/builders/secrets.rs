@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use nestplane_pki::{self as pki, LeafSpec};
 use serde_json::{Value, json};
 
-use super::{BuildError, Endpoint, etcd, kube_apiserver, labels, name, namespace, owner_reference, typed};
+use super::{BuildError, Endpoint, etcd, kube_apiserver, meta, name, object_meta};
 use crate::api::HostedCluster;
 
 pub const TLS_CERT: &str = "tls.crt";
@@ -89,15 +90,15 @@ pub(crate) fn secret(
     data: BTreeMap<String, ByteString>,
     annotations: BTreeMap<String, String>,
 ) -> Result<Secret, BuildError> {
-    typed(
+    let metadata = object_meta(hc, role.secret_name(&name(hc)?), None)?;
+    meta::object(
         "secret",
+        ObjectMeta {
+            annotations: Some(annotations),
+            ..metadata
+        },
         json!({
             "apiVersion": "v1", "kind": "Secret",
-            "metadata": {
-                "name": role.secret_name(&name(hc)), "namespace": namespace(hc),
-                "labels": labels(hc, None), "annotations": annotations,
-                "ownerReferences": [owner_reference(hc)]
-            },
             "type": type_,
             "data": data,
         }),
@@ -182,11 +183,11 @@ pub fn leaf_plan(hc: &HostedCluster, endpoint: &Endpoint) -> Result<Vec<LeafPlan
     let sans = pki::ApiServerSans {
         service_ip: kube_apiserver::kubernetes_service_ip(hc)?,
         dns_domain: hc.spec.network.dns_domain.clone(),
-        service_names: kube_apiserver::service_dns_names(hc),
+        service_names: kube_apiserver::service_dns_names(hc)?,
         endpoint_hosts: vec![endpoint.host.clone()],
         extra_sans: hc.spec.api_server.extra_sans.clone(),
     };
-    let members = etcd::member_dns_names(hc);
+    let members = etcd::member_dns_names(hc)?;
     let leaf = |role, issuer, spec| LeafPlan { role, issuer, spec };
     use SecretRole::*;
     Ok(vec![

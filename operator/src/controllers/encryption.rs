@@ -17,11 +17,9 @@ use crate::error::{Error, Result};
 
 /// A new `<cluster>-encryption` Secret with a random key.
 pub fn generate(hc: &HostedCluster) -> Result<Secret> {
+    let secret = SecretRole::Encryption.secret_name(&builders::name(hc)?);
     let mut key = [0u8; KEY_LEN];
-    getrandom::fill(&mut key).map_err(|source| Error::GenerateKey {
-        secret: SecretRole::Encryption.secret_name(&builders::name(hc)),
-        source,
-    })?;
+    getrandom::fill(&mut key).map_err(|source| Error::GenerateKey { secret, source })?;
     Ok(encryption_secret(hc, &encryption_config(FIRST_KEY_NAME, &key)?)?)
 }
 

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use super::Context;
 use super::etcd_client::{EtcdClient, MemberStatus};
 use super::etcd_storage::{self, Claims};
-use super::hosted_cluster::{EventExt, event, publish};
+use super::events::{EventExt, event, publish};
 use super::pki_store::SecretData;
 use super::status::{Check, Observed, WorkloadState};
 use crate::api::conditions::*;
@@ -44,7 +44,7 @@ pub struct EtcdGuard {
 impl EtcdGuard {
     /// Reads the claims and asks etcd; decides what may be rolled out.
     pub async fn observe(hc: &HostedCluster, ctx: &Context, data: &SecretData) -> Result<EtcdGuard> {
-        let client = EtcdClient::new(data, &builders::name(hc))
+        let client = EtcdClient::new(data, &builders::name(hc)?)
             .inspect_err(|error| warn!(%error, "no etcd client"))
             .ok();
         let mut guard = EtcdGuard {
@@ -71,7 +71,7 @@ impl EtcdGuard {
 
     /// The builder's view of the existing etcd; a new StatefulSet gets a new cluster token.
     pub fn inputs(&self, hc: &HostedCluster, ctx: &Context) -> EtcdInputs {
-        let token = format!("{}-{}", builders::name(hc), ctx.clock.now().unix_timestamp());
+        let token = format!("{}-{}", hc.name_any(), ctx.clock.now().unix_timestamp());
         self.claims.etcd_inputs(token)
     }
 
@@ -138,8 +138,8 @@ impl EtcdGuard {
                  annotate hostedcluster {name} {ADOPT_ETCD_CLAIMS_ANNOTATION}=true`; to start empty: \
                  `kubectl -n {ns} delete pvc {spaced}`",
                 names = names.join(", "),
-                name = builders::name(hc),
-                ns = builders::namespace(hc),
+                name = builders::name(hc)?,
+                ns = builders::namespace(hc)?,
                 spaced = names.join(" "),
             );
             self.problem = Some((REASON_ETCD_CLAIMS_RETAINED, message));
@@ -163,9 +163,12 @@ impl EtcdGuard {
     /// Status of every member, and the cluster's alarms.
     async fn ask(&mut self, hc: &HostedCluster) {
         let Some(client) = &self.client else { return };
-        let endpoints: Vec<String> = (0..hc.spec.etcd.replicas)
+        let Ok(endpoints) = (0..hc.spec.etcd.replicas)
             .map(|i| etcd_builder::member_client_url(hc, i))
-            .collect();
+            .collect::<Result<Vec<String>, _>>()
+        else {
+            return;
+        };
         let answers = join_all(endpoints.iter().map(|e| client.status(e))).await;
         self.members = answers
             .into_iter()
@@ -241,7 +244,9 @@ impl EtcdGuard {
         let Some(ordinal) = self.members.iter().position(Option::is_some) else {
             return;
         };
-        let endpoint = etcd_builder::member_client_url(hc, ordinal as i32);
+        let Ok(endpoint) = etcd_builder::member_client_url(hc, ordinal as i32) else {
+            return;
+        };
         let marker = match client.read_marker(&endpoint).await {
             Ok(marker) => marker,
             Err(error) => {
@@ -297,8 +302,10 @@ impl EtcdGuard {
         let (Some(client), Some(ordinal)) = (&self.client, member_to_defragment(&self.members)) else {
             return;
         };
-        let endpoint = etcd_builder::member_client_url(hc, ordinal as i32);
-        let pod = format!("{}-{ordinal}", Component::Etcd.workload_name(&builders::name(hc)));
+        let Ok(endpoint) = etcd_builder::member_client_url(hc, ordinal as i32) else {
+            return;
+        };
+        let pod = format!("{}-{ordinal}", Component::Etcd.workload_name(&hc.name_any()));
         let (size, in_use) = self.members[ordinal]
             .as_ref()
             .map_or((0, 0), |m| (m.db_size, m.db_size_in_use));
@@ -422,7 +429,7 @@ pub fn member_to_defragment(members: &[Option<MemberStatus>]) -> Option<usize> {
 }
 
 fn data_lost_message(hc: &HostedCluster, recorded: &str, found: &str) -> String {
-    let (name, ns) = (builders::name(hc), builders::namespace(hc));
+    let (name, ns) = (hc.name_any(), hc.namespace().unwrap_or_default());
     let claims: Vec<String> = (0..hc.spec.etcd.replicas)
         .map(|i| etcd_builder::claim_name(&name, i))
         .collect();
@@ -437,7 +444,7 @@ fn data_lost_message(hc: &HostedCluster, recorded: &str, found: &str) -> String 
 }
 
 fn marker_lost_message(hc: &HostedCluster, id: &str) -> String {
-    let (name, ns) = (builders::name(hc), builders::namespace(hc));
+    let (name, ns) = (hc.name_any(), hc.namespace().unwrap_or_default());
     format!(
         "etcd answers with the recorded cluster ID {id}, but the marker nestplane wrote into it \
          ({}) is gone: a member was started again on an empty claim, and the data is lost. Nothing \
@@ -449,7 +456,7 @@ fn marker_lost_message(hc: &HostedCluster, id: &str) -> String {
 }
 
 fn no_space_message(hc: &HostedCluster) -> String {
-    let (name, ns) = (builders::name(hc), builders::namespace(hc));
+    let (name, ns) = (hc.name_any(), hc.namespace().unwrap_or_default());
     format!(
         "etcd raised its NOSPACE alarm: its database reached the space quota and it refuses writes. \
          Grow etcd.storage.size (where the StorageClass allows expansion; the quota follows), or free \

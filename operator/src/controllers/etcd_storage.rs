@@ -8,7 +8,6 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 
@@ -18,7 +17,7 @@ use super::status::Check;
 use crate::api::conditions::*;
 use crate::api::{EtcdDeletionPolicy, HostedCluster};
 use crate::builders::etcd::{DATA_VOLUME, EtcdInputs};
-use crate::builders::{self, Component, INSTANCE_LABEL, Workload, quantity};
+use crate::builders::{self, Component, Workload, quantity};
 use crate::error::{KubeContext, Result};
 
 /// The etcd StatefulSet's claim template and the members' claims, as they are.
@@ -32,12 +31,13 @@ pub struct Claims {
 }
 
 /// The labels the claim template gives every member claim.
-pub fn claim_selector(hc: &HostedCluster) -> String {
-    format!(
-        "app.kubernetes.io/instance={},app.kubernetes.io/component={}",
-        builders::name(hc),
-        Component::Etcd.as_str()
-    )
+pub fn claim_selector(hc: &HostedCluster) -> Result<String> {
+    let selector = builders::selector(hc, Component::Etcd)?;
+    Ok(selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// The StatefulSet and claims as the watches last saw them, read again live unless that is a
@@ -45,7 +45,7 @@ pub fn claim_selector(hc: &HostedCluster) -> String {
 /// what data etcd starts on, so no new StatefulSet or claim adoption rests on a lagging copy.
 pub async fn observe_claims(client: &kube::Client, cache: &Cache, hc: &HostedCluster) -> Result<Claims> {
     let cached_sts = observe_workload(cache, hc, Component::Etcd);
-    let cached_claims = cached_claims(cache, hc);
+    let cached_claims = cached_claims(cache, hc)?;
     let members = usize::try_from(hc.spec.etcd.replicas).unwrap_or_default();
     let settled = cached_sts.is_some()
         && cached_claims.len() == members
@@ -56,8 +56,8 @@ pub async fn observe_claims(client: &kube::Client, cache: &Cache, hc: &HostedClu
     let (sts, mut claims) = if settled {
         (cached_sts, cached_claims)
     } else {
-        let name = Component::Etcd.workload_name(&builders::name(hc));
-        let sts = Api::<StatefulSet>::namespaced(client.clone(), &builders::namespace(hc))
+        let name = Component::Etcd.workload_name(&builders::name(hc)?);
+        let sts = Api::<StatefulSet>::namespaced(client.clone(), &builders::namespace(hc)?)
             .get_opt(&name)
             .await
             .context("get", "StatefulSet", &name)?
@@ -93,8 +93,8 @@ pub async fn observe_claims(client: &kube::Client, cache: &Cache, hc: &HostedClu
 
 /// The member claims of this HostedCluster's etcd StatefulSet, read live.
 async fn list_claims(client: &kube::Client, hc: &HostedCluster) -> Result<Vec<PersistentVolumeClaim>> {
-    let selector = claim_selector(hc);
-    Ok(claims_api(client, hc)
+    let selector = claim_selector(hc)?;
+    Ok(claims_api(client, hc)?
         .list(&ListParams::default().labels(&selector))
         .await
         .context("list", "PersistentVolumeClaim", &selector)?
@@ -105,33 +105,24 @@ async fn list_claims(client: &kube::Client, hc: &HostedCluster) -> Result<Vec<Pe
 }
 
 /// The member claims as the watch last saw them.
-fn cached_claims(cache: &Cache, hc: &HostedCluster) -> Vec<PersistentVolumeClaim> {
-    let labels = BTreeMap::from([
-        (INSTANCE_LABEL.to_string(), builders::name(hc)),
-        (
-            "app.kubernetes.io/component".to_string(),
-            Component::Etcd.as_str().to_string(),
-        ),
-    ]);
-    cache
-        .labelled::<PersistentVolumeClaim>(&builders::namespace(hc), &labels)
+fn cached_claims(cache: &Cache, hc: &HostedCluster) -> Result<Vec<PersistentVolumeClaim>> {
+    let labels = builders::selector(hc, Component::Etcd)?;
+    Ok(cache
+        .labelled::<PersistentVolumeClaim>(&builders::namespace(hc)?, &labels)
         .iter()
         .map(|c| PersistentVolumeClaim::clone(c))
         .filter(|c| is_member_claim(hc, c))
-        .collect()
+        .collect())
 }
 
 /// Claims of the StatefulSet's data volume (`data-<cluster>-etcd-<ordinal>`).
 fn is_member_claim(hc: &HostedCluster, claim: &PersistentVolumeClaim) -> bool {
-    let prefix = format!(
-        "{DATA_VOLUME}-{}-",
-        Component::Etcd.workload_name(&builders::name(hc))
-    );
+    let prefix = format!("{DATA_VOLUME}-{}-", Component::Etcd.workload_name(&hc.name_any()));
     claim.name_any().starts_with(&prefix)
 }
 
-fn claims_api(client: &kube::Client, hc: &HostedCluster) -> Api<PersistentVolumeClaim> {
-    Api::namespaced(client.clone(), &builders::namespace(hc))
+fn claims_api(client: &kube::Client, hc: &HostedCluster) -> Result<Api<PersistentVolumeClaim>> {
+    Ok(Api::namespaced(client.clone(), &builders::namespace(hc)?))
 }
 
 impl Claims {
@@ -299,7 +290,7 @@ pub async fn ensure_size(
                 for name in &short {
                     // A merge patch of the one field: the rest of the claim is the StatefulSet
                     // controller's.
-                    claims_api(client, hc)
+                    claims_api(client, hc)?
                         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
                         .context("expand", "PersistentVolumeClaim", name)?;
@@ -343,7 +334,7 @@ pub async fn adopt(
     } } });
     for claim in claims {
         let name = claim.name_any();
-        claims_api(client, hc)
+        claims_api(client, hc)?
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .context("adopt", "PersistentVolumeClaim", &name)?;
@@ -361,7 +352,7 @@ pub enum Released {
 /// On deletion of the HostedCluster: deletes the claims, or with `deletionPolicy: Retain`
 /// marks them with this HostedCluster's UID and etcd cluster ID and keeps them.
 pub async fn release_claims(client: &kube::Client, hc: &HostedCluster) -> Result<Released> {
-    let api = claims_api(client, hc);
+    let api = claims_api(client, hc)?;
     let names: Vec<String> = list_claims(client, hc)
         .await?
         .iter()

@@ -6,18 +6,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Error as FinalizerError, Event as FinalizerEvent, finalizer};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, instrument, warn};
 
 use super::Context;
 use super::etcd::EtcdGuard;
 use super::etcd_storage::{self, Released};
+use super::events::{EventExt, event, publish, secret_reference};
 use super::key_material::{self, KeyReport};
 use super::observe::{
     EndpointObservation, observe_endpoint, observe_workload, observe_workloads_as_they_are, probe_readyz,
@@ -94,7 +95,7 @@ async fn apply(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
 
 /// One pass over the control plane. Returns what it saw (for the status) and when to look again.
 async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> Result<(Observed, Duration)> {
-    let cluster = builders::name(hc);
+    let cluster = builders::name(hc)?;
     let service = apply_services(hc, owned).await?;
     let (endpoint, apiserver_port, advertise_address) =
         match observe_endpoint(&ctx.client, &ctx.cache, hc, &service).await? {
@@ -209,7 +210,7 @@ async fn ensure_secrets(
     secrets: &SecretReader<'_>,
     endpoint: &Endpoint,
 ) -> Result<(SecretData, KeyReport)> {
-    let cluster = builders::name(hc);
+    let cluster = builders::name(hc)?;
     let request = PkiRequest {
         hc,
         endpoint,
@@ -242,7 +243,8 @@ async fn ensure_secrets(
             .related(secret_reference(hc, &name));
         publish(ctx, hc, event).await;
     }
-    ctx.metrics.record_certificates(hc, &secret_data);
+    ctx.metrics
+        .record_certificates(hc, pki_store::certificates(&secret_data));
     Ok((secret_data, keys))
 }
 
@@ -359,7 +361,7 @@ async fn apply_status(hc: &HostedCluster, ctx: &Context, observed: &Observed) ->
 }
 
 async fn write_status(hc: &HostedCluster, ctx: &Context, status: &HostedClusterStatus) -> Result<()> {
-    let api: Api<HostedCluster> = Api::namespaced(ctx.client.clone(), &builders::namespace(hc));
+    let api: Api<HostedCluster> = Api::namespaced(ctx.client.clone(), &builders::namespace(hc)?);
     let patch = json!({ "apiVersion": "nestplane.io/v1alpha1", "kind": "HostedCluster", "status": status });
     api.patch_status(
         &hc.name_any(),
@@ -415,49 +417,5 @@ async fn publish_changes(ctx: &Context, hc: &HostedCluster, owned: &mut OwnedSet
             .note(format!("{verb} {} {}", change.kind, change.name))
             .related(change.reference);
         publish(ctx, hc, event).await;
-    }
-}
-
-/// An event about the HostedCluster. The recorder folds events with the same type, reason,
-/// action and related object into one series, so each object named gets its own.
-pub(super) fn event(type_: EventType, reason: &str, action: &str) -> Event {
-    Event {
-        type_,
-        reason: reason.to_string(),
-        note: None,
-        action: action.to_string(),
-        secondary: None,
-    }
-}
-
-pub(super) trait EventExt {
-    fn note(self, note: String) -> Self;
-    fn related(self, object: ObjectReference) -> Self;
-}
-
-impl EventExt for Event {
-    fn note(mut self, note: String) -> Self {
-        self.note = Some(note);
-        self
-    }
-    fn related(mut self, object: ObjectReference) -> Self {
-        self.secondary = Some(object);
-        self
-    }
-}
-
-fn secret_reference(hc: &HostedCluster, name: &str) -> ObjectReference {
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Secret".into()),
-        name: Some(name.into()),
-        namespace: hc.namespace(),
-        ..ObjectReference::default()
-    }
-}
-
-pub(super) async fn publish(ctx: &Context, hc: &HostedCluster, event: Event) {
-    if let Err(e) = ctx.recorder.publish(&event, &hc.object_ref(&())).await {
-        warn!(error = %e, "could not publish event");
     }
 }

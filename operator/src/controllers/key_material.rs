@@ -144,7 +144,7 @@ impl KeyReport {
 fn accept_command(hc: &HostedCluster, secrets: &[&str]) -> String {
     format!(
         "kubectl -n {} annotate hostedcluster {} {ACCEPT_NEW_KEY_MATERIAL_ANNOTATION}={}",
-        builders::namespace(hc),
+        hc.namespace().unwrap_or_default(),
         hc.name_any(),
         secrets.join(",")
     )
@@ -372,7 +372,7 @@ pub async fn ensure_key_material(
     hc: &HostedCluster,
     now: OffsetDateTime,
 ) -> Result<KeyReport> {
-    let cluster = builders::name(hc);
+    let cluster = builders::name(hc)?;
     let recorded: Vec<KeyFingerprint> = hc
         .status
         .as_ref()
@@ -532,7 +532,7 @@ async fn apply_verdict(
             info!(secret = %secret.name_any(), "adopting");
             Some(
                 owned
-                    .adopt(&secret, owner_reference(hc), labels(hc, None))
+                    .adopt(&secret, owner_reference(hc)?, labels(hc, None)?)
                     .await?,
             )
         }
@@ -569,7 +569,7 @@ pub async fn observe_blocked(
         Ok(None) => Err("no admin kubeconfig to probe with".to_string()),
         Err(error) => Err(error.to_string()),
     };
-    observed.kubeconfig_secret = Some(SecretRole::AdminKubeconfig.secret_name(&builders::name(hc)));
+    observed.kubeconfig_secret = Some(SecretRole::AdminKubeconfig.secret_name(&hc.name_any()));
     keys.record(&mut observed);
     observed
 }

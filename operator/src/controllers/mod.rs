@@ -20,6 +20,7 @@ pub mod encryption;
 pub mod etcd;
 pub mod etcd_client;
 pub mod etcd_storage;
+pub mod events;
 pub mod hosted_clients;
 pub mod hosted_cluster;
 pub mod key_material;

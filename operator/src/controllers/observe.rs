@@ -175,8 +175,8 @@ fn endpoint_host(endpoint: &str) -> Option<String> {
 
 /// The component's workload as the watches last saw it, if it exists.
 pub fn observe_workload(cache: &Cache, hc: &HostedCluster, component: Component) -> Option<Workload> {
-    let namespace = builders::namespace(hc);
-    let name = component.workload_name(&builders::name(hc));
+    let namespace = builders::namespace(hc).ok()?;
+    let name = component.workload_name(&builders::name(hc).ok()?);
     match component {
         Component::Etcd => cache
             .get::<StatefulSet>(&namespace, &name)
@@ -208,7 +208,10 @@ pub fn observe_workloads_as_they_are(
 /// Removes an annotation a person set on the HostedCluster to ask for something, once it is
 /// honoured (a merge patch: the annotation is theirs, not the field manager's).
 pub async fn remove_request_annotation(client: &kube::Client, hc: &HostedCluster, key: &str) {
-    let api: Api<HostedCluster> = Api::namespaced(client.clone(), &builders::namespace(hc));
+    let Ok(namespace) = builders::namespace(hc) else {
+        return;
+    };
+    let api: Api<HostedCluster> = Api::namespaced(client.clone(), &namespace);
     let patch = serde_json::json!({ "metadata": { "annotations": { key: null } } });
     match api
         .patch(&hc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))

@@ -140,7 +140,7 @@ impl OwnedSet {
             predecessors: Vec::new(),
         };
         let selector = BTreeMap::from([
-            (INSTANCE_LABEL.to_string(), builders::name(hc)),
+            (INSTANCE_LABEL.to_string(), builders::name(hc)?),
             (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
         ]);
         set.list::<Secret>(cache, &selector);

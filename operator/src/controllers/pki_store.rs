@@ -24,6 +24,12 @@ use crate::error::{Error, KubeContext, Result};
 /// Secret data by role, after every Secret exists and is current.
 pub type SecretData = BTreeMap<SecretRole, BTreeMap<String, ByteString>>;
 
+/// The certificate (PEM) of each Secret that holds one, by role: what the metrics record.
+pub fn certificates(data: &SecretData) -> impl Iterator<Item = (SecretRole, &[u8])> {
+    data.iter()
+        .filter_map(|(role, secret)| Some((*role, secret.get(TLS_CERT)?.0.as_slice())))
+}
+
 /// A reissued Secret and why (a `Verdict` reason, `RotationRequested` or `KubeconfigStale`).
 pub type Reissue = (SecretRole, &'static str);
 
@@ -41,7 +47,7 @@ impl PkiRequest<'_> {
         Duration::days(self.hc.spec.certificates.renew_before_days.into())
     }
     fn cluster(&self) -> String {
-        builders::name(self.hc)
+        kube::ResourceExt::name_any(self.hc)
     }
 }
 
@@ -105,7 +111,7 @@ async fn ensure_kubeconfigs(
     let cluster = req.cluster();
     let ca = pair_of(data, SecretRole::Ca, &cluster)?;
     let ca_hash = pki::ca_cert_hash(&ca.cert_pem)?;
-    for plan in kubeconfig::plan(req.hc, req.endpoint) {
+    for plan in kubeconfig::plan(req.hc, req.endpoint)? {
         let verdict_of = |secret: &Secret| {
             leaf_verdict(secret, &ca, &plan.client, req).and_then(|()| {
                 kubeconfig::is_current(secret, &plan, &ca_hash)
@@ -227,7 +233,7 @@ pub struct SecretReader<'a> {
 
 impl<'a> SecretReader<'a> {
     pub fn new(client: &kube::Client, cache: &'a Cache, hc: &HostedCluster) -> SecretReader<'a> {
-        let namespace = builders::namespace(hc);
+        let namespace = kube::ResourceExt::namespace(hc).unwrap_or_default();
         SecretReader {
             cache,
             api: Api::namespaced(client.clone(), &namespace),
@@ -264,7 +270,7 @@ pub async fn stored_admin_kubeconfig(
     secrets: &SecretReader<'_>,
     hc: &HostedCluster,
 ) -> Result<Option<String>> {
-    let cluster = builders::name(hc);
+    let cluster = builders::name(hc)?;
     let name = SecretRole::AdminKubeconfig.secret_name(&cluster);
     let Some(secret) = secrets.ours(&name, |_| true).await? else {
         return Ok(None);

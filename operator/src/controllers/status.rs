@@ -117,8 +117,8 @@ impl Observed {
     /// Before any workload is looked at: everything waits for the endpoint.
     pub fn nothing_yet(hc: &HostedCluster, endpoint: Option<String>) -> Observed {
         Observed {
-            namespace: crate::builders::namespace(hc),
-            cluster: crate::builders::name(hc),
+            namespace: kube::ResourceExt::namespace(hc).unwrap_or_default(),
+            cluster: kube::ResourceExt::name_any(hc),
             generation: hc.metadata.generation,
             version: hc.spec.version.clone(),
             endpoint,
