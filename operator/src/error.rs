@@ -16,6 +16,9 @@ pub enum Error {
     Build(#[from] crate::builders::BuildError),
     #[error("certificates: {0}")]
     Pki(#[from] nestplane_pki::Error),
+    /// The client's error names the operation (`create server`, `find image`, ...).
+    #[error("{0}")]
+    OpenStack(#[from] nestplane_openstack::Error),
     #[error("Secret {name} is missing key {key}")]
     SecretKey { name: String, key: &'static str },
     #[error("no Ready node has an InternalIP address to expose NodePort {0} on")]
@@ -64,10 +67,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Every value [`Error::metric_label`] returns, so that the failures counter starts at zero
     /// for each (a counter that appears only on the first failure has no rate before it).
-    pub const METRIC_LABELS: [&'static str; 12] = [
+    pub const METRIC_LABELS: [&'static str; 13] = [
         "Kube",
         "Build",
         "Pki",
+        "OpenStack",
         "SecretKey",
         "NoNodeAddress",
         "MissingField",
@@ -85,6 +89,7 @@ impl Error {
             Error::Kube { .. } => "Kube",
             Error::Build(_) => "Build",
             Error::Pki(_) => "Pki",
+            Error::OpenStack(_) => "OpenStack",
             Error::SecretKey { .. } => "SecretKey",
             Error::NoNodeAddress(_) => "NoNodeAddress",
             Error::MissingField(_) => "MissingField",
@@ -115,6 +120,8 @@ impl Error {
                 | kube::runtime::finalizer::Error::CleanupFailed(e) => e.is_transient(),
                 _ => true,
             },
+            // The client knows which answers may change (no answer, 409, 429, 5xx).
+            Error::OpenStack(e) => e.is_transient(),
             // The system's random source may come back; etcd may answer again.
             Error::NoNodeAddress(_)
             | Error::PredecessorNotGone { .. }
@@ -223,6 +230,37 @@ mod tests {
         assert!(!error.is_transient(), "a person must act");
         assert_eq!(error.condition_reason(), Some("ObjectNotOwned"));
         assert_eq!(api_error(500).condition_reason(), None);
+    }
+
+    fn openstack_error(status: u16) -> Error {
+        Error::from(nestplane_openstack::Error::OpenStack {
+            op: "create server",
+            source: nestplane_openstack::Failure::Status {
+                method: "POST".into(),
+                url: "https://nova.example/v2.1/servers".into(),
+                status,
+                message: "boom".into(),
+                request_id: None,
+            },
+        })
+    }
+
+    #[test]
+    fn openstack_errors_retry_as_the_client_says() {
+        assert_eq!(openstack_error(503).metric_label(), "OpenStack");
+        assert!(Error::METRIC_LABELS.contains(&"OpenStack"));
+        assert!(
+            openstack_error(503)
+                .to_string()
+                .starts_with("OpenStack create server: POST https://nova.example"),
+            "{}",
+            openstack_error(503)
+        );
+        assert!(openstack_error(503).is_transient(), "Nova may answer again");
+        assert!(!openstack_error(403).is_transient(), "a quota needs a person");
+        assert_eq!(openstack_error(403).retry_after(), Duration::from_secs(60));
+        let config = Error::from(nestplane_openstack::Error::Config("no cloud".into()));
+        assert!(!config.is_transient());
     }
 
     #[test]

@@ -52,10 +52,7 @@ async fn main() -> anyhow::Result<()> {
             };
             nestplane::runtime::run(http_addr, config).await?;
         }
-        Command::Crd => print!(
-            "{}",
-            serde_yaml::to_string(&nestplane::api::hosted_cluster_crd())?
-        ),
+        Command::Crd => print!("{}", nestplane::api::crds_yaml()?),
         Command::Kubeconfig { name, namespace } => print!("{}", kubeconfig(&name, &namespace).await?),
     }
     Ok(())

@@ -198,7 +198,7 @@ pub async fn operator_metric(client: &Client, name: &str, labels: &str) -> Resul
 /// The test OpenStack cloud that `make openstack-up` starts.
 pub mod openstack {
     use anyhow::{Context, Result};
-    use nestplane::openstack::CloudConfig;
+    use nestplane_openstack::CloudConfig;
 
     pub const DEFAULT_CLOUDS_YAML: &str = "/var/lib/nestplane/openstack/clouds.yaml";
 
@@ -235,7 +235,7 @@ pub mod hosted {
     use kube::api::{Patch, PatchParams, PostParams};
     use kube::config::{KubeConfigOptions, Kubeconfig};
     use kube::{Api, Client, Config};
-    use nestplane::api::HostedCluster;
+    use nestplane_api::HostedCluster;
 
     use crate::wait_until;
 

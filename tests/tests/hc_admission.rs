@@ -5,7 +5,7 @@
 use anyhow::{Result, bail, ensure};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use nestplane::api::{HostedCluster, PROTECTED_API_SERVER_FLAGS, PROTECTED_CONTROLLER_FLAGS};
+use nestplane_api::{HostedCluster, PROTECTED_API_SERVER_FLAGS, PROTECTED_CONTROLLER_FLAGS};
 use nestplane_e2e::with_temp_namespace;
 use serde_json::{Value, json};
 

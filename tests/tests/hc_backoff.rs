@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Result, ensure};
 use kube::Api;
 use kube::api::PostParams;
-use nestplane::api::{ApiServerServiceType, HostedCluster};
+use nestplane_api::{ApiServerServiceType, HostedCluster};
 use nestplane_e2e::hosted::{condition_true, sample};
 use nestplane_e2e::{operator_metric, wait_until, with_temp_namespace};
 

@@ -15,7 +15,7 @@ use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use nestplane::api::HostedCluster;
+use nestplane_api::HostedCluster;
 use nestplane_e2e::hosted::{
     admin_kubeconfig, create_available, eventually, hosted_client, readyz, reconciled_again, sample,
 };

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use nestplane::api::HostedCluster;
+use nestplane_api::HostedCluster;
 use nestplane_e2e::hosted::{
     admin_kubeconfig, available, condition_true, create_available, eventually, hosted_client, sample,
 };
@@ -189,7 +189,7 @@ async fn the_deletion_policy_decides_whether_the_claims_outlive_the_hosted_clust
 
         let mut retained = sample(&ns)?;
         retained.metadata.name = Some("keep".into());
-        retained.spec.etcd.storage.deletion_policy = nestplane::api::EtcdDeletionPolicy::Retain;
+        retained.spec.etcd.storage.deletion_policy = nestplane_api::EtcdDeletionPolicy::Retain;
         let hc = create_available(&client, &retained).await?;
         write_marker(&client, &hc).await?;
         let mut deleted = sample(&ns)?;

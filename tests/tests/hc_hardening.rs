@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, ResourceExt};
-use nestplane::api::HostedCluster;
+use nestplane_api::HostedCluster;
 use nestplane_e2e::hosted::{
     admin_kubeconfig, available, create_available, eventually, hosted_client, sample,
 };
@@ -314,7 +314,7 @@ async fn two_api_servers_get_a_disruption_budget(client: &Client, ns: &str, name
 async fn cluster_ip_service_on_its_own_port_becomes_available() -> Result<()> {
     with_temp_namespace("hc-cluster-ip", |client, ns| async move {
         let mut hc = sample(&ns)?;
-        hc.spec.api_server.service.type_ = nestplane::api::ApiServerServiceType::ClusterIP;
+        hc.spec.api_server.service.type_ = nestplane_api::ApiServerServiceType::ClusterIP;
         hc.spec.api_server.service.port = Some(7443);
         let hc = create_available(&client, &hc).await?;
         let name = hc.name_any();

@@ -13,8 +13,8 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use nestplane::api::HostedCluster;
-use nestplane::api::conditions::{
+use nestplane_api::HostedCluster;
+use nestplane_api::conditions::{
     ACCEPT_NEW_KEY_MATERIAL_ANNOTATION, AVAILABLE, KEY_MATERIAL_INTACT, REASON_INTACT,
     REASON_KEY_MATERIAL_MISSING, REASON_OBJECT_NOT_OWNED,
 };

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use nestplane::api::HostedCluster;
+use nestplane_api::HostedCluster;
 use nestplane_e2e::hosted::{available, create_available, eventually, sample, template_hash};
 use nestplane_e2e::{pod_ready, wait_until, with_temp_namespace};
 use serde_json::json;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
-use nestplane::api::HostedCluster;
+use nestplane_api::HostedCluster;
 use nestplane_e2e::hosted::{create_available, eventually, sample};
 use nestplane_e2e::{operator_namespace, scrape_operator_metrics, with_temp_namespace};
 

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use nestplane::openstack::{Client, Compute, Failure};
 use nestplane_e2e::openstack::cloud_config;
+use nestplane_openstack::{Client, Compute, Failure};
 use serde_json::{Value, json};
 
 const DEFAULT_TOXIPROXY: &str = "http://127.0.0.1:8474";
@@ -81,16 +81,16 @@ impl Toxiproxy {
 
 /// The error of a call that must fail.
 fn failed<T: std::fmt::Debug>(
-    result: nestplane::openstack::Result<T>,
+    result: nestplane_openstack::Result<T>,
     why: &str,
-) -> Result<nestplane::openstack::Error> {
+) -> Result<nestplane_openstack::Error> {
     match result {
         Ok(value) => bail!("{why}, yet the call succeeded: {value:?}"),
         Err(error) => Ok(error),
     }
 }
 
-fn transport(error: &nestplane::openstack::Error) -> Option<(&str, bool)> {
+fn transport(error: &nestplane_openstack::Error) -> Option<(&str, bool)> {
     match error.failure() {
         Some(Failure::Transport { message, timeout, .. }) => Some((message.as_str(), *timeout)),
         _ => None,

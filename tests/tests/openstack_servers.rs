@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use ipnet::Ipv4Net;
-use nestplane::openstack::{Client, Compute, Server, ServerSpec, ServerStatus};
 use nestplane_e2e::openstack::cloud_config;
+use nestplane_openstack::{Client, Compute, Server, ServerSpec, ServerStatus};
 
 const FLAVOR: &str = "nestplane.tiny";
 const IMAGE: &str = "nestplane-tiny";

@@ -1,4 +1,8 @@
-//! The nestplane.io/v1alpha1 API: types only, no I/O.
+//! The nestplane.io/v1alpha1 API: types and CRDs only, no I/O. The crate depends on no async
+//! runtime and no Kubernetes client, so code that needs only the types (the end-to-end tests,
+//! later a CLI) builds without the operator.
+#![forbid(unsafe_code)]
+
 pub mod conditions;
 mod hosted_cluster;
 
@@ -38,9 +42,24 @@ pub fn hosted_cluster_crd() -> CustomResourceDefinition {
     crd
 }
 
+/// Every CRD of the API, in the order `nestplane crd` prints them and `make crds` installs them.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![hosted_cluster_crd()]
+}
+
+/// [`crds`] as one multi-document YAML stream. With a single CRD the output is that CRD's
+/// document alone (no `---`), byte-identical to what `make crds` committed before.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let documents = crds()
+        .iter()
+        .map(serde_yaml::to_string)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(documents.join("---\n"))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{SUPPORTED_MINORS, hosted_cluster_crd};
+    use super::{SUPPORTED_MINORS, crds_yaml};
 
     #[test]
     fn the_version_rule_admits_every_supported_minor() {
@@ -53,7 +72,8 @@ mod tests {
         }
     }
 
-    /// `make crds` writes the committed CRD; it must match the Rust types.
+    /// `make crds` writes the committed CRDs (`nestplane crd`, i.e. [`crds_yaml`]); they must
+    /// match the Rust types.
     #[test]
     fn committed_crd_matches_generated() {
         let path = concat!(
@@ -61,7 +81,7 @@ mod tests {
             "/../manifests/crds/hostedclusters.nestplane.io.yaml"
         );
         let committed = std::fs::read_to_string(path).expect("committed CRD");
-        let generated = serde_yaml::to_string(&hosted_cluster_crd()).expect("yaml");
+        let generated = crds_yaml().expect("yaml");
         assert!(
             committed == generated,
             "{path} is stale: run `make crds` and commit the result"

@@ -1,9 +1,13 @@
 //! OpenStack compute for worker nodes: the [`Compute`] trait with plain request and response types.
 //!
 //! [`client::Client`] implements it against a real cloud (Keystone, Nova, Glance, Neutron over
-//! HTTP). Nothing here knows about Kubernetes.
+//! HTTP); with the `fake` feature, `fake::Cloud` implements it in memory for unit tests.
+//! Nothing here knows about Kubernetes: the crate has no kube dependency.
+#![forbid(unsafe_code)]
 
 pub mod client;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 
 use std::collections::BTreeMap;
 use std::fmt;
