@@ -73,6 +73,15 @@ pub fn selector<K: Resource>(
     ]))
 }
 
+/// The labels that find every object `owner`'s controller wrote (its watches, its listing
+/// and its orphan sweep select by them).
+pub fn owned_selector<K: Resource>(owner: &K) -> Result<BTreeMap<String, String>, BuildError> {
+    Ok(BTreeMap::from([
+        (INSTANCE_LABEL.to_string(), name(owner)?),
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+    ]))
+}
+
 /// Metadata of an object `owner` controls: named `object_name`, in the owner's namespace, with
 /// the fixed labels and the owner reference.
 pub fn object_meta<K: Resource<DynamicType = ()>>(

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
 
 use crate::api::{HostedCluster, PodAntiAffinity};
-pub use meta::{labels, name, namespace, object_meta, owner_reference, selector};
+pub use meta::{labels, name, namespace, object_meta, owned_selector, owner_reference, selector};
 use secrets::SecretRole;
 
 pub mod apiserver_config;

@@ -13,27 +13,22 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::reflector::store::Writer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::owned::Owned;
 use crate::error::{Error, Result};
 
 /// How long a pass waits for the first complete list of every watched kind after a start.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The stores, one per kind the controller reads.
-#[derive(Clone)]
-pub struct Cache {
-    secrets: Store<Secret>,
-    services: Store<Service>,
-    statefulsets: Store<StatefulSet>,
-    deployments: Store<Deployment>,
-    config_maps: Store<ConfigMap>,
-    disruption_budgets: Store<PodDisruptionBudget>,
-    claims: Store<PersistentVolumeClaim>,
-    nodes: Store<Node>,
+/// Something done once for each kind [`owned_kinds`] lists, e.g. registering its
+/// watch or listing an owner's objects of that kind.
+pub trait KindVisitor {
+    fn visit<K: Owned + Cached>(&mut self);
 }
 
 /// A kind held in the cache.
@@ -48,75 +43,101 @@ pub trait Cached:
     + 'static
 {
     fn store(cache: &Cache) -> &Store<Self>;
+    /// Takes the writing half of this kind's store (once: it goes to the kind's watch).
+    fn take_writer(writers: &mut Writers) -> Option<Writer<Self>>;
 }
 
-macro_rules! cached {
-    ($($kind:ty => $field:ident),* $(,)?) => {
+/// The one list of the kinds an owner controls: it makes the cache's stores, the watches that
+/// wake an owner (each kind's watch fills its store), the listing at the start of a pass and,
+/// through that listing, the orphan sweep. A kind added here is watched, cached, listed and
+/// swept; the kinds after `read` are only watched and cached.
+macro_rules! kinds {
+    (owned: $($kind:ty => $field:ident),+ ; read: $($read:ty => $read_field:ident),+ $(,)?) => {
+        /// The stores, one per kind the controller reads.
+        #[derive(Clone)]
+        pub struct Cache {
+            $($field: Store<$kind>,)+
+            $($read_field: Store<$read>,)+
+        }
+
+        /// The writing half of each store: each goes to the watch of its kind, which must be
+        /// polled (by the controller) for the store to fill.
+        pub struct Writers {
+            $($field: Option<Writer<$kind>>,)+
+            $(pub $read_field: Writer<$read>,)+
+        }
+
         $(impl Cached for $kind {
             fn store(cache: &Cache) -> &Store<Self> {
                 &cache.$field
             }
-        })*
+            fn take_writer(writers: &mut Writers) -> Option<Writer<Self>> {
+                writers.$field.take()
+            }
+        })+
+
+        $(impl Cached for $read {
+            fn store(cache: &Cache) -> &Store<Self> {
+                &cache.$read_field
+            }
+            fn take_writer(_: &mut Writers) -> Option<Writer<Self>> {
+                None
+            }
+        })+
+
+        /// Calls `visitor` once for each owned kind.
+        pub fn owned_kinds(visitor: &mut impl KindVisitor) {
+            $(visitor.visit::<$kind>();)+
+        }
+
+        impl Cache {
+            pub fn new() -> (Cache, Writers) {
+                $(let $field = reflector::store();)+
+                $(let $read_field = reflector::store();)+
+                let cache = Cache {
+                    $($field: $field.0,)+
+                    $($read_field: $read_field.0,)+
+                };
+                let writers = Writers {
+                    $($field: Some($field.1),)+
+                    $($read_field: $read_field.1,)+
+                };
+                (cache, writers)
+            }
+
+            /// Waits for the first complete list of every kind, so that a pass right after a
+            /// start never takes an empty store for an empty namespace.
+            pub async fn wait_until_ready(&self) -> Result<()> {
+                $(ready(&self.$field).await?;)+
+                $(ready(&self.$read_field).await?;)+
+                Ok(())
+            }
+        }
     };
 }
 
-cached!(
-    Secret => secrets,
-    Service => services,
-    StatefulSet => statefulsets,
-    Deployment => deployments,
-    ConfigMap => config_maps,
-    PodDisruptionBudget => disruption_budgets,
-    PersistentVolumeClaim => claims,
-    Node => nodes,
+kinds!(
+    owned:
+        Secret => secrets,
+        Service => services,
+        StatefulSet => statefulsets,
+        Deployment => deployments,
+        ConfigMap => config_maps,
+        PodDisruptionBudget => disruption_budgets;
+    read:
+        PersistentVolumeClaim => claims,
+        Node => nodes,
 );
 
-/// The writing half of each store: every stream returned here must be polled (by the
-/// controller) for its store to fill.
-pub struct Writers {
-    pub secrets: reflector::store::Writer<Secret>,
-    pub services: reflector::store::Writer<Service>,
-    pub statefulsets: reflector::store::Writer<StatefulSet>,
-    pub deployments: reflector::store::Writer<Deployment>,
-    pub config_maps: reflector::store::Writer<ConfigMap>,
-    pub disruption_budgets: reflector::store::Writer<PodDisruptionBudget>,
-    pub claims: reflector::store::Writer<PersistentVolumeClaim>,
-    pub nodes: reflector::store::Writer<Node>,
+async fn ready<K: Cached>(store: &Store<K>) -> Result<()> {
+    tokio::time::timeout(READY_TIMEOUT, store.wait_until_ready())
+        .await
+        .ok()
+        .and_then(|waited| waited.ok())
+        .ok_or(Error::CacheNotReady(K::KIND))
 }
 
 impl Cache {
-    pub fn new() -> (Cache, Writers) {
-        let (secrets, secrets_writer) = reflector::store();
-        let (services, services_writer) = reflector::store();
-        let (statefulsets, statefulsets_writer) = reflector::store();
-        let (deployments, deployments_writer) = reflector::store();
-        let (config_maps, config_maps_writer) = reflector::store();
-        let (disruption_budgets, disruption_budgets_writer) = reflector::store();
-        let (claims, claims_writer) = reflector::store();
-        let (nodes, nodes_writer) = reflector::store();
-        let cache = Cache {
-            secrets,
-            services,
-            statefulsets,
-            deployments,
-            config_maps,
-            disruption_budgets,
-            claims,
-            nodes,
-        };
-        let writers = Writers {
-            secrets: secrets_writer,
-            services: services_writer,
-            statefulsets: statefulsets_writer,
-            deployments: deployments_writer,
-            config_maps: config_maps_writer,
-            disruption_budgets: disruption_budgets_writer,
-            claims: claims_writer,
-            nodes: nodes_writer,
-        };
-        (cache, writers)
-    }
-
     /// The object of that name, as last seen.
     pub fn get<K: Cached>(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         K::store(self).get(&ObjectRef::new(name).within(namespace))
@@ -138,26 +159,6 @@ impl Cache {
     pub fn all<K: Cached>(&self) -> Vec<Arc<K>> {
         K::store(self).state()
     }
-
-    /// Waits for the first complete list of every kind, so that a pass right after a start
-    /// never takes an empty store for an empty namespace.
-    pub async fn wait_until_ready(&self) -> Result<()> {
-        async fn ready<K: Cached>(cache: &Cache) -> Result<()> {
-            tokio::time::timeout(READY_TIMEOUT, K::store(cache).wait_until_ready())
-                .await
-                .ok()
-                .and_then(|waited| waited.ok())
-                .ok_or(Error::CacheNotReady(K::KIND))
-        }
-        ready::<Secret>(self).await?;
-        ready::<Service>(self).await?;
-        ready::<StatefulSet>(self).await?;
-        ready::<Deployment>(self).await?;
-        ready::<ConfigMap>(self).await?;
-        ready::<PodDisruptionBudget>(self).await?;
-        ready::<PersistentVolumeClaim>(self).await?;
-        ready::<Node>(self).await
-    }
 }
 
 /// A watch of `api` that keeps `writer`'s store current and yields each changed object.
@@ -165,7 +166,7 @@ impl Cache {
 pub fn reflect<K>(
     api: Api<K>,
     config: watcher::Config,
-    writer: reflector::store::Writer<K>,
+    writer: Writer<K>,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
 where
     K: Cached,

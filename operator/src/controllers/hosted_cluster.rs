@@ -68,7 +68,7 @@ pub fn error_policy(hc: Arc<HostedCluster>, error: &Error, ctx: Arc<Context>) ->
 }
 
 async fn apply(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
-    let outcome = match OwnedSet::observe(&ctx.client, &ctx.cache, hc).await {
+    let outcome = match OwnedSet::observe(&ctx.client, &ctx.cache, hc, &builders::owned_selector(hc)?).await {
         Ok(mut owned) => {
             let outcome = provision(hc, ctx, &mut owned).await;
             publish_changes(ctx, hc, &mut owned).await;

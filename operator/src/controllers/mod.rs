@@ -91,18 +91,25 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
     // the same watches fill the cache the passes read from.
     let managed = format!("{MANAGED_BY_LABEL}={}", crate::builders::MANAGED_BY);
     let owned = watcher::Config::default().labels(&managed);
+    let mut writers = writers;
+    let mut watches = OwnedWatches {
+        controller: Some(Controller::new(
+            hosted_clusters,
+            watcher::Config::default().any_semantic(),
+        )),
+        writers: &mut writers,
+        client: &client,
+        namespace,
+        config: owned.clone(),
+    };
+    cache::owned_kinds(&mut watches);
+    let Some(controller) = watches.controller else {
+        // Only `visit` takes it, and it always puts it back.
+        warn!("no controller to run");
+        return;
+    };
     let w = writers;
-    Controller::new(hosted_clusters, watcher::Config::default().any_semantic())
-        .owns_stream(reflect(api(&client, namespace), owned.clone(), w.statefulsets))
-        .owns_stream(reflect(api(&client, namespace), owned.clone(), w.deployments))
-        .owns_stream(reflect(api(&client, namespace), owned.clone(), w.services))
-        .owns_stream(reflect(api(&client, namespace), owned.clone(), w.secrets))
-        .owns_stream(reflect(api(&client, namespace), owned.clone(), w.config_maps))
-        .owns_stream(reflect(
-            api(&client, namespace),
-            owned.clone(),
-            w.disruption_budgets,
-        ))
+    controller
         // etcd's claims are the StatefulSet's, not the HostedCluster's: a claim that is bound or
         // resized wakes the HostedCluster its instance label names.
         .watches_stream(
@@ -132,6 +139,29 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
         })
         .await;
     info!("controller stopped");
+}
+
+/// Registers the watch of each owned kind with the controller, each filling its store.
+struct OwnedWatches<'a> {
+    controller: Option<Controller<HostedCluster>>,
+    writers: &'a mut cache::Writers,
+    client: &'a Client,
+    namespace: Option<&'a str>,
+    config: watcher::Config,
+}
+
+impl cache::KindVisitor for OwnedWatches<'_> {
+    fn visit<K: owned::Owned + cache::Cached>(&mut self) {
+        // Each kind's writer is taken once; a kind listed twice would be watched once.
+        let Some(writer) = K::take_writer(self.writers) else {
+            return;
+        };
+        let Some(controller) = self.controller.take() else {
+            return;
+        };
+        let watch = reflect(api::<K>(self.client, self.namespace), self.config.clone(), writer);
+        self.controller = Some(controller.owns_stream(watch));
+    }
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>

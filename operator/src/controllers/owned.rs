@@ -9,11 +9,9 @@
 //! ours nor deleted; the pass fails with `Error::NotOwned` instead.
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures::future::BoxFuture;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::Resource as _;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
@@ -21,9 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::debug;
 
-use super::cache::{Cache, Cached};
-use crate::api::HostedCluster;
-use crate::builders::{self, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL};
+use super::cache::{Cache, Cached, KindVisitor, owned_kinds};
 use crate::error::{Error, KubeContext, Result};
 
 pub const FIELD_MANAGER: &str = "nestplane";
@@ -110,48 +106,71 @@ struct Found {
     control: Control,
 }
 
+/// Deletes one object of the kind it was made for (see [`Listed`]).
+type DeleteFn = for<'a> fn(
+    &'a kube::Client,
+    &'a str,
+    &'a str,
+    &'a DeleteParams,
+) -> BoxFuture<'a, Result<ObjectReference>>;
+
+/// An owner's objects of one kind at the start of the pass, by name, and how to delete one:
+/// the sweep needs no list of kinds of its own.
+struct Listed {
+    objects: BTreeMap<String, Found>,
+    delete: DeleteFn,
+}
+
 pub struct OwnedSet {
     client: kube::Client,
     namespace: String,
     owner_uid: String,
-    /// Labelled objects at the start of the pass, by kind and name.
-    found: BTreeMap<&'static str, BTreeMap<String, Found>>,
+    /// The owner's kind, e.g. `HostedCluster`.
+    owner_kind: String,
+    /// Labelled objects at the start of the pass, by kind.
+    found: BTreeMap<&'static str, Listed>,
     recorded: BTreeSet<String>,
     /// Objects not listed at the start of the pass that were since found to be ours (or absent).
     checked: BTreeSet<(&'static str, String)>,
     changes: Vec<Change>,
-    /// Objects controlled by an earlier HostedCluster of the same name.
+    /// Objects controlled by an earlier owner of the same kind and name.
     predecessors: Vec<(&'static str, String)>,
 }
 
 impl OwnedSet {
-    /// What the HostedCluster owns now (by `instance` and `managed-by` labels), as the
-    /// controller's watches last saw it.
-    pub async fn observe(client: &kube::Client, cache: &Cache, hc: &HostedCluster) -> Result<OwnedSet> {
+    /// What `owner` controls now: the objects of every owned kind in its namespace that carry
+    /// all of `selector`'s labels, as the controller's watches last saw them.
+    pub async fn observe<O>(
+        client: &kube::Client,
+        cache: &Cache,
+        owner: &O,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<OwnedSet>
+    where
+        O: Resource<DynamicType = ()>,
+    {
         cache.wait_until_ready().await?;
         let mut set = OwnedSet {
             client: client.clone(),
-            namespace: hc.namespace().ok_or(Error::MissingField("metadata.namespace"))?,
-            owner_uid: hc.uid().ok_or(Error::MissingField("metadata.uid"))?,
+            namespace: owner
+                .namespace()
+                .ok_or(Error::MissingField("metadata.namespace"))?,
+            owner_uid: owner.uid().ok_or(Error::MissingField("metadata.uid"))?,
+            owner_kind: O::kind(&()).into_owned(),
             found: BTreeMap::new(),
             recorded: BTreeSet::new(),
             checked: BTreeSet::new(),
             changes: Vec::new(),
             predecessors: Vec::new(),
         };
-        let selector = BTreeMap::from([
-            (INSTANCE_LABEL.to_string(), builders::name(hc)?),
-            (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
-        ]);
-        set.list::<Secret>(cache, &selector);
-        set.list::<Service>(cache, &selector);
-        set.list::<StatefulSet>(cache, &selector);
-        set.list::<Deployment>(cache, &selector);
-        set.list::<ConfigMap>(cache, &selector);
-        set.list::<PodDisruptionBudget>(cache, &selector);
-        // A HostedCluster deleted and created again under the same name: the garbage collector
-        // may not have removed the old control plane yet. Adopting its CA or etcd would hand the
-        // new cluster material that is about to vanish, so wait until it is gone.
+        owned_kinds(&mut Lister {
+            set: &mut set,
+            cache,
+            selector,
+        });
+        // An owner deleted and created again under the same name: the garbage collector may not
+        // have removed the old one's objects yet. Adopting its CA or etcd would hand the new
+        // cluster material that is about to vanish, so wait until it is gone.
         if let Some((kind, name)) = set.predecessors.first() {
             return Err(Error::PredecessorNotGone {
                 kind,
@@ -162,12 +181,12 @@ impl OwnedSet {
     }
 
     fn list<K: Owned + Cached>(&mut self, cache: &Cache, selector: &BTreeMap<String, String>) {
-        let by_name = cache
+        let objects = cache
             .labelled::<K>(&self.namespace, selector)
             .into_iter()
             .map(|o| {
                 let controller = o.owner_references().iter().find(|r| r.controller == Some(true));
-                if controller.is_some_and(|r| r.kind == "HostedCluster" && r.uid != self.owner_uid) {
+                if controller.is_some_and(|r| r.kind == self.owner_kind && r.uid != self.owner_uid) {
                     self.predecessors.push((K::KIND, o.name_any()));
                 }
                 let found = Found {
@@ -178,10 +197,12 @@ impl OwnedSet {
                 (o.name_any(), found)
             })
             .collect();
-        self.found.insert(K::KIND, by_name);
+        let delete: DeleteFn =
+            |client, namespace, name, params| Box::pin(delete::<K>(client, namespace, name, params));
+        self.found.insert(K::KIND, Listed { objects, delete });
     }
 
-    /// The UID of the HostedCluster this set belongs to.
+    /// The UID of the owner this set belongs to.
     pub fn owner_uid(&self) -> &str {
         &self.owner_uid
     }
@@ -250,7 +271,7 @@ impl OwnedSet {
         if let Some(found) = self
             .found
             .get_mut(K::KIND)
-            .and_then(|objects| objects.get_mut(&name))
+            .and_then(|listed| listed.objects.get_mut(&name))
         {
             found.control = Control::Ours;
         }
@@ -264,7 +285,7 @@ impl OwnedSet {
     /// lies one round trip in which another client could create the object; admission refuses
     /// HostedCluster names whose derived names collide, so this is the second line of defence.)
     async fn ensure_ours<K: Owned>(&mut self, name: &str) -> Result<()> {
-        if let Some(found) = self.found.get(K::KIND).and_then(|objects| objects.get(name)) {
+        if let Some(found) = self.found(K::KIND, name) {
             return found.control.ours_or_error(K::KIND, name);
         }
         if self.checked.contains(&(K::KIND, name.to_string())) {
@@ -288,7 +309,7 @@ impl OwnedSet {
 
     fn note<K: Owned>(&mut self, stored: &K) {
         let name = stored.name_any();
-        let before = self.found.get(K::KIND).and_then(|objects| objects.get(&name));
+        let before = self.found(K::KIND, &name);
         let change = match before {
             None => Some(true),
             Some(found) if found.uid != stored.uid().unwrap_or_default() => Some(true),
@@ -312,59 +333,67 @@ impl OwnedSet {
         std::mem::take(&mut self.changes)
     }
 
-    /// Deletes the labelled objects this HostedCluster controls that this pass neither applied
-    /// nor kept. Call only after a complete pass. Returns references to what it deleted.
+    fn found(&self, kind: &str, name: &str) -> Option<&Found> {
+        self.found.get(kind)?.objects.get(name)
+    }
+
+    /// Deletes the labelled objects this owner controls that this pass neither applied nor
+    /// kept. Call only after a complete pass. Returns references to what it deleted.
     pub async fn delete_orphans(&mut self) -> Result<Vec<ObjectReference>> {
         let mut deleted = Vec::new();
-        for (kind, name, uid) in self.orphans() {
-            let params = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
-                ..DeleteParams::background()
-            };
-            let reference = match kind {
-                Secret::KIND => self.delete::<Secret>(&name, &params).await,
-                Service::KIND => self.delete::<Service>(&name, &params).await,
-                StatefulSet::KIND => self.delete::<StatefulSet>(&name, &params).await,
-                ConfigMap::KIND => self.delete::<ConfigMap>(&name, &params).await,
-                PodDisruptionBudget::KIND => self.delete::<PodDisruptionBudget>(&name, &params).await,
-                _ => self.delete::<Deployment>(&name, &params).await,
-            }?;
-            deleted.push(reference);
+        for listed in self.found.values() {
+            let orphans = listed
+                .objects
+                .iter()
+                .filter(|(_, f)| f.control == Control::Ours && !self.recorded.contains(&f.uid));
+            for (name, found) in orphans {
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(found.uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..DeleteParams::background()
+                };
+                deleted.push((listed.delete)(&self.client, &self.namespace, name, &params).await?);
+            }
         }
         Ok(deleted)
     }
+}
 
-    fn orphans(&self) -> Vec<(&'static str, String, String)> {
-        self.found
-            .iter()
-            .flat_map(|(kind, objects)| {
-                objects
-                    .iter()
-                    .filter(|(_, f)| f.control == Control::Ours && !self.recorded.contains(&f.uid))
-                    .map(|(name, f)| (*kind, name.clone(), f.uid.clone()))
-            })
-            .collect()
-    }
+/// Lists an owner's objects of each owned kind into its set.
+struct Lister<'a> {
+    set: &'a mut OwnedSet,
+    cache: &'a Cache,
+    selector: &'a BTreeMap<String, String>,
+}
 
-    async fn delete<K: Owned>(&self, name: &str, params: &DeleteParams) -> Result<ObjectReference> {
-        let api: Api<K> = Api::namespaced(self.client.clone(), &self.namespace);
-        match api.delete(name, params).await {
-            Ok(_) => {}
-            // Already gone, or replaced by a new object of the same name: nothing to sweep.
-            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-            Err(source) => return Err(source).context("delete", K::KIND, name),
-        }
-        Ok(ObjectReference {
-            api_version: Some(K::API_VERSION.to_string()),
-            kind: Some(K::KIND.to_string()),
-            name: Some(name.to_string()),
-            namespace: Some(self.namespace.clone()),
-            ..ObjectReference::default()
-        })
+impl KindVisitor for Lister<'_> {
+    fn visit<K: Owned + Cached>(&mut self) {
+        self.set.list::<K>(self.cache, self.selector);
     }
+}
+
+async fn delete<K: Owned>(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    params: &DeleteParams,
+) -> Result<ObjectReference> {
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    match api.delete(name, params).await {
+        Ok(_) => {}
+        // Already gone, or replaced by a new object of the same name: nothing to sweep.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+        Err(source) => return Err(source).context("delete", K::KIND, name),
+    }
+    Ok(ObjectReference {
+        api_version: Some(K::API_VERSION.to_string()),
+        kind: Some(K::KIND.to_string()),
+        name: Some(name.to_string()),
+        namespace: Some(namespace.to_string()),
+        ..ObjectReference::default()
+    })
 }
 
 #[cfg(test)]
