@@ -270,8 +270,8 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::builders::secrets::CAS;
     use crate::builders::testing::hosted_cluster;
+    use nestplane_pki::CaRole;
 
     #[test]
     fn requests_are_counted_by_kubernetes_verb() {
@@ -414,7 +414,7 @@ mod tests {
             )]
             .into()
         };
-        let mut data: SecretData = CAS.iter().map(|(role, _)| (*role, cert())).collect();
+        let mut data: SecretData = CaRole::ALL.map(|role| (role.into(), cert())).into();
         data.insert(SecretRole::ApiServer, cert());
         metrics.record_certificates(hc, &data);
     }
@@ -461,7 +461,7 @@ mod tests {
             .nth(1)
             .and_then(|rest| rest.split('"').next())
             .expect("the $cas variable");
-        let expected: Vec<&str> = CAS.iter().map(|(role, _)| role.suffix()).collect();
+        let expected: Vec<&str> = CaRole::ALL.map(|role| SecretRole::from(role).suffix()).into();
         assert_eq!(cas, expected.join("|"));
         for suffix in expected {
             let series = format!(r#"cert="{suffix}""#);
