@@ -59,11 +59,13 @@ mod tests {
     #[test]
     fn etcd_certificates_name_every_member_and_the_client_service() {
         let plan = plan(&hosted_cluster(), &inputs().endpoint).expect("plan");
-        for leaf in plan
+        let members: Vec<_> = plan
             .leaves
             .iter()
             .filter(|l| matches!(l.role, LeafRole::EtcdServer | LeafRole::EtcdPeer))
-        {
+            .collect();
+        assert_eq!(members.len(), 2);
+        for leaf in members {
             for name in ["*.demo-etcd.team-a.svc", "demo-etcd-client.team-a.svc"] {
                 assert!(
                     leaf.spec.dns_names.iter().any(|d| d == name),
