@@ -269,10 +269,10 @@ fn phase_labels(hc: &HostedCluster, phase: &'static str) -> PhaseLabels {
 mod tests {
     use std::collections::BTreeSet;
 
+    use nestplane_pki::CaRole;
     use serde_json::Value;
 
     use super::*;
-    use crate::builders::secrets::CAS;
     use crate::builders::testing::hosted_cluster;
 
     #[test]
@@ -397,7 +397,10 @@ mod tests {
     fn record_cas_and_a_leaf(metrics: &Metrics, hc: &HostedCluster) {
         let now = time::OffsetDateTime::now_utc();
         let ca = nestplane_pki::generate_ca("kubernetes", now, time::Duration::days(10)).expect("CA");
-        let roles = CAS.iter().map(|(role, _)| *role).chain([SecretRole::ApiServer]);
+        let roles = CaRole::ALL
+            .map(SecretRole::from)
+            .into_iter()
+            .chain([SecretRole::ApiServer]);
         metrics.record_certificates(hc, roles.map(|role| (role, ca.cert_pem.as_bytes())));
     }
 
@@ -443,7 +446,7 @@ mod tests {
             .nth(1)
             .and_then(|rest| rest.split('"').next())
             .expect("the $cas variable");
-        let expected: Vec<&str> = CAS.iter().map(|(role, _)| role.suffix()).collect();
+        let expected: Vec<&str> = CaRole::ALL.map(|role| SecretRole::from(role).suffix()).into();
         assert_eq!(cas, expected.join("|"));
         for suffix in expected {
             let series = format!(r#"cert="{suffix}""#);

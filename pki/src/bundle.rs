@@ -1,129 +1,77 @@
-//! The whole PKI of one control plane at once: for tests and for a cluster's first creation.
-//! A controller that finds some pieces already stored uses [`plan`] and issues only the rest.
+//! The whole PKI of one control plane at once, from its [`plan`](crate::plan()): for tests and
+//! for a cluster's first creation. A controller that finds some pieces already stored issues
+//! only the rest, from the same plan.
 use std::collections::BTreeMap;
 
 use time::{Duration, OffsetDateTime};
 
-use crate::profiles::{self, ApiServerSans};
+use crate::plan::{CaRole, KubeconfigRole, LeafRole, Plan};
 use crate::{
-    CertKeyPair, LeafSpec, Result, ServiceAccountKeys, generate_ca, generate_service_account_keys, issue_leaf,
+    CertKeyPair, Result, ServiceAccountKeys, generate_ca, generate_service_account_keys, issue_leaf,
 };
 
-/// Which of the three CAs signs a leaf.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CaRole {
-    /// `ca.crt`
-    Cluster,
-    /// `etcd/ca.crt`
-    Etcd,
-    /// `front-proxy-ca.crt`
-    FrontProxy,
+/// When the PKI is issued and for how long it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub now: OffsetDateTime,
+    pub ca: Duration,
+    pub leaf: Duration,
 }
 
-impl CaRole {
-    pub const ALL: [CaRole; 3] = [CaRole::Cluster, CaRole::Etcd, CaRole::FrontProxy];
+/// A kubeconfig as issued: its client pair and the rendered file.
+#[derive(Clone)]
+pub struct IssuedKubeconfig {
+    pub client: CertKeyPair,
+    pub kubeconfig: String,
+}
 
-    pub fn common_name(self) -> &'static str {
-        match self {
-            CaRole::Cluster => profiles::CA_COMMON_NAME,
-            CaRole::Etcd => profiles::ETCD_CA_COMMON_NAME,
-            CaRole::FrontProxy => profiles::FRONT_PROXY_CA_COMMON_NAME,
-        }
+impl std::fmt::Debug for IssuedKubeconfig {
+    // The file embeds the client key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedKubeconfig")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
     }
 }
 
-/// What a control plane's certificates depend on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BundleInput {
-    pub apiserver_sans: ApiServerSans,
-    /// DNS names of every etcd member (and of the etcd client Service).
-    pub etcd_dns_names: Vec<String>,
-    pub now: OffsetDateTime,
-    pub ca_validity: Duration,
-    pub leaf_validity: Duration,
-}
-
-/// One leaf of a control plane: its kubeadm base name, issuing CA and identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedLeaf {
-    /// kubeadm's file base name (`apiserver`, `etcd/server`, ...) or, for kubeconfig users,
-    /// the kubeconfig's (`admin`, `controller-manager`, `scheduler`).
-    pub name: &'static str,
-    pub ca: CaRole,
-    pub spec: LeafSpec,
-}
-
-/// Every leaf certificate a control plane needs, in issuing order.
-pub fn plan(input: &BundleInput) -> Vec<PlannedLeaf> {
-    let leaf = |name, ca, spec| PlannedLeaf { name, ca, spec };
-    let etcd = &input.etcd_dns_names;
-    vec![
-        leaf(
-            "apiserver",
-            CaRole::Cluster,
-            profiles::apiserver(&input.apiserver_sans),
-        ),
-        leaf(
-            "apiserver-kubelet-client",
-            CaRole::Cluster,
-            profiles::apiserver_kubelet_client(),
-        ),
-        leaf(
-            "apiserver-etcd-client",
-            CaRole::Etcd,
-            profiles::apiserver_etcd_client(),
-        ),
-        leaf(
-            "front-proxy-client",
-            CaRole::FrontProxy,
-            profiles::front_proxy_client(),
-        ),
-        leaf("etcd/server", CaRole::Etcd, profiles::etcd_server(etcd)),
-        leaf("etcd/peer", CaRole::Etcd, profiles::etcd_peer(etcd)),
-        leaf(
-            "etcd/healthcheck-client",
-            CaRole::Etcd,
-            profiles::etcd_healthcheck_client(),
-        ),
-        leaf("admin", CaRole::Cluster, profiles::admin()),
-        leaf(
-            "controller-manager",
-            CaRole::Cluster,
-            profiles::controller_manager(),
-        ),
-        leaf("scheduler", CaRole::Cluster, profiles::scheduler()),
-    ]
-}
-
-/// Three CAs, the service-account keys and every leaf of [`plan`].
+/// Three CAs, the service-account keys, every leaf and every kubeconfig of a [`Plan`].
 #[derive(Debug, Clone)]
 pub struct ControlPlaneBundle {
     pub ca: CertKeyPair,
     pub etcd_ca: CertKeyPair,
     pub front_proxy_ca: CertKeyPair,
     pub service_account: ServiceAccountKeys,
-    /// By [`PlannedLeaf::name`].
-    pub leaves: BTreeMap<&'static str, CertKeyPair>,
+    pub leaves: BTreeMap<LeafRole, CertKeyPair>,
+    pub kubeconfigs: BTreeMap<KubeconfigRole, IssuedKubeconfig>,
 }
 
 impl ControlPlaneBundle {
-    pub fn generate(input: &BundleInput) -> Result<Self> {
-        let ca = |role: CaRole| generate_ca(role.common_name(), input.now, input.ca_validity);
+    pub fn generate(plan: &Plan, validity: Validity) -> Result<Self> {
+        let ca = |role: CaRole| generate_ca(role.common_name(), validity.now, validity.ca);
         let mut bundle = ControlPlaneBundle {
             ca: ca(CaRole::Cluster)?,
             etcd_ca: ca(CaRole::Etcd)?,
             front_proxy_ca: ca(CaRole::FrontProxy)?,
             service_account: generate_service_account_keys()?,
             leaves: BTreeMap::new(),
+            kubeconfigs: BTreeMap::new(),
         };
-        for planned in plan(input) {
+        for planned in &plan.leaves {
             let leaf = issue_leaf(
-                bundle.ca(planned.ca),
+                bundle.ca(planned.issuer),
                 &planned.spec,
-                input.now,
-                input.leaf_validity,
+                validity.now,
+                validity.leaf,
             )?;
-            bundle.leaves.insert(planned.name, leaf);
+            bundle.leaves.insert(planned.role, leaf);
+        }
+        for planned in &plan.kubeconfigs {
+            let issuer = bundle.ca(planned.issuer);
+            let client = issue_leaf(issuer, &planned.client, validity.now, validity.leaf)?;
+            let kubeconfig = planned.render(&issuer.cert_pem, &client);
+            bundle
+                .kubeconfigs
+                .insert(planned.role, IssuedKubeconfig { client, kubeconfig });
         }
         Ok(bundle)
     }
@@ -136,8 +84,22 @@ impl ControlPlaneBundle {
         }
     }
 
-    pub fn leaf(&self, name: &str) -> Option<&CertKeyPair> {
-        self.leaves.get(name)
+    pub fn leaf(&self, role: LeafRole) -> Option<&CertKeyPair> {
+        self.leaves.get(&role)
+    }
+
+    pub fn kubeconfig(&self, role: KubeconfigRole) -> Option<&IssuedKubeconfig> {
+        self.kubeconfigs.get(&role)
+    }
+
+    /// Every certificate issued from a CA (leaves and kubeconfig clients) by its file base name.
+    pub fn certificates(&self) -> impl Iterator<Item = (&'static str, &CertKeyPair)> {
+        let leaves = self.leaves.iter().map(|(role, pair)| (role.file_name(), pair));
+        let clients = self
+            .kubeconfigs
+            .iter()
+            .map(|(role, issued)| (role.file_name(), &issued.client));
+        leaves.chain(clients)
     }
 }
 

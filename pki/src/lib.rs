@@ -7,7 +7,8 @@
 //! Each piece can be made alone, so a controller creates only what is missing:
 //! [`generate_ca`], [`issue_leaf`] with a [`profiles`] spec, [`generate_service_account_keys`];
 //! [`check`] and [`check_ca`] say whether a stored piece is still good.
-//! [`plan`] lists every leaf with its issuing CA; [`ControlPlaneBundle`] issues the whole set at once.
+//! [`plan()`] is the one list of every CA, leaf and kubeconfig with its issuer and identity;
+//! [`ControlPlaneBundle`] issues the whole set at once.
 #![forbid(unsafe_code)]
 
 mod bundle;
@@ -15,11 +16,12 @@ mod ca;
 mod check;
 mod kubeconfig;
 mod leaf;
+mod plan;
 pub mod profiles;
 #[cfg(test)]
 mod test_support;
 
-pub use bundle::{BundleInput, CaRole, ControlPlaneBundle, PlannedLeaf, plan};
+pub use bundle::{ControlPlaneBundle, IssuedKubeconfig, Validity};
 pub use ca::{generate_ca, generate_service_account_keys};
 pub use check::{
     Verdict, ca_cert_hash, check, check_ca, check_service_account_keys, fingerprint, not_after,
@@ -27,6 +29,9 @@ pub use check::{
 };
 pub use kubeconfig::{KubeconfigSpec, cluster_info_kubeconfig, kubeconfig};
 pub use leaf::{LeafSpec, Usage, issue_leaf};
+pub use plan::{
+    CaRole, KubeconfigRole, LeafRole, Plan, PlanInput, PlannedKubeconfig, PlannedLeaf, first_service_ip, plan,
+};
 pub use profiles::ApiServerSans;
 
 /// A certificate and its private key, both PEM (the key is PKCS#8, `PRIVATE KEY`).
@@ -106,6 +111,8 @@ pub enum Error {
     ParsePem(String),
     #[error("invalid subject alternative name {0:?}")]
     InvalidSan(String),
+    #[error("planning the API server certificate: service CIDR {0:?} is not a CIDR")]
+    InvalidServiceCidr(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

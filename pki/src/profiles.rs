@@ -84,11 +84,6 @@ pub fn etcd_peer(dns_names: &[String]) -> LeafSpec {
     etcd_member("kube-etcd-peer", dns_names)
 }
 
-/// `etcd/healthcheck-client.crt`: for probes that talk TLS to etcd's client port.
-pub fn etcd_healthcheck_client() -> LeafSpec {
-    LeafSpec::client("kube-etcd-healthcheck-client", &[])
-}
-
 /// kubeadm names the etcd certificates after the node; one certificate serves every member of
 /// the StatefulSet here, so it carries a fixed CN and every member's DNS names.
 fn etcd_member(common_name: &str, dns_names: &[String]) -> LeafSpec {

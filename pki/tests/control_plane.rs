@@ -10,19 +10,22 @@ use nestplane_pki::{ControlPlaneBundle, ca_cert_hash};
 use nestplane_testenv::components::{
     Etcd, Kubeconfigs, STARTUP, Tools, kubectl, start_apiserver, start_controller_manager, start_etcd, whoami,
 };
-use nestplane_testenv::process::{Running, TempDir, describe, run, stdout, wait_for};
-use nestplane_testenv::{bundle, write_pki};
+use nestplane_testenv::process::{Running, TempDir, describe, free_port, run, stdout, wait_for};
+use nestplane_testenv::{bundle_for, write_pki};
 
 #[test]
 fn etcd_apiserver_controller_manager_and_kubeadm_accept_the_pki() {
     let Some(t) = Tools::find() else { return };
     let dir = TempDir::new("control-plane");
-    let (_, bundle) = bundle();
+    // The port first: the plan's kubeconfigs name the server.
+    let port = free_port();
+    let server = format!("https://127.0.0.1:{port}");
+    let (_, bundle) = bundle_for(&server);
     write_pki(&dir, &bundle);
 
     let mut etcd = start_etcd(&t, &dir, 2);
     etcd_authenticates_clients_by_ca(&t, &dir, &mut etcd);
-    let (mut apiserver, server) = start_apiserver(&t, &dir, &etcd.urls);
+    let mut apiserver = start_apiserver(&t, &dir, &etcd.urls, port);
     let kubeconfigs = Kubeconfigs::write(&dir, &bundle, &server);
     wait_for(&mut apiserver, STARTUP, || {
         let out = kubectl(&t, &kubeconfigs.admin, &["get", "--raw", "/readyz"]);

@@ -2,7 +2,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use nestplane_pki::{CaRole, KubeconfigSpec, Usage, generate_ca, kubeconfig, plan};
+use nestplane_pki::{CertKeyPair, KubeconfigRole, KubeconfigSpec, LeafRole, Usage, generate_ca, kubeconfig};
 use nestplane_testenv::process::{TempDir, describe, free_port, port_open, run, stdout, tools, wait_for};
 use nestplane_testenv::{bundle, write_pki};
 
@@ -14,7 +14,7 @@ fn openssl_verifies_every_leaf_for_its_purpose() {
         return;
     };
     let dir = TempDir::new("openssl-verify");
-    let (input, bundle) = bundle();
+    let (plan, bundle) = bundle();
     write_pki(&dir, &bundle);
     let verify = |ca: &str, leaf: &str, purpose: &str| {
         run(Command::new(&openssl)
@@ -22,42 +22,25 @@ fn openssl_verifies_every_leaf_for_its_purpose() {
             .arg(dir.0.join(format!("{ca}.crt")))
             .arg(dir.0.join(format!("{leaf}.crt"))))
     };
-    for planned in plan(&input) {
-        let ca = match planned.ca {
-            CaRole::Cluster => "ca",
-            CaRole::Etcd => "etcd/ca",
-            CaRole::FrontProxy => "front-proxy-ca",
-        };
-        let (good, bad): (&[&str], &[&str]) = match planned.spec.usage {
+    for (name, issuer, spec) in plan.certificates() {
+        let ca = issuer.file_name();
+        let (good, bad): (&[&str], &[&str]) = match spec.usage {
             Usage::Server => (&["sslserver"], &["sslclient"]),
             Usage::Client => (&["sslclient"], &["sslserver"]),
             Usage::ServerAndClient => (&["sslserver", "sslclient"], &[]),
         };
         for purpose in good {
-            let out = verify(ca, planned.name, purpose);
-            assert!(
-                out.status.success(),
-                "{} as {purpose}: {}",
-                planned.name,
-                describe(&out)
-            );
+            let out = verify(ca, name, purpose);
+            assert!(out.status.success(), "{} as {purpose}: {}", name, describe(&out));
             assert!(stdout(&out).trim_end().ends_with(": OK"), "{}", describe(&out));
         }
         for purpose in bad {
-            let out = verify(ca, planned.name, purpose);
-            assert!(
-                !out.status.success(),
-                "{} must not pass as {purpose}",
-                planned.name
-            );
+            let out = verify(ca, name, purpose);
+            assert!(!out.status.success(), "{} must not pass as {purpose}", name);
         }
         let wrong_ca = if ca == "ca" { "etcd/ca" } else { "ca" };
-        let out = verify(wrong_ca, planned.name, good[0]);
-        assert!(
-            !out.status.success(),
-            "{} must not chain to {wrong_ca}",
-            planned.name
-        );
+        let out = verify(wrong_ca, name, good[0]);
+        assert!(!out.status.success(), "{} must not chain to {wrong_ca}", name);
     }
 }
 
@@ -89,25 +72,26 @@ fn go_client_and_openssl_server_authenticate_each_other() {
         port_open(port).then_some(())
     });
 
-    let get = |name: &str, server_url: &str, ca_pem: &str, client: &str| {
+    let get = |name: &str, server_url: &str, ca_pem: &str, client: &CertKeyPair| {
         let config = kubeconfig(&KubeconfigSpec {
             cluster_name: "demo",
             server: server_url,
             ca_cert_pem: ca_pem,
             user_name: "user",
-            client: bundle.leaf(client).expect("leaf"),
+            client,
         });
         let path = dir.write(&format!("{name}.conf"), &config);
         run(Command::new(&kubectl)
             .args(["get", "--raw", "/", "--request-timeout=10s", "--kubeconfig"])
             .arg(path))
     };
+    let admin = &bundle.kubeconfig(KubeconfigRole::Admin).expect("admin").client;
     // Both the address and a DNS name from the certificate's SANs.
     for url in [
         format!("https://127.0.0.1:{port}"),
         format!("https://localhost:{port}"),
     ] {
-        let out = get("admin", &url, &bundle.ca.cert_pem, "admin");
+        let out = get("admin", &url, &bundle.ca.cert_pem, admin);
         assert!(out.status.success(), "{url}: {}", describe(&out));
         assert!(stdout(&out).contains("s_server"), "{}", describe(&out));
     }
@@ -122,7 +106,7 @@ fn go_client_and_openssl_server_authenticate_each_other() {
         "wrong-ca",
         &format!("https://127.0.0.1:{port}"),
         &stranger.cert_pem,
-        "admin",
+        admin,
     );
     assert!(
         !out.status.success(),
@@ -139,7 +123,7 @@ fn go_client_and_openssl_server_authenticate_each_other() {
         "foreign-client",
         &format!("https://127.0.0.1:{port}"),
         &bundle.ca.cert_pem,
-        "front-proxy-client",
+        bundle.leaf(LeafRole::FrontProxyClient).expect("leaf"),
     );
     assert!(
         !out.status.success(),

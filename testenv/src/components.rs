@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use nestplane_pki::{CertKeyPair, ControlPlaneBundle, KubeconfigSpec, kubeconfig};
+use nestplane_pki::{ControlPlaneBundle, KubeconfigRole, KubeconfigSpec, LeafRole, kubeconfig};
 
+use crate::pki::SERVICE_CIDR;
 use crate::process::{Running, TempDir, describe, free_port, required_tool, run, stdout, wait_for};
 
 pub const STARTUP: Duration = Duration::from_secs(180);
@@ -109,17 +110,13 @@ pub fn start_etcd(t: &Binaries, dir: &TempDir, members: usize) -> Etcd {
         members: Vec::new(),
         urls,
     };
-    // Every member healthy means they reached each other with the peer certificate.
+    // Every member healthy means they reached each other with the peer certificate. Asked with
+    // the server certificate, as the operator's etcd probes ask.
     wait_for(&mut running[0], STARTUP, || {
-        etcd.ctl(
-            t,
-            dir,
-            "etcd/healthcheck-client",
-            &["endpoint", "health", "--cluster"],
-        )
-        .status
-        .success()
-        .then_some(())
+        etcd.ctl(t, dir, "etcd/server", &["endpoint", "health", "--cluster"])
+            .status
+            .success()
+            .then_some(())
     });
     Etcd {
         members: running,
@@ -153,9 +150,9 @@ impl Etcd {
     }
 }
 
-/// kube-apiserver with every certificate and key of the bundle, flags as kubeadm sets them.
-pub fn start_apiserver(t: &Binaries, dir: &TempDir, etcd_urls: &str) -> (Running, String) {
-    let port = free_port();
+/// kube-apiserver on `port` with every certificate and key of the bundle, flags as kubeadm
+/// sets them.
+pub fn start_apiserver(t: &Binaries, dir: &TempDir, etcd_urls: &str, port: u16) -> Running {
     let file = |name: &str| format!("{}", dir.0.join(name).display());
     let args = [
         format!("--etcd-servers={etcd_urls}"),
@@ -184,12 +181,11 @@ pub fn start_apiserver(t: &Binaries, dir: &TempDir, etcd_urls: &str) -> (Running
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
         format!("--service-account-key-file={}", file("sa.pub")),
         format!("--service-account-signing-key-file={}", file("sa.key")),
-        "--service-cluster-ip-range=10.96.0.0/16".into(),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         "--authorization-mode=Node,RBAC".into(),
         "--enable-bootstrap-token-auth=true".into(),
     ];
-    let running = Running::spawn("kube-apiserver", Command::new(&t.apiserver).args(args), dir);
-    (running, format!("https://127.0.0.1:{port}"))
+    Running::spawn("kube-apiserver", Command::new(&t.apiserver).args(args), dir)
 }
 
 /// kube-controller-manager signing with the cluster CA, as the join flow needs.
@@ -226,23 +222,25 @@ pub struct Kubeconfigs {
 }
 
 impl Kubeconfigs {
+    /// The bundle's kubeconfigs as issued, and one for the API server's kubelet client identity
+    /// pointing at `server`.
     pub fn write(dir: &TempDir, bundle: &ControlPlaneBundle, server: &str) -> Self {
-        let write = |name: &str, client: &CertKeyPair| {
-            let text = kubeconfig(&KubeconfigSpec {
-                cluster_name: "demo",
-                server,
-                ca_cert_pem: &bundle.ca.cert_pem,
-                user_name: name,
-                client,
-            });
-            dir.write(&format!("{name}.conf"), &text)
+        let write = |role: KubeconfigRole| {
+            let issued = bundle.kubeconfig(role).expect("kubeconfig");
+            dir.write(&format!("{}.conf", role.file_name()), &issued.kubeconfig)
         };
-        let leaf = |name: &str| bundle.leaf(name).expect("leaf");
+        let kubelet_client = kubeconfig(&KubeconfigSpec {
+            cluster_name: "demo",
+            server,
+            ca_cert_pem: &bundle.ca.cert_pem,
+            user_name: "apiserver-kubelet-client",
+            client: bundle.leaf(LeafRole::ApiServerKubeletClient).expect("leaf"),
+        });
         Kubeconfigs {
-            admin: write("admin", leaf("admin")),
-            controller_manager: write("controller-manager", leaf("controller-manager")),
-            scheduler: write("scheduler", leaf("scheduler")),
-            kubelet_client: write("apiserver-kubelet-client", leaf("apiserver-kubelet-client")),
+            admin: write(KubeconfigRole::Admin),
+            controller_manager: write(KubeconfigRole::ControllerManager),
+            scheduler: write(KubeconfigRole::Scheduler),
+            kubelet_client: dir.write("apiserver-kubelet-client.conf", &kubelet_client),
         }
     }
 }

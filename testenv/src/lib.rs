@@ -17,7 +17,7 @@ use std::path::Path;
 use nestplane_pki::ControlPlaneBundle;
 
 pub use components::{Binaries, Etcd, Kubeconfigs, STARTUP, Tools, kubectl};
-pub use pki::{bundle, write_pki};
+pub use pki::{SERVICE_CIDR, bundle, bundle_for, write_pki};
 pub use process::{Running, TempDir, describe, stdout, tool, tools, wait_for};
 
 /// A one-member etcd and a kube-apiserver on it, serving on loopback, stopped when dropped.
@@ -40,10 +40,13 @@ impl TestEnv {
     pub fn start(test: &str) -> Option<TestEnv> {
         let binaries = Binaries::find()?;
         let dir = TempDir::new(test);
-        let (_, bundle) = bundle();
+        // The port first: the plan's kubeconfigs name the server.
+        let port = process::free_port();
+        let server = format!("https://127.0.0.1:{port}");
+        let (_, bundle) = bundle_for(&server);
         write_pki(&dir, &bundle);
         let etcd = components::start_etcd(&binaries, &dir, 1);
-        let (mut apiserver, server) = components::start_apiserver(&binaries, &dir, &etcd.urls);
+        let mut apiserver = components::start_apiserver(&binaries, &dir, &etcd.urls, port);
         let kubeconfigs = Kubeconfigs::write(&dir, &bundle, &server);
         wait_for(&mut apiserver, STARTUP, || {
             let out = kubectl(&binaries, &kubeconfigs.admin, &["get", "--raw", "/readyz"]);

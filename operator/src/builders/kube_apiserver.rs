@@ -1,6 +1,5 @@
 //! kube-apiserver: a Deployment and the Service that exposes it.
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
@@ -53,19 +52,6 @@ pub fn internal_url(hc: &HostedCluster) -> Result<String, BuildError> {
         namespace(hc)?,
         service_port(hc)
     ))
-}
-
-/// The first address of the service CIDR: the hosted `kubernetes` Service.
-pub fn kubernetes_service_ip(hc: &HostedCluster) -> Result<IpAddr, BuildError> {
-    let invalid = || BuildError::Invalid {
-        what: "service CIDR",
-        message: format!("{:?} is not a CIDR", hc.spec.network.service_cidr),
-    };
-    let (base, _) = hc.spec.network.service_cidr.split_once('/').ok_or_else(invalid)?;
-    match base.parse::<IpAddr>().map_err(|_| invalid())? {
-        IpAddr::V4(v4) => Ok(IpAddr::from(u32::from(v4).wrapping_add(1).to_be_bytes())),
-        IpAddr::V6(v6) => Ok(IpAddr::from(u128::from(v6).wrapping_add(1).to_be_bytes())),
-    }
 }
 
 pub fn depends_on() -> &'static [Component] {
@@ -303,14 +289,6 @@ mod tests {
                 && !args.contains(&"--profiling=false".to_string())
         );
         assert!(args.contains(&"--v=4".to_string()));
-    }
-
-    #[test]
-    fn kubernetes_service_ip_is_first_address() {
-        let mut hc = hosted_cluster();
-        assert_eq!(kubernetes_service_ip(&hc).expect("ip").to_string(), "10.96.0.1");
-        hc.spec.network.service_cidr = "fd00:10::/108".into();
-        assert_eq!(kubernetes_service_ip(&hc).expect("ip").to_string(), "fd00:10::1");
     }
 
     /// The controller manager and scheduler reach the API server through its Service, on the

@@ -1,13 +1,13 @@
-//! Kubeconfig Secrets, rendered from PKI output: the admin's (external endpoint) and those of the
-//! controller manager and scheduler (the API server's in-cluster Service).
+//! Kubeconfig Secrets, rendered from the PKI plan's kubeconfigs: the admin's (external endpoint)
+//! and those of the controller manager and scheduler (the API server's in-cluster Service).
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use nestplane_pki::{self as pki, CertKeyPair, LeafSpec};
+use nestplane_pki::{CertKeyPair, PlannedKubeconfig};
 
-use super::secrets::{SecretRole, TLS_CERT, TLS_KEY, secret};
-use super::{BuildError, Endpoint, kube_apiserver, name};
+use super::BuildError;
+use super::secrets::{TLS_CERT, TLS_KEY, secret};
 use crate::api::HostedCluster;
 
 /// Key of the kubeconfig file in its Secret (`status.kubeconfigSecretRef.key`).
@@ -17,44 +17,9 @@ pub const CA_HASH_ANNOTATION: &str = "nestplane.io/ca-hash";
 /// Annotation: the server URL the kubeconfig points at, so a moved endpoint rebuilds it.
 pub const SERVER_ANNOTATION: &str = "nestplane.io/server";
 
-/// One kubeconfig a control plane needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KubeconfigPlan {
-    pub role: SecretRole,
-    /// Identity of the client certificate inside.
-    pub client: LeafSpec,
-    pub server: String,
-    pub user: &'static str,
-}
-
-/// The kubeconfigs of a control plane, in a fixed order.
-pub fn plan(hc: &HostedCluster, endpoint: &Endpoint) -> Result<Vec<KubeconfigPlan>, BuildError> {
-    let internal = kube_apiserver::internal_url(hc)?;
-    Ok(vec![
-        KubeconfigPlan {
-            role: SecretRole::AdminKubeconfig,
-            client: pki::profiles::admin(),
-            server: endpoint.url(),
-            user: "admin",
-        },
-        KubeconfigPlan {
-            role: SecretRole::ControllerManagerKubeconfig,
-            client: pki::profiles::controller_manager(),
-            server: internal.clone(),
-            user: "kube-controller-manager",
-        },
-        KubeconfigPlan {
-            role: SecretRole::SchedulerKubeconfig,
-            client: pki::profiles::scheduler(),
-            server: internal,
-            user: "kube-scheduler",
-        },
-    ])
-}
-
 /// True when a stored kubeconfig Secret still embeds this CA and points at this server.
 /// (Whether its client certificate is still good is for `pki::check`.)
-pub fn is_current(secret: &Secret, plan: &KubeconfigPlan, ca_hash: &str) -> bool {
+pub fn is_current(secret: &Secret, plan: &PlannedKubeconfig, ca_hash: &str) -> bool {
     let annotations = secret.metadata.annotations.clone().unwrap_or_default();
     annotations.get(CA_HASH_ANNOTATION).map(String::as_str) == Some(ca_hash)
         && annotations.get(SERVER_ANNOTATION) == Some(&plan.server)
@@ -64,19 +29,12 @@ pub fn is_current(secret: &Secret, plan: &KubeconfigPlan, ca_hash: &str) -> bool
 /// annotated with the CA hash and the server.
 pub fn kubeconfig_secret(
     hc: &HostedCluster,
-    plan: &KubeconfigPlan,
+    plan: &PlannedKubeconfig,
     ca: &CertKeyPair,
     ca_hash: &str,
     client: &CertKeyPair,
 ) -> Result<Secret, BuildError> {
-    let cluster = name(hc)?;
-    let kubeconfig = pki::kubeconfig(&pki::KubeconfigSpec {
-        cluster_name: &cluster,
-        server: &plan.server,
-        ca_cert_pem: &ca.cert_pem,
-        user_name: plan.user,
-        client,
-    });
+    let kubeconfig = plan.render(&ca.cert_pem, client);
     let data = BTreeMap::from([
         (KUBECONFIG_KEY.to_string(), ByteString(kubeconfig.into_bytes())),
         (
@@ -92,54 +50,37 @@ pub fn kubeconfig_secret(
         (CA_HASH_ANNOTATION.to_string(), ca_hash.to_string()),
         (SERVER_ANNOTATION.to_string(), plan.server.clone()),
     ]);
-    secret(hc, plan.role, "Opaque", data, annotations)
+    secret(hc, plan.role.into(), "Opaque", data, annotations)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::builders::testing::{hosted_cluster, inputs};
+    use nestplane_pki as pki;
 
-    #[test]
-    fn admin_uses_the_external_endpoint_and_components_the_service() {
-        let plans = plan(&hosted_cluster(), &inputs().endpoint).expect("plan");
-        let servers: Vec<_> = plans.iter().map(|p| (p.role, p.server.as_str())).collect();
-        assert_eq!(
-            servers,
-            [
-                (SecretRole::AdminKubeconfig, "https://192.0.2.2:31443"),
-                (
-                    SecretRole::ControllerManagerKubeconfig,
-                    "https://demo-apiserver.team-a.svc:6443"
-                ),
-                (
-                    SecretRole::SchedulerKubeconfig,
-                    "https://demo-apiserver.team-a.svc:6443"
-                ),
-            ]
-        );
-    }
+    use super::*;
+    use crate::builders::pki_plan;
+    use crate::builders::testing::{hosted_cluster, inputs};
 
     #[test]
     fn secret_records_the_ca_and_server_it_embeds() {
         let hc = hosted_cluster();
         let now = time::OffsetDateTime::now_utc();
         let ca = pki::generate_ca("kubernetes", now, time::Duration::days(10)).expect("ca");
-        let admin = &plan(&hc, &inputs().endpoint).expect("plan")[0];
+        let plan = pki_plan::plan(&hc, &inputs().endpoint).expect("plan");
+        let admin = &plan.kubeconfigs[0];
         let client = pki::issue_leaf(&ca, &admin.client, now, time::Duration::days(1)).expect("leaf");
         let hash = pki::ca_cert_hash(&ca.cert_pem).expect("hash");
         let secret = kubeconfig_secret(&hc, admin, &ca, &hash, &client).expect("build");
         assert_eq!(secret.metadata.name.as_deref(), Some("demo-kubeconfig"));
         assert!(is_current(&secret, admin, &hash));
         assert!(!is_current(&secret, admin, "sha256:other"));
-        let moved = KubeconfigPlan {
+        let moved = PlannedKubeconfig {
             server: "https://192.0.2.3:31443".into(),
             ..admin.clone()
         };
         assert!(!is_current(&secret, &moved, &hash));
         let text = String::from_utf8(secret.data.expect("data")[KUBECONFIG_KEY].0.clone()).expect("utf8");
-        assert!(
-            text.contains("server: \"https://192.0.2.2:31443\"") || text.contains("https://192.0.2.2:31443")
-        );
+        assert!(text.contains("server: \"https://192.0.2.2:31443\""), "{text}");
+        assert!(text.contains("- name: \"demo\""), "{text}");
     }
 }

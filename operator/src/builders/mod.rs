@@ -20,6 +20,7 @@ pub mod kube_controller_manager;
 pub mod kube_scheduler;
 pub mod kubeconfig;
 pub mod meta;
+pub mod pki_plan;
 pub mod quantity;
 pub mod secrets;
 

@@ -1,14 +1,14 @@
-//! The Secrets that hold a control plane's PKI, which leaves it needs, and how pods mount them.
-//! Kubeconfig Secrets are in `kubeconfig.rs`.
+//! The Secrets that hold a control plane's PKI, the Secret of each item the PKI plan lists
+//! (`pki_plan.rs`), and how pods mount them. Kubeconfig Secrets are in `kubeconfig.rs`.
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use nestplane_pki::{self as pki, LeafSpec};
+use nestplane_pki::{CaRole, KubeconfigRole, LeafRole};
 use serde_json::{Value, json};
 
-use super::{BuildError, Endpoint, etcd, kube_apiserver, meta, name, object_meta};
+use super::{BuildError, meta, name, object_meta};
 use crate::api::HostedCluster;
 
 pub const TLS_CERT: &str = "tls.crt";
@@ -162,92 +162,68 @@ pub(crate) fn ca_cert(cluster: &str, role: SecretRole, base: &str) -> Value {
     project(cluster, role, &[(TLS_CERT, &cert)])
 }
 
-/// A leaf certificate of the control plane: its Secret, the CA that issues it, its identity.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LeafPlan {
-    pub role: SecretRole,
-    pub issuer: SecretRole,
-    pub spec: LeafSpec,
+/// The Secret that holds each CA.
+impl From<CaRole> for SecretRole {
+    fn from(role: CaRole) -> Self {
+        match role {
+            CaRole::Cluster => SecretRole::Ca,
+            CaRole::Etcd => SecretRole::EtcdCa,
+            CaRole::FrontProxy => SecretRole::FrontProxyCa,
+        }
+    }
 }
 
-/// The CAs of a control plane with their common names (kubeadm's).
-pub const CAS: [(SecretRole, &str); 3] = [
-    (SecretRole::Ca, "kubernetes"),
-    (SecretRole::EtcdCa, "etcd-ca"),
-    (SecretRole::FrontProxyCa, "front-proxy-ca"),
-];
+/// The Secret that holds each leaf certificate.
+impl From<LeafRole> for SecretRole {
+    fn from(role: LeafRole) -> Self {
+        match role {
+            LeafRole::ApiServer => SecretRole::ApiServer,
+            LeafRole::ApiServerKubeletClient => SecretRole::ApiServerKubeletClient,
+            LeafRole::ApiServerEtcdClient => SecretRole::ApiServerEtcdClient,
+            LeafRole::FrontProxyClient => SecretRole::FrontProxyClient,
+            LeafRole::EtcdServer => SecretRole::EtcdServer,
+            LeafRole::EtcdPeer => SecretRole::EtcdPeer,
+        }
+    }
+}
 
-/// The leaves of a control plane. The serving certificate names the observed endpoint, so it
-/// is planned only once the endpoint is known.
-pub fn leaf_plan(hc: &HostedCluster, endpoint: &Endpoint) -> Result<Vec<LeafPlan>, BuildError> {
-    let sans = pki::ApiServerSans {
-        service_ip: kube_apiserver::kubernetes_service_ip(hc)?,
-        dns_domain: hc.spec.network.dns_domain.clone(),
-        service_names: kube_apiserver::service_dns_names(hc)?,
-        endpoint_hosts: vec![endpoint.host.clone()],
-        extra_sans: hc.spec.api_server.extra_sans.clone(),
-    };
-    let members = etcd::member_dns_names(hc)?;
-    let leaf = |role, issuer, spec| LeafPlan { role, issuer, spec };
-    use SecretRole::*;
-    Ok(vec![
-        leaf(ApiServer, Ca, pki::profiles::apiserver(&sans)),
-        leaf(
-            ApiServerKubeletClient,
-            Ca,
-            pki::profiles::apiserver_kubelet_client(),
-        ),
-        leaf(
-            ApiServerEtcdClient,
-            EtcdCa,
-            pki::profiles::apiserver_etcd_client(),
-        ),
-        leaf(
-            FrontProxyClient,
-            FrontProxyCa,
-            pki::profiles::front_proxy_client(),
-        ),
-        leaf(EtcdServer, EtcdCa, pki::profiles::etcd_server(&members)),
-        leaf(EtcdPeer, EtcdCa, pki::profiles::etcd_peer(&members)),
-    ])
+/// The Secret that holds each kubeconfig.
+impl From<KubeconfigRole> for SecretRole {
+    fn from(role: KubeconfigRole) -> Self {
+        match role {
+            KubeconfigRole::Admin => SecretRole::AdminKubeconfig,
+            KubeconfigRole::ControllerManager => SecretRole::ControllerManagerKubeconfig,
+            KubeconfigRole::Scheduler => SecretRole::SchedulerKubeconfig,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+    use crate::builders::pki_plan;
     use crate::builders::testing::{hosted_cluster, inputs};
 
+    /// Every planned CA, leaf and kubeconfig has a Secret of its own, and every certificate
+    /// Secret holds something the plan lists (only the service-account and encryption keys
+    /// are not certificates).
     #[test]
-    fn serving_certificate_names_the_endpoint_service_and_extra_sans() {
-        let mut hc = hosted_cluster();
-        hc.spec.api_server.extra_sans = vec!["api.example.org".into()];
-        let plan = leaf_plan(&hc, &inputs().endpoint).expect("plan");
-        let serving = &plan
-            .iter()
-            .find(|l| l.role == SecretRole::ApiServer)
-            .expect("apiserver")
-            .spec;
-        let ips: Vec<String> = serving.ip_addresses.iter().map(|ip| ip.to_string()).collect();
-        assert!(ips.contains(&"192.0.2.2".to_string()), "{ips:?}");
-        assert!(ips.contains(&"10.96.0.1".to_string()), "{ips:?}");
-        for name in [
-            "demo-apiserver.team-a.svc",
-            "api.example.org",
-            "kubernetes.default.svc.cluster.local",
-        ] {
-            assert!(serving.dns_names.iter().any(|d| d == name), "{name} missing");
-        }
-    }
-
-    #[test]
-    fn etcd_leaves_come_from_the_etcd_ca() {
-        let plan = leaf_plan(&hosted_cluster(), &inputs().endpoint).expect("plan");
-        for leaf in plan {
-            let etcd_leaf = matches!(
-                leaf.role,
-                SecretRole::EtcdServer | SecretRole::EtcdPeer | SecretRole::ApiServerEtcdClient
-            );
-            assert_eq!(etcd_leaf, leaf.issuer == SecretRole::EtcdCa, "{:?}", leaf.role);
-        }
+    fn every_planned_item_has_its_own_secret_and_every_secret_is_planned() {
+        let plan = pki_plan::plan(&hosted_cluster(), &inputs().endpoint).expect("plan");
+        let planned: Vec<SecretRole> = CaRole::ALL
+            .into_iter()
+            .map(SecretRole::from)
+            .chain(plan.leaves.iter().map(|l| SecretRole::from(l.role)))
+            .chain(plan.kubeconfigs.iter().map(|k| SecretRole::from(k.role)))
+            .collect();
+        let distinct: BTreeSet<SecretRole> = planned.iter().copied().collect();
+        assert_eq!(distinct.len(), planned.len(), "{planned:?}");
+        let unplanned: Vec<SecretRole> = SecretRole::ALL
+            .into_iter()
+            .filter(|role| !distinct.contains(role))
+            .collect();
+        assert_eq!(unplanned, [SecretRole::ServiceAccount, SecretRole::Encryption]);
     }
 }

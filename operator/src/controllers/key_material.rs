@@ -11,7 +11,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
-use nestplane_pki::{self as pki, CertKeyPair, ServiceAccountKeys, Verdict};
+use nestplane_pki::{self as pki, CaRole, CertKeyPair, ServiceAccountKeys, Verdict};
 use time::{Duration, OffsetDateTime};
 use tracing::info;
 
@@ -28,7 +28,7 @@ use crate::api::conditions::{
 };
 use crate::api::{HostedCluster, KeyFingerprint};
 use crate::builders::encryption::ENCRYPTION_CONFIG_KEY;
-use crate::builders::secrets::{self, CAS, SA_PRIVATE_KEY, SA_PUBLIC_KEY, SecretRole, TLS_CERT, TLS_KEY};
+use crate::builders::secrets::{self, SA_PRIVATE_KEY, SA_PUBLIC_KEY, SecretRole, TLS_CERT, TLS_KEY};
 use crate::builders::{self, Component, Endpoint, labels, owner_reference};
 use crate::error::{Error, Result};
 
@@ -259,11 +259,11 @@ pub fn accepted_names(hc: &HostedCluster) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// One key-material Secret: a CA (with its common name), the service-account key or the
-/// encryption-at-rest configuration.
+/// One key-material Secret: a CA, the service-account key or the encryption-at-rest
+/// configuration.
 #[derive(Debug, Clone, Copy)]
 enum Material {
-    Ca(SecretRole, &'static str),
+    Ca(CaRole),
     ServiceAccount,
     Encryption,
 }
@@ -271,7 +271,7 @@ enum Material {
 impl Material {
     fn role(self) -> SecretRole {
         match self {
-            Material::Ca(role, _) => role,
+            Material::Ca(role) => role.into(),
             Material::ServiceAccount => SecretRole::ServiceAccount,
             Material::Encryption => SecretRole::Encryption,
         }
@@ -351,10 +351,10 @@ fn found_material(
 /// New material of this kind, as the Secret that holds it.
 fn generate(hc: &HostedCluster, material: Material, now: OffsetDateTime) -> Result<Secret> {
     Ok(match material {
-        Material::Ca(role, common_name) => {
+        Material::Ca(role) => {
             let validity = Duration::days(hc.spec.certificates.ca_validity_days.into());
-            let ca = pki::generate_ca(common_name, now, validity)?;
-            secrets::tls_secret(hc, role, &ca, &ca.cert_pem)?
+            let ca = pki::generate_ca(role.common_name(), now, validity)?;
+            secrets::tls_secret(hc, role.into(), &ca, &ca.cert_pem)?
         }
         Material::ServiceAccount => {
             secrets::service_account_secret(hc, &pki::generate_service_account_keys()?)?
@@ -379,9 +379,9 @@ pub async fn ensure_key_material(
         .map(|s| s.key_fingerprints.clone())
         .unwrap_or_default();
     let accepted = accepted_names(hc);
-    let materials = CAS
-        .iter()
-        .map(|(role, common_name)| Material::Ca(*role, common_name))
+    let materials = CaRole::ALL
+        .into_iter()
+        .map(Material::Ca)
         .chain([Material::ServiceAccount, Material::Encryption]);
 
     // Decide for every Secret before writing any, so that one problem stops them all.

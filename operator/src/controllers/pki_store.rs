@@ -9,7 +9,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use nestplane_pki::{self as pki, CertKeyPair, LeafSpec, Verdict};
+use nestplane_pki::{self as pki, CertKeyPair, LeafSpec, PlannedKubeconfig, Verdict};
 use time::{Duration, OffsetDateTime};
 
 use super::cache::Cache;
@@ -18,7 +18,7 @@ use super::owned::{Control, OwnedSet};
 use crate::api::HostedCluster;
 use crate::builders::kubeconfig::{self, KUBECONFIG_KEY};
 use crate::builders::secrets::{self, ROTATE_ANNOTATION, SecretRole, TLS_CERT, TLS_KEY};
-use crate::builders::{self, Endpoint};
+use crate::builders::{self, Endpoint, pki_plan};
 use crate::error::{Error, KubeContext, Result};
 
 /// Secret data by role, after every Secret exists and is current.
@@ -73,12 +73,12 @@ pub async fn ensure_pki(
     if !keys.is_intact() {
         return Ok(PkiOutcome { data, reissued, keys });
     }
-    for leaf in secrets::leaf_plan(req.hc, req.endpoint)? {
-        let ca = pair_of(&data, leaf.issuer, &req.cluster())?;
+    let plan = pki_plan::plan(req.hc, req.endpoint)?;
+    for leaf in &plan.leaves {
+        let role = SecretRole::from(leaf.role);
+        let ca = pair_of(&data, leaf.issuer.into(), &req.cluster())?;
         let usable = |s: &Secret| leaf_verdict(s, &ca, &leaf.spec, req).is_ok();
-        let existing = secrets
-            .ours(&leaf.role.secret_name(&req.cluster()), usable)
-            .await?;
+        let existing = secrets.ours(&role.secret_name(&req.cluster()), usable).await?;
         let secret = match existing.as_ref().map(|s| leaf_verdict(s, &ca, &leaf.spec, req)) {
             Some(Ok(())) => {
                 let secret = existing.ok_or(Error::MissingField("leaf Secret"))?;
@@ -87,17 +87,17 @@ pub async fn ensure_pki(
             }
             verdict => {
                 if let Some(Err(reason)) = verdict {
-                    reissued.push((leaf.role, reason));
+                    reissued.push((role, reason));
                 }
                 let pair = pki::issue_leaf(&ca, &leaf.spec, req.now, req.leaf_validity())?;
-                let secret = secrets::tls_secret(req.hc, leaf.role, &pair, &ca.cert_pem)?;
+                let secret = secrets::tls_secret(req.hc, role, &pair, &ca.cert_pem)?;
                 let applied = owned.apply(&secret).await?;
                 clear_rotate_request(api, &applied).await?
             }
         };
-        data.insert(leaf.role, secret.data.unwrap_or_default());
+        data.insert(role, secret.data.unwrap_or_default());
     }
-    ensure_kubeconfigs(owned, secrets, req, &mut data, &mut reissued).await?;
+    ensure_kubeconfigs(owned, secrets, req, &plan.kubeconfigs, &mut data, &mut reissued).await?;
     Ok(PkiOutcome { data, reissued, keys })
 }
 
@@ -105,22 +105,24 @@ async fn ensure_kubeconfigs(
     owned: &mut OwnedSet,
     secrets: &SecretReader<'_>,
     req: &PkiRequest<'_>,
+    planned: &[PlannedKubeconfig],
     data: &mut SecretData,
     reissued: &mut Vec<Reissue>,
 ) -> Result<()> {
     let cluster = req.cluster();
-    let ca = pair_of(data, SecretRole::Ca, &cluster)?;
-    let ca_hash = pki::ca_cert_hash(&ca.cert_pem)?;
-    for plan in kubeconfig::plan(req.hc, req.endpoint)? {
+    for plan in planned {
+        let role = SecretRole::from(plan.role);
+        let ca = pair_of(data, plan.issuer.into(), &cluster)?;
+        let ca_hash = pki::ca_cert_hash(&ca.cert_pem)?;
         let verdict_of = |secret: &Secret| {
             leaf_verdict(secret, &ca, &plan.client, req).and_then(|()| {
-                kubeconfig::is_current(secret, &plan, &ca_hash)
+                kubeconfig::is_current(secret, plan, &ca_hash)
                     .then_some(())
                     .ok_or("KubeconfigStale")
             })
         };
         let existing = secrets
-            .ours(&plan.role.secret_name(&cluster), |s| verdict_of(s).is_ok())
+            .ours(&role.secret_name(&cluster), |s| verdict_of(s).is_ok())
             .await?;
         let verdict = existing.as_ref().map(verdict_of);
         let secret = match (existing, verdict) {
@@ -130,15 +132,15 @@ async fn ensure_kubeconfigs(
             }
             (_, verdict) => {
                 if let Some(Err(reason)) = verdict {
-                    reissued.push((plan.role, reason));
+                    reissued.push((role, reason));
                 }
                 let client = pki::issue_leaf(&ca, &plan.client, req.now, req.leaf_validity())?;
-                let secret = kubeconfig::kubeconfig_secret(req.hc, &plan, &ca, &ca_hash, &client)?;
+                let secret = kubeconfig::kubeconfig_secret(req.hc, plan, &ca, &ca_hash, &client)?;
                 let applied = owned.apply(&secret).await?;
                 clear_rotate_request(&secrets.api, &applied).await?
             }
         };
-        data.insert(plan.role, secret.data.unwrap_or_default());
+        data.insert(role, secret.data.unwrap_or_default());
     }
     Ok(())
 }

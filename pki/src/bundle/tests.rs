@@ -1,37 +1,32 @@
 use std::collections::BTreeSet;
 
 use super::*;
+use crate::plan::tests::input;
 use crate::test_support::{NOW, YEAR, key_signs_for, pem};
-use crate::{Verdict, check, check_ca};
+use crate::{Verdict, check, check_ca, plan};
 
-fn input() -> BundleInput {
-    BundleInput {
-        apiserver_sans: ApiServerSans {
-            service_ip: "10.96.0.1".parse().expect("ip"),
-            dns_domain: "cluster.local".into(),
-            service_names: vec!["demo-apiserver.team-a.svc".into()],
-            endpoint_hosts: vec!["192.0.2.2".into()],
-            extra_sans: Vec::new(),
-        },
-        etcd_dns_names: vec!["demo-etcd-0.demo-etcd.team-a.svc".into()],
+fn validity() -> Validity {
+    Validity {
         now: NOW,
-        ca_validity: YEAR * 10,
-        leaf_validity: YEAR,
+        ca: YEAR * 10,
+        leaf: YEAR,
     }
 }
 
 #[test]
-fn every_planned_leaf_is_issued_by_its_ca_and_checks_valid() {
-    let input = input();
-    let bundle = ControlPlaneBundle::generate(&input).expect("bundle");
-    let planned = plan(&input);
-    assert_eq!(bundle.leaves.len(), planned.len());
+fn every_planned_certificate_is_issued_by_its_ca_and_checks_valid() {
+    let plan = plan(&input()).expect("plan");
+    let bundle = ControlPlaneBundle::generate(&plan, validity()).expect("bundle");
+    assert_eq!(bundle.leaves.len(), plan.leaves.len());
+    assert_eq!(bundle.kubeconfigs.len(), plan.kubeconfigs.len());
     for role in CaRole::ALL {
         assert_eq!(check_ca(bundle.ca(role), NOW), Verdict::Valid, "{role:?}");
     }
-    for PlannedLeaf { name, ca, spec } in &planned {
-        let leaf = bundle.leaf(name).expect(name);
-        let issuer = bundle.ca(*ca);
+    let issued: BTreeMap<&str, &CertKeyPair> = bundle.certificates().collect();
+    assert_eq!(issued.len(), plan.certificates().count());
+    for (name, ca, spec) in plan.certificates() {
+        let leaf = issued[name];
+        let issuer = bundle.ca(ca);
         assert_eq!(
             check(leaf, &issuer.cert_pem, spec, NOW, Duration::days(30)),
             Verdict::Valid,
@@ -50,7 +45,7 @@ fn every_planned_leaf_is_issued_by_its_ca_and_checks_valid() {
             cert.verify_signature(Some(ca_cert.public_key())).is_ok(),
             "{name}"
         );
-        for other in CaRole::ALL.into_iter().filter(|r| r != ca) {
+        for other in CaRole::ALL.into_iter().filter(|r| *r != ca) {
             let verdict = check(leaf, &bundle.ca(other).cert_pem, spec, NOW, Duration::days(30));
             assert_eq!(
                 verdict,
@@ -62,28 +57,63 @@ fn every_planned_leaf_is_issued_by_its_ca_and_checks_valid() {
 }
 
 #[test]
-fn the_plan_follows_kubeadm_names_and_cas() {
-    let planned: Vec<(&str, CaRole)> = plan(&input()).iter().map(|p| (p.name, p.ca)).collect();
-    assert_eq!(
-        planned,
-        vec![
-            ("apiserver", CaRole::Cluster),
-            ("apiserver-kubelet-client", CaRole::Cluster),
-            ("apiserver-etcd-client", CaRole::Etcd),
-            ("front-proxy-client", CaRole::FrontProxy),
-            ("etcd/server", CaRole::Etcd),
-            ("etcd/peer", CaRole::Etcd),
-            ("etcd/healthcheck-client", CaRole::Etcd),
-            ("admin", CaRole::Cluster),
-            ("controller-manager", CaRole::Cluster),
-            ("scheduler", CaRole::Cluster),
-        ]
+fn each_kubeconfig_embeds_its_client_the_cluster_ca_and_its_server() {
+    let plan = plan(&input()).expect("plan");
+    let bundle = ControlPlaneBundle::generate(&plan, validity()).expect("bundle");
+    for planned in &plan.kubeconfigs {
+        let issued = bundle.kubeconfig(planned.role).expect("kubeconfig");
+        let config: serde_yaml::Value = serde_yaml::from_str(&issued.kubeconfig).expect("yaml");
+        let field = |path: &[&str]| {
+            let mut value = &config;
+            for key in path {
+                value = match key.parse::<usize>() {
+                    Ok(i) => &value[i],
+                    Err(_) => &value[*key],
+                };
+            }
+            value.as_str().unwrap_or_default().to_string()
+        };
+        let encoded = |pem: &str| crate::kubeconfig::base64(pem.as_bytes());
+        let role = planned.role;
+        assert_eq!(field(&["clusters", "0", "name"]), "demo", "{role:?}");
+        assert_eq!(
+            field(&["clusters", "0", "cluster", "server"]),
+            planned.server,
+            "{role:?}"
+        );
+        assert_eq!(
+            field(&["clusters", "0", "cluster", "certificate-authority-data"]),
+            encoded(&bundle.ca.cert_pem),
+            "{role:?} trusts the cluster CA"
+        );
+        assert_eq!(field(&["users", "0", "name"]), planned.user, "{role:?}");
+        assert_eq!(
+            field(&["users", "0", "user", "client-certificate-data"]),
+            encoded(&issued.client.cert_pem),
+            "{role:?}"
+        );
+        assert_eq!(
+            check(
+                &issued.client,
+                &bundle.ca.cert_pem,
+                &planned.client,
+                NOW,
+                Duration::days(30)
+            ),
+            Verdict::Valid,
+            "{role:?}"
+        );
+    }
+    assert!(
+        !format!("{bundle:?}").contains("client-key-data"),
+        "Debug hides kubeconfigs"
     );
 }
 
 #[test]
 fn the_three_cas_and_the_service_account_key_are_distinct_keys() {
-    let bundle = ControlPlaneBundle::generate(&input()).expect("bundle");
+    let plan = plan(&input()).expect("plan");
+    let bundle = ControlPlaneBundle::generate(&plan, validity()).expect("bundle");
     let keys: BTreeSet<&str> = CaRole::ALL
         .iter()
         .map(|r| bundle.ca(*r).key_pem.as_str())

@@ -131,7 +131,6 @@ fn client_profiles_carry_kubernetes_identities() {
         ),
         (apiserver_etcd_client(), "CN=kube-apiserver-etcd-client"),
         (front_proxy_client(), "CN=front-proxy-client"),
-        (etcd_healthcheck_client(), "CN=kube-etcd-healthcheck-client"),
     ] {
         let issued = issue(&ca, &spec);
         assert_eq!(issued.subject, subject);

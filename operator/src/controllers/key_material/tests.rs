@@ -219,7 +219,7 @@ fn stored_material_is_fingerprinted_and_judged() {
         (TLS_CERT.to_string(), ByteString(ca.cert_pem.clone().into_bytes())),
         (TLS_KEY.to_string(), ByteString(ca.key_pem.clone().into_bytes())),
     ]);
-    let material = Material::Ca(SecretRole::Ca, "kubernetes");
+    let material = Material::Ca(CaRole::Cluster);
     let (print, not_after) = fingerprint_of(material, &data).expect("readable");
     assert_eq!(print, pki::fingerprint(&ca.cert_pem).expect("fingerprint"));
     assert_eq!(not_after, Some(NOW + Duration::days(10)));
