@@ -7,14 +7,10 @@ use super::{BuildError, Component, HostedCluster, meta, name, object_meta, selec
 
 /// The budgets this spec wants; a budget no longer wanted is removed by the orphan sweep.
 pub fn pod_disruption_budgets(hc: &HostedCluster) -> Result<Vec<PodDisruptionBudget>, BuildError> {
-    let wanted = [
-        (Component::Etcd, hc.spec.etcd.replicas >= 3),
-        (Component::KubeApiserver, hc.spec.api_server.replicas >= 2),
-    ];
-    wanted
+    Component::ALL
         .into_iter()
-        .filter(|(_, wanted)| *wanted)
-        .map(|(component, _)| budget(hc, component))
+        .filter(|c| (c.def().wants_disruption_budget)(hc))
+        .map(|component| budget(hc, component))
         .collect()
 }
 

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::secrets::{SecretRole, ca_cert, pair};
 use super::*;
+use crate::api::conditions::ETCD_AVAILABLE;
 
 pub const CLIENT_PORT: i32 = 2379;
 pub const PEER_PORT: i32 = 2380;
@@ -89,13 +90,41 @@ pub fn client_url(hc: &HostedCluster) -> Result<String, BuildError> {
     ))
 }
 
-/// etcd starts first.
-pub fn depends_on() -> &'static [Component] {
-    &[]
-}
+/// etcd starts first, and its condition also reports lost data and a full disk.
+pub const COMPONENT: ComponentDef = ComponentDef {
+    name: "etcd",
+    kind: WorkloadKind::StatefulSet,
+    depends_on: &[],
+    required_certs: &[SecretRole::EtcdCa, SecretRole::EtcdServer, SecretRole::EtcdPeer],
+    config_maps: component::no_config_maps,
+    condition_type: ETCD_AVAILABLE,
+    availability: Availability::ClusterData,
+    image,
+    // One member of three may go; with fewer, any loss breaks the quorum.
+    wants_disruption_budget: |hc| hc.spec.etcd.replicas >= 3,
+    build: |hc, inputs| Ok(Workload::StatefulSet(statefulset(hc, inputs)?)),
+};
 
-pub fn required_certs() -> &'static [SecretRole] {
-    &[SecretRole::EtcdCa, SecretRole::EtcdServer, SecretRole::EtcdPeer]
+/// etcd release shipped with each supported Kubernetes minor (as kubeadm pins it in
+/// `cmd/kubeadm/app/constants`). Keep in step with `api::SUPPORTED_MINORS`.
+const ETCD_FOR_MINOR: &[(&str, &str)] = &[("1.35", "3.6.16-0")];
+
+/// The etcd release kubeadm pins for the version's minor.
+fn image(version: &str, registry: &str) -> Result<String, BuildError> {
+    let minor = version
+        .trim_start_matches('v')
+        .rsplit_once('.')
+        .map(|(minor, _)| minor)
+        .unwrap_or_default();
+    let etcd = ETCD_FOR_MINOR
+        .iter()
+        .find(|(m, _)| *m == minor)
+        .map(|(_, etcd)| *etcd)
+        .ok_or_else(|| BuildError::Invalid {
+            what: "images",
+            message: format!("unsupported Kubernetes version {version}"),
+        })?;
+    Ok(format!("{registry}/etcd:{etcd}"))
 }
 
 /// etcd's space quota: a share of the space the volume really has. That is the capacity of the
@@ -263,7 +292,7 @@ pub fn statefulset(hc: &HostedCluster, inputs: &Inputs) -> Result<StatefulSet, B
                         "affinity": spread(hc, component)?,
                         "containers": [{
                             "name": "etcd",
-                            "image": inputs.images.etcd,
+                            "image": inputs.images.get(component)?,
                             "imagePullPolicy": "IfNotPresent",
                             "command": ["etcd"],
                             "args": render_args(args(hc, quota, &token)?, &BTreeMap::new()),

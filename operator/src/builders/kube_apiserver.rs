@@ -13,6 +13,7 @@ use super::encryption::ENCRYPTION_CONFIG_KEY;
 use super::secrets::{SA_PRIVATE_KEY, SA_PUBLIC_KEY, SecretRole, ca_cert, pair, project};
 use super::*;
 use crate::api::ApiServerServiceType;
+use crate::api::conditions::API_SERVER_AVAILABLE;
 
 const PKI_DIR: &str = "/etc/kubernetes/pki";
 /// The encryption, authentication and audit-policy files.
@@ -54,24 +55,29 @@ pub fn internal_url(hc: &HostedCluster) -> Result<String, BuildError> {
     ))
 }
 
-pub fn depends_on() -> &'static [Component] {
-    &[Component::Etcd]
-}
-
-pub fn required_certs() -> &'static [SecretRole] {
-    use SecretRole::*;
-    &[
-        Ca,
-        EtcdCa,
-        FrontProxyCa,
-        ServiceAccount,
-        ApiServer,
-        ApiServerKubeletClient,
-        ApiServerEtcdClient,
-        FrontProxyClient,
-        Encryption,
-    ]
-}
+/// Serves the hosted API: available once it answers /readyz at the endpoint.
+pub const COMPONENT: ComponentDef = ComponentDef {
+    name: "kube-apiserver",
+    kind: WorkloadKind::Deployment,
+    depends_on: &[Component::Etcd],
+    required_certs: &[
+        SecretRole::Ca,
+        SecretRole::EtcdCa,
+        SecretRole::FrontProxyCa,
+        SecretRole::ServiceAccount,
+        SecretRole::ApiServer,
+        SecretRole::ApiServerKubeletClient,
+        SecretRole::ApiServerEtcdClient,
+        SecretRole::FrontProxyClient,
+        SecretRole::Encryption,
+    ],
+    config_maps: apiserver_config::config_maps,
+    condition_type: API_SERVER_AVAILABLE,
+    availability: Availability::HostedApi,
+    image: |version, registry| Ok(component::release_image(registry, "kube-apiserver", version)),
+    wants_disruption_budget: |hc| hc.spec.api_server.replicas >= 2,
+    build: |hc, inputs| Ok(Workload::Deployment(deployment(hc, inputs)?)),
+};
 
 pub fn args(hc: &HostedCluster, inputs: &Inputs) -> Result<BTreeMap<&'static str, String>, BuildError> {
     let network = &hc.spec.network;
@@ -160,7 +166,7 @@ pub fn service(hc: &HostedCluster, node_port: Option<i32>) -> Result<Service, Bu
     )
 }
 
-/// kubeadm's /etc/kubernetes/pki layout, from the Secrets in `required_certs()`; CA keys stay out.
+/// kubeadm's /etc/kubernetes/pki layout, from the Secrets in `COMPONENT.required_certs`; CA keys stay out.
 fn pki_sources(cluster: &str) -> Vec<serde_json::Value> {
     vec![
         ca_cert(cluster, SecretRole::Ca, "ca"),
@@ -216,7 +222,7 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
                         "affinity": spread(hc, component)?,
                         "containers": [{
                             "name": "kube-apiserver",
-                            "image": inputs.images.kube_apiserver,
+                            "image": inputs.images.get(component)?,
                             "imagePullPolicy": "IfNotPresent",
                             "command": ["kube-apiserver"],
                             "args": render_args(args(hc, inputs)?, &api.extra_args),

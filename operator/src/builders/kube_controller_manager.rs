@@ -8,22 +8,35 @@ use super::control_plane::{self, ControlPlaneDeployment};
 use super::kubeconfig::KUBECONFIG_KEY;
 use super::secrets::{SA_PRIVATE_KEY, SecretRole, ca_cert, pair, project};
 use super::*;
+use crate::api::conditions::CONTROLLER_MANAGER_AVAILABLE;
 
 pub const PORT: i32 = 10257;
 const KUBECONFIG: &str = "/etc/kubernetes/controller-manager.conf";
 
-pub fn depends_on() -> &'static [Component] {
-    &[Component::KubeApiserver]
-}
-
-pub fn required_certs() -> &'static [SecretRole] {
-    &[
+pub const COMPONENT: ComponentDef = ComponentDef {
+    name: "kube-controller-manager",
+    kind: WorkloadKind::Deployment,
+    depends_on: &[Component::KubeApiserver],
+    required_certs: &[
         SecretRole::Ca,
         SecretRole::FrontProxyCa,
         SecretRole::ServiceAccount,
         SecretRole::ControllerManagerKubeconfig,
-    ]
-}
+    ],
+    config_maps: component::no_config_maps,
+    condition_type: CONTROLLER_MANAGER_AVAILABLE,
+    availability: Availability::Pods,
+    image: |version, registry| {
+        Ok(component::release_image(
+            registry,
+            "kube-controller-manager",
+            version,
+        ))
+    },
+    // Leader-elected: a drain that takes the leader only moves the lease.
+    wants_disruption_budget: |_| false,
+    build: |hc, inputs| Ok(Workload::Deployment(deployment(hc, inputs)?)),
+};
 
 pub fn args(hc: &HostedCluster) -> Result<BTreeMap<&'static str, String>, BuildError> {
     let network = &hc.spec.network;
@@ -82,7 +95,7 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
         ControlPlaneDeployment {
             component: Component::KubeControllerManager,
             spec,
-            image: &inputs.images.kube_controller_manager,
+            image: inputs.images.get(Component::KubeControllerManager)?,
             args: render_args(args(hc)?, &spec.extra_args),
             port: PORT,
             // kubeadm probes /healthz only; it also tells whether the pod may count as ready.

@@ -7,17 +7,24 @@ use super::control_plane::{self, ControlPlaneDeployment};
 use super::kubeconfig::KUBECONFIG_KEY;
 use super::secrets::{SecretRole, project};
 use super::*;
+use crate::api::conditions::SCHEDULER_AVAILABLE;
 
 pub const PORT: i32 = 10259;
 const KUBECONFIG: &str = "/etc/kubernetes/scheduler.conf";
 
-pub fn depends_on() -> &'static [Component] {
-    &[Component::KubeApiserver]
-}
-
-pub fn required_certs() -> &'static [SecretRole] {
-    &[SecretRole::SchedulerKubeconfig]
-}
+pub const COMPONENT: ComponentDef = ComponentDef {
+    name: "kube-scheduler",
+    kind: WorkloadKind::Deployment,
+    depends_on: &[Component::KubeApiserver],
+    required_certs: &[SecretRole::SchedulerKubeconfig],
+    config_maps: component::no_config_maps,
+    condition_type: SCHEDULER_AVAILABLE,
+    availability: Availability::Pods,
+    image: |version, registry| Ok(component::release_image(registry, "kube-scheduler", version)),
+    // Leader-elected: a drain that takes the leader only moves the lease.
+    wants_disruption_budget: |_| false,
+    build: |hc, inputs| Ok(Workload::Deployment(deployment(hc, inputs)?)),
+};
 
 pub fn args() -> BTreeMap<&'static str, String> {
     let mut args = control_plane::base_args(KUBECONFIG, PORT);
@@ -39,7 +46,7 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
         ControlPlaneDeployment {
             component: Component::KubeScheduler,
             spec,
-            image: &inputs.images.kube_scheduler,
+            image: inputs.images.get(Component::KubeScheduler)?,
             args: render_args(args(), &spec.extra_args),
             port: PORT,
             // As kubeadm: /livez keeps it running, /readyz gates readiness.

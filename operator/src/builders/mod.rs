@@ -2,15 +2,14 @@
 //! Nothing here does I/O: the same inputs always give the same objects.
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::ConfigMap;
 use sha2::{Digest, Sha256};
 
 use crate::api::{HostedCluster, PodAntiAffinity};
+pub use component::{Availability, Component, ComponentDef, Images, Workload, WorkloadKind};
 pub use meta::{labels, name, namespace, object_meta, owned_selector, owner_reference, selector};
-use secrets::SecretRole;
 
 pub mod apiserver_config;
+pub mod component;
 mod control_plane;
 pub mod disruption;
 pub mod encryption;
@@ -46,123 +45,6 @@ pub enum BuildError {
         what: &'static str,
         source: serde_json::Error,
     },
-}
-
-/// The control-plane components, in the order they start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Component {
-    Etcd,
-    KubeApiserver,
-    KubeControllerManager,
-    KubeScheduler,
-}
-
-impl Component {
-    pub const ALL: [Component; 4] = [
-        Component::Etcd,
-        Component::KubeApiserver,
-        Component::KubeControllerManager,
-        Component::KubeScheduler,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Component::Etcd => "etcd",
-            Component::KubeApiserver => "kube-apiserver",
-            Component::KubeControllerManager => "kube-controller-manager",
-            Component::KubeScheduler => "kube-scheduler",
-        }
-    }
-
-    /// Name of the component's workload (StatefulSet or Deployment).
-    pub fn workload_name(self, cluster: &str) -> String {
-        format!("{cluster}-{}", self.as_str())
-    }
-
-    /// Components that must be available before this one is rolled out.
-    pub fn depends_on(self) -> &'static [Component] {
-        match self {
-            Component::Etcd => etcd::depends_on(),
-            Component::KubeApiserver => kube_apiserver::depends_on(),
-            Component::KubeControllerManager => kube_controller_manager::depends_on(),
-            Component::KubeScheduler => kube_scheduler::depends_on(),
-        }
-    }
-
-    /// The Secrets the component mounts: their contents make up its inputs hash.
-    pub fn required_certs(self) -> &'static [SecretRole] {
-        match self {
-            Component::Etcd => etcd::required_certs(),
-            Component::KubeApiserver => kube_apiserver::required_certs(),
-            Component::KubeControllerManager => kube_controller_manager::required_certs(),
-            Component::KubeScheduler => kube_scheduler::required_certs(),
-        }
-    }
-
-    /// The ConfigMaps the component mounts: their contents are part of its inputs hash.
-    pub fn config_maps(self, hc: &HostedCluster) -> Result<Vec<ConfigMap>, BuildError> {
-        match self {
-            Component::KubeApiserver => apiserver_config::config_maps(hc),
-            _ => Ok(Vec::new()),
-        }
-    }
-
-    /// The component's workload.
-    pub fn workload(self, hc: &HostedCluster, inputs: &Inputs) -> Result<Workload, BuildError> {
-        Ok(match self {
-            Component::Etcd => Workload::StatefulSet(etcd::statefulset(hc, inputs)?),
-            Component::KubeApiserver => Workload::Deployment(kube_apiserver::deployment(hc, inputs)?),
-            Component::KubeControllerManager => {
-                Workload::Deployment(kube_controller_manager::deployment(hc, inputs)?)
-            }
-            Component::KubeScheduler => Workload::Deployment(kube_scheduler::deployment(hc, inputs)?),
-        })
-    }
-}
-
-/// What runs a component's pods.
-#[derive(Debug, Clone)]
-pub enum Workload {
-    /// etcd: members keep their claims across restarts.
-    StatefulSet(StatefulSet),
-    Deployment(Deployment),
-}
-
-/// Container images of one control plane. They follow `spec.version` only.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Images {
-    pub etcd: String,
-    pub kube_apiserver: String,
-    pub kube_controller_manager: String,
-    pub kube_scheduler: String,
-}
-
-/// etcd release shipped with each supported Kubernetes minor (as kubeadm pins it in
-/// `cmd/kubeadm/app/constants`). Keep in step with `api::SUPPORTED_MINORS`.
-const ETCD_FOR_MINOR: &[(&str, &str)] = &[("1.35", "3.6.16-0")];
-
-impl Images {
-    pub fn for_version(version: &str, registry: &str) -> Result<Images, BuildError> {
-        let minor = version
-            .trim_start_matches('v')
-            .rsplit_once('.')
-            .map(|(minor, _)| minor)
-            .unwrap_or_default();
-        let etcd = ETCD_FOR_MINOR
-            .iter()
-            .find(|(m, _)| *m == minor)
-            .map(|(_, etcd)| *etcd)
-            .ok_or_else(|| BuildError::Invalid {
-                what: "images",
-                message: format!("unsupported Kubernetes version {version}"),
-            })?;
-        Ok(Images {
-            etcd: format!("{registry}/etcd:{etcd}"),
-            kube_apiserver: format!("{registry}/kube-apiserver:{version}"),
-            kube_controller_manager: format!("{registry}/kube-controller-manager:{version}"),
-            kube_scheduler: format!("{registry}/kube-scheduler:{version}"),
-        })
-    }
 }
 
 /// Where the hosted API server is reached.
@@ -298,40 +180,8 @@ pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests {
+    use super::secrets::SecretRole;
     use super::*;
-
-    #[test]
-    fn every_supported_minor_has_an_etcd_image() {
-        for minor in crate::api::SUPPORTED_MINORS {
-            let images = Images::for_version(&format!("v{minor}.0"), "registry.k8s.io").expect(minor);
-            assert!(images.etcd.starts_with("registry.k8s.io/etcd:"), "{images:?}");
-        }
-    }
-
-    #[test]
-    fn images_follow_the_spec_version_only() {
-        let images = Images::for_version("v1.35.4", "registry.k8s.io").expect("images");
-        assert_eq!(
-            images,
-            Images {
-                etcd: "registry.k8s.io/etcd:3.6.16-0".into(),
-                kube_apiserver: "registry.k8s.io/kube-apiserver:v1.35.4".into(),
-                kube_controller_manager: "registry.k8s.io/kube-controller-manager:v1.35.4".into(),
-                kube_scheduler: "registry.k8s.io/kube-scheduler:v1.35.4".into(),
-            }
-        );
-        assert!(Images::for_version("v1.34.2", "registry.k8s.io").is_err());
-    }
-
-    #[test]
-    fn dependencies_point_backwards_in_start_order() {
-        for component in Component::ALL {
-            for dependency in component.depends_on() {
-                assert!(dependency < &component, "{component:?} depends on {dependency:?}");
-            }
-        }
-        assert_eq!(Component::KubeApiserver.depends_on(), [Component::Etcd]);
-    }
 
     /// The inputs hash covers `required_certs()`: it must be exactly what the pod mounts.
     #[test]

@@ -284,11 +284,7 @@ impl EtcdGuard {
     }
 
     fn hold_dependents(&mut self) {
-        for component in [
-            Component::KubeApiserver,
-            Component::KubeControllerManager,
-            Component::KubeScheduler,
-        ] {
+        for component in Component::Etcd.dependents() {
             self.held.insert(
                 component,
                 "etcd's lost data to be restored or the new etcd accepted",

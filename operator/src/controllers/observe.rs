@@ -11,7 +11,7 @@ use super::cache::Cache;
 use super::hosted_clients::HostedClients;
 use super::status::WorkloadState;
 use crate::api::{ApiServerServiceType, HostedCluster};
-use crate::builders::{self, APISERVER_SERVICE_PORT, Component, Endpoint, Workload};
+use crate::builders::{self, APISERVER_SERVICE_PORT, Component, Endpoint, Workload, WorkloadKind};
 use crate::error::{Error, KubeContext, Result};
 
 /// Where the API server is reached, once that is known.
@@ -177,11 +177,11 @@ fn endpoint_host(endpoint: &str) -> Option<String> {
 pub fn observe_workload(cache: &Cache, hc: &HostedCluster, component: Component) -> Option<Workload> {
     let namespace = builders::namespace(hc).ok()?;
     let name = component.workload_name(&builders::name(hc).ok()?);
-    match component {
-        Component::Etcd => cache
+    match component.def().kind {
+        WorkloadKind::StatefulSet => cache
             .get::<StatefulSet>(&namespace, &name)
             .map(|sts| Workload::StatefulSet(StatefulSet::clone(&sts))),
-        _ => cache
+        WorkloadKind::Deployment => cache
             .get::<Deployment>(&namespace, &name)
             .map(|d| Workload::Deployment(Deployment::clone(&d))),
     }

@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::api::conditions::*;
 use crate::api::{EtcdStatus, HostedCluster, HostedClusterStatus, KeyFingerprint, SecretKeyRef};
 use crate::builders::kubeconfig::KUBECONFIG_KEY;
-use crate::builders::{Component, Workload};
+use crate::builders::{Availability, Component, Workload};
 
 /// Readiness of one component's workload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +93,7 @@ pub struct Observed {
     pub version: String,
     pub endpoint: Option<String>,
     pub kubeconfig_secret: Option<String>,
-    /// In component order: etcd, kube-apiserver, kube-controller-manager, kube-scheduler.
+    /// In start order (`Component::ALL`): conditions are reported in this order.
     pub workloads: Vec<(Component, WorkloadState)>,
     /// Outcome of GET /readyz on the hosted API server.
     pub readyz: Result<(), String>,
@@ -143,25 +143,17 @@ impl Observed {
     }
 }
 
-fn condition_type(component: Component) -> &'static str {
-    match component {
-        Component::Etcd => ETCD_AVAILABLE,
-        Component::KubeApiserver => API_SERVER_AVAILABLE,
-        Component::KubeControllerManager => CONTROLLER_MANAGER_AVAILABLE,
-        Component::KubeScheduler => SCHEDULER_AVAILABLE,
-    }
-}
-
 fn component_condition(
     component: Component,
     state: &WorkloadState,
     observed: &Observed,
 ) -> (bool, &'static str, String) {
     let what = component.as_str();
-    if let (Component::KubeApiserver, Some(why)) = (component, &observed.pending_endpoint) {
+    let availability = component.def().availability;
+    if let (Availability::HostedApi, Some(why)) = (availability, &observed.pending_endpoint) {
         return (false, REASON_WAITING_FOR_ENDPOINT, why.clone());
     }
-    if let (Component::Etcd, Some((reason, why))) = (component, &observed.etcd_problem) {
+    if let (Availability::ClusterData, Some((reason, why))) = (availability, &observed.etcd_problem) {
         return (false, reason, why.clone());
     }
     let pods = format!(
@@ -187,9 +179,9 @@ fn component_condition(
             } else {
                 format!("; rolling out a new template, {updated}/{desired} updated")
             };
-            match (component, &observed.readyz) {
-                (Component::KubeApiserver, Err(e)) => (false, REASON_READYZ_FAILED, format!("/readyz: {e}")),
-                (Component::KubeApiserver, Ok(())) => (
+            match (availability, &observed.readyz) {
+                (Availability::HostedApi, Err(e)) => (false, REASON_READYZ_FAILED, format!("/readyz: {e}")),
+                (Availability::HostedApi, Ok(())) => (
                     true,
                     REASON_READYZ_OK,
                     format!("{ready} pods ready; /readyz ok{rollout}"),
@@ -216,7 +208,7 @@ pub fn compute_status(
         }
         conditions.push(condition(
             old,
-            condition_type(*component),
+            component.def().condition_type,
             ok,
             reason,
             message,
