@@ -252,24 +252,7 @@ impl Client {
             .filter(|o| o["name"].as_str() == Some(name_or_id))
             .filter_map(|o| o["id"].as_str())
             .collect();
-        match matches.as_slice() {
-            [id] => Ok((*id).to_string()),
-            [] => Err(Error::op(
-                op,
-                Failure::NotFound {
-                    kind,
-                    name: name_or_id.into(),
-                },
-            )),
-            many => Err(Error::op(
-                op,
-                Failure::Ambiguous {
-                    kind,
-                    name: name_or_id.into(),
-                    count: many.len(),
-                },
-            )),
-        }
+        crate::the_one_named(op, kind, name_or_id, &matches)
     }
 
     async fn create(&self, spec: &ServerSpec) -> Result<Server> {

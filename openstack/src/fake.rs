@@ -96,24 +96,7 @@ impl Cloud {
                 .filter(|(_, name)| name == name_or_id)
                 .map(|(id, _)| id)
                 .collect();
-            match matches.as_slice() {
-                [id] => Ok((*id).clone()),
-                [] => Err(Error::op(
-                    op,
-                    Failure::NotFound {
-                        kind,
-                        name: name_or_id.to_string(),
-                    },
-                )),
-                many => Err(Error::op(
-                    op,
-                    Failure::Ambiguous {
-                        kind,
-                        name: name_or_id.to_string(),
-                        count: many.len(),
-                    },
-                )),
-            }
+            crate::the_one_named(op, kind, name_or_id, &matches)
         })
     }
 }

@@ -204,3 +204,31 @@ impl Error {
         }
     }
 }
+
+/// The one ID among the objects named `name_or_id` (a flavor, image or network looked up by
+/// name): none is `NotFound`, several are `Ambiguous`, as Nova would not pick one either.
+pub(crate) fn the_one_named<S: AsRef<str>>(
+    op: &'static str,
+    kind: &'static str,
+    name_or_id: &str,
+    ids: &[S],
+) -> Result<String> {
+    match ids {
+        [id] => Ok(id.as_ref().to_string()),
+        [] => Err(Error::op(
+            op,
+            Failure::NotFound {
+                kind,
+                name: name_or_id.to_string(),
+            },
+        )),
+        many => Err(Error::op(
+            op,
+            Failure::Ambiguous {
+                kind,
+                name: name_or_id.to_string(),
+                count: many.len(),
+            },
+        )),
+    }
+}

@@ -7,8 +7,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{Value, json};
 
 use super::{
-    BuildError, Component, INPUTS_HASH_ANNOTATION, Inputs, container_security, labels, meta, object_meta,
-    pod_security, resources, selector, spread,
+    BuildError, Component, Inputs, container_security, meta, object_meta, pod_template, resources, selector,
 };
 use crate::api::{ComponentSpec, HostedCluster};
 
@@ -76,33 +75,23 @@ pub(crate) fn deployment(
             "spec": {
                 "replicas": spec.replicas,
                 "selector": { "matchLabels": selector(hc, component)? },
-                "template": {
-                    "metadata": {
-                        "labels": labels(hc, Some(component))?,
-                        "annotations": { INPUTS_HASH_ANNOTATION: inputs.hash(component)? },
-                    },
-                    "spec": {
-                        "automountServiceAccountToken": false,
-                        "enableServiceLinks": false,
-                        "securityContext": pod_security(),
-                        "affinity": spread(hc, component)?,
-                        "containers": [{
-                            "name": component.as_str(),
-                            "image": image,
-                            "imagePullPolicy": "IfNotPresent",
-                            "command": [component.as_str()],
-                            "args": args,
-                            "ports": [{ "name": "https", "containerPort": port }],
-                            "startupProbe": probe(liveness_path, 30),
-                            "readinessProbe": probe(readiness_path, 3),
-                            "livenessProbe": probe(liveness_path, 8),
-                            "resources": resources("control-plane resources", &spec.resources, cpu, memory)?,
-                            "securityContext": container_security(),
-                            "volumeMounts": [{ "name": "config", "mountPath": "/etc/kubernetes", "readOnly": true }],
-                        }],
-                        "volumes": [{ "name": "config", "projected": { "defaultMode": 0o440, "sources": sources } }],
-                    }
-                }
+                "template": pod_template(hc, component, inputs, json!({
+                    "containers": [{
+                        "name": component.as_str(),
+                        "image": image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": [component.as_str()],
+                        "args": args,
+                        "ports": [{ "name": "https", "containerPort": port }],
+                        "startupProbe": probe(liveness_path, 30),
+                        "readinessProbe": probe(readiness_path, 3),
+                        "livenessProbe": probe(liveness_path, 8),
+                        "resources": resources("control-plane resources", &spec.resources, cpu, memory)?,
+                        "securityContext": container_security(),
+                        "volumeMounts": [{ "name": "config", "mountPath": "/etc/kubernetes", "readOnly": true }],
+                    }],
+                    "volumes": [{ "name": "config", "projected": { "defaultMode": 0o440, "sources": sources } }],
+                }))?
             }
         }),
     )

@@ -280,55 +280,45 @@ pub fn statefulset(hc: &HostedCluster, inputs: &Inputs) -> Result<StatefulSet, B
                 // Deleting the StatefulSet (by mistake, or a pruning tool) must not take the data
                 // with it: only deleting the HostedCluster removes the claims (see `cleanup`).
                 "persistentVolumeClaimRetentionPolicy": { "whenDeleted": "Retain", "whenScaled": "Retain" },
-                "template": {
-                    "metadata": {
-                        "labels": labels(hc, Some(component))?,
-                        "annotations": { INPUTS_HASH_ANNOTATION: inputs.hash(component)? },
-                    },
-                    "spec": {
-                        "automountServiceAccountToken": false,
-                        "enableServiceLinks": false,
-                        "securityContext": pod_security(),
-                        "affinity": spread(hc, component)?,
-                        "containers": [{
-                            "name": "etcd",
-                            "image": inputs.images.get(component)?,
-                            "imagePullPolicy": "IfNotPresent",
-                            "command": ["etcd"],
-                            "args": render_args(args(hc, quota, &token)?, &BTreeMap::new()),
-                            "env": [{ "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }],
-                            "ports": [
-                                { "name": "client", "containerPort": CLIENT_PORT },
-                                { "name": "peer", "containerPort": PEER_PORT },
-                            ],
-                            "startupProbe": exec_probe("status", 2, 150),
-                            "readinessProbe": exec_probe("health", 5, 3),
-                            // Only whether etcd listens: a member with a NOSPACE alarm is not
-                            // healthy, and restarting it would not free any space.
-                            "livenessProbe": {
-                                "tcpSocket": { "port": CLIENT_PORT },
-                                "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 8,
-                            },
-                            "resources": resources("etcd resources", &hc.spec.etcd.resources, "25m", "96Mi")?,
-                            "securityContext": container_security(),
-                            "volumeMounts": [
-                                { "name": "data", "mountPath": "/var/lib/etcd" },
-                                { "name": "pki", "mountPath": PKI_DIR, "readOnly": true },
-                            ],
-                        }],
-                        "volumes": [{
-                            "name": "pki",
-                            "projected": {
-                                "defaultMode": 0o440,
-                                "sources": [
-                                    ca_cert(&cluster, SecretRole::EtcdCa, "ca"),
-                                    pair(&cluster, SecretRole::EtcdServer, "server"),
-                                    pair(&cluster, SecretRole::EtcdPeer, "peer"),
-                                ]
-                            }
-                        }],
-                    }
-                },
+                "template": pod_template(hc, component, inputs, json!({
+                    "containers": [{
+                        "name": "etcd",
+                        "image": inputs.images.get(component)?,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["etcd"],
+                        "args": render_args(args(hc, quota, &token)?, &BTreeMap::new()),
+                        "env": [{ "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }],
+                        "ports": [
+                            { "name": "client", "containerPort": CLIENT_PORT },
+                            { "name": "peer", "containerPort": PEER_PORT },
+                        ],
+                        "startupProbe": exec_probe("status", 2, 150),
+                        "readinessProbe": exec_probe("health", 5, 3),
+                        // Only whether etcd listens: a member with a NOSPACE alarm is not
+                        // healthy, and restarting it would not free any space.
+                        "livenessProbe": {
+                            "tcpSocket": { "port": CLIENT_PORT },
+                            "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 8,
+                        },
+                        "resources": resources("etcd resources", &hc.spec.etcd.resources, "25m", "96Mi")?,
+                        "securityContext": container_security(),
+                        "volumeMounts": [
+                            { "name": "data", "mountPath": "/var/lib/etcd" },
+                            { "name": "pki", "mountPath": PKI_DIR, "readOnly": true },
+                        ],
+                    }],
+                    "volumes": [{
+                        "name": "pki",
+                        "projected": {
+                            "defaultMode": 0o440,
+                            "sources": [
+                                ca_cert(&cluster, SecretRole::EtcdCa, "ca"),
+                                pair(&cluster, SecretRole::EtcdServer, "server"),
+                                pair(&cluster, SecretRole::EtcdPeer, "peer"),
+                            ]
+                        }
+                    }],
+                }))?,
                 "volumeClaimTemplates": [claim_template],
             }
         }),

@@ -210,41 +210,31 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
                 "replicas": api.replicas,
                 "selector": { "matchLabels": selector(hc, component)? },
                 "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
-                "template": {
-                    "metadata": {
-                        "labels": labels(hc, Some(component))?,
-                        "annotations": { INPUTS_HASH_ANNOTATION: inputs.hash(component)? },
-                    },
-                    "spec": {
-                        "automountServiceAccountToken": false,
-                        "enableServiceLinks": false,
-                        "securityContext": pod_security(),
-                        "affinity": spread(hc, component)?,
-                        "containers": [{
-                            "name": "kube-apiserver",
-                            "image": inputs.images.get(component)?,
-                            "imagePullPolicy": "IfNotPresent",
-                            "command": ["kube-apiserver"],
-                            "args": render_args(args(hc, inputs)?, &api.extra_args),
-                            "ports": [{ "name": "https", "containerPort": inputs.apiserver_port }],
-                            "startupProbe": probe("/livez", 60),
-                            "readinessProbe": probe("/readyz", 3),
-                            "livenessProbe": probe("/livez", 8),
-                            "resources": resources("kube-apiserver resources", &api.resources, "50m", "256Mi")?,
-                            "securityContext": container_security(),
-                            "volumeMounts": [
-                                { "name": "pki", "mountPath": PKI_DIR, "readOnly": true },
-                                { "name": "config", "mountPath": CONFIG_DIR, "readOnly": true },
-                                { "name": "audit-log", "mountPath": AUDIT_LOG_DIR },
-                            ],
-                        }],
-                        "volumes": [
-                            { "name": "pki", "projected": { "defaultMode": 0o440, "sources": sources } },
-                            { "name": "config", "projected": { "defaultMode": 0o440, "sources": config_sources } },
-                            { "name": "audit-log", "emptyDir": { "sizeLimit": format!("{AUDIT_LOG_VOLUME_MIB}Mi") } },
+                "template": pod_template(hc, component, inputs, json!({
+                    "containers": [{
+                        "name": "kube-apiserver",
+                        "image": inputs.images.get(component)?,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": ["kube-apiserver"],
+                        "args": render_args(args(hc, inputs)?, &api.extra_args),
+                        "ports": [{ "name": "https", "containerPort": inputs.apiserver_port }],
+                        "startupProbe": probe("/livez", 60),
+                        "readinessProbe": probe("/readyz", 3),
+                        "livenessProbe": probe("/livez", 8),
+                        "resources": resources("kube-apiserver resources", &api.resources, "50m", "256Mi")?,
+                        "securityContext": container_security(),
+                        "volumeMounts": [
+                            { "name": "pki", "mountPath": PKI_DIR, "readOnly": true },
+                            { "name": "config", "mountPath": CONFIG_DIR, "readOnly": true },
+                            { "name": "audit-log", "mountPath": AUDIT_LOG_DIR },
                         ],
-                    }
-                }
+                    }],
+                    "volumes": [
+                        { "name": "pki", "projected": { "defaultMode": 0o440, "sources": sources } },
+                        { "name": "config", "projected": { "defaultMode": 0o440, "sources": config_sources } },
+                        { "name": "audit-log", "emptyDir": { "sizeLimit": format!("{AUDIT_LOG_VOLUME_MIB}Mi") } },
+                    ],
+                }))?
             }
         }),
     )

@@ -140,6 +140,32 @@ pub(crate) fn resources(
     }
 }
 
+/// A component's pod template around `spec` (its containers and volumes): its labels, the hash
+/// of everything it mounts (a changed input rolls exactly the components that mount it), and
+/// the settings every control-plane pod shares.
+pub(crate) fn pod_template(
+    hc: &HostedCluster,
+    component: Component,
+    inputs: &Inputs,
+    mut spec: serde_json::Value,
+) -> Result<serde_json::Value, BuildError> {
+    let fields = spec.as_object_mut().ok_or_else(|| BuildError::Invalid {
+        what: "pod spec",
+        message: format!("{} pod spec is not an object", component.as_str()),
+    })?;
+    fields.insert("automountServiceAccountToken".into(), false.into());
+    fields.insert("enableServiceLinks".into(), false.into());
+    fields.insert("securityContext".into(), pod_security());
+    fields.insert("affinity".into(), spread(hc, component)?);
+    Ok(serde_json::json!({
+        "metadata": {
+            "labels": labels(hc, Some(component))?,
+            "annotations": { INPUTS_HASH_ANNOTATION: inputs.hash(component)? },
+        },
+        "spec": spec,
+    }))
+}
+
 /// Pod security shared by every component: non-root, no privilege escalation, no capabilities.
 pub(crate) fn pod_security() -> serde_json::Value {
     serde_json::json!({
