@@ -25,7 +25,7 @@ use super::observe::{
 };
 use super::owned::{FIELD_MANAGER, OwnedSet};
 use super::pki_store::{self, PkiRequest, SecretData, SecretReader};
-use super::status::{Observed, WorkloadState, compute_status};
+use super::status::{Observed, WorkloadState, compute_status, hosted_api_pods_ready};
 use super::supporting_objects::{ConfigData, apply_config_maps, apply_disruption_budgets};
 use crate::api::conditions::{PHASE_AVAILABLE, PHASE_DELETING};
 use crate::api::{HostedCluster, HostedClusterStatus};
@@ -140,9 +140,7 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
         .settle(hc, ctx, workloads.get(&Component::Etcd))
         .await?;
 
-    let apiserver_ready = workloads
-        .get(&Component::KubeApiserver)
-        .is_some_and(WorkloadState::is_ready);
+    let apiserver_ready = hosted_api_pods_ready(&workloads);
     let readyz = if apiserver_ready {
         probe_readyz(
             &ctx.hosted,
@@ -362,7 +360,11 @@ async fn apply_status(hc: &HostedCluster, ctx: &Context, observed: &Observed) ->
 
 async fn write_status(hc: &HostedCluster, ctx: &Context, status: &HostedClusterStatus) -> Result<()> {
     let api: Api<HostedCluster> = Api::namespaced(ctx.client.clone(), &builders::namespace(hc)?);
-    let patch = json!({ "apiVersion": "nestplane.io/v1alpha1", "kind": "HostedCluster", "status": status });
+    let patch = json!({
+        "apiVersion": <HostedCluster as kube::Resource>::api_version(&()),
+        "kind": <HostedCluster as kube::Resource>::kind(&()),
+        "status": status,
+    });
     api.patch_status(
         &hc.name_any(),
         &PatchParams::apply(FIELD_MANAGER).force(),

@@ -20,7 +20,7 @@ use super::encryption;
 use super::observe::{observe_workloads_as_they_are, probe_readyz, remove_request_annotation};
 use super::owned::{Control, OwnedSet};
 use super::pki_store::{self, SecretData, SecretReader};
-use super::status::{Check, Observed};
+use super::status::{Check, Observed, hosted_api_pods_ready};
 use crate::api::conditions::{
     ACCEPT_NEW_KEY_MATERIAL_ANNOTATION, CERTIFICATE_AUTHORITIES_VALID, KEY_MATERIAL_INTACT,
     REASON_CA_EXPIRING, REASON_INTACT, REASON_KEY_MATERIAL_CHANGED, REASON_KEY_MATERIAL_MISSING,
@@ -29,7 +29,7 @@ use crate::api::conditions::{
 use crate::api::{HostedCluster, KeyFingerprint};
 use crate::builders::encryption::ENCRYPTION_CONFIG_KEY;
 use crate::builders::secrets::{self, SA_PRIVATE_KEY, SA_PUBLIC_KEY, SecretRole, TLS_CERT, TLS_KEY};
-use crate::builders::{self, Component, Endpoint, labels, owner_reference};
+use crate::builders::{self, Endpoint, labels, owner_reference};
 use crate::error::{Error, Result};
 
 /// What stands under a key-material Secret's name.
@@ -559,10 +559,7 @@ pub async fn observe_blocked(
 ) -> Observed {
     let mut observed = Observed::nothing_yet(hc, Some(endpoint.url()));
     observed.workloads = observe_workloads_as_they_are(&ctx.cache, hc, "intact key material");
-    let apiserver_ready = observed
-        .workloads
-        .iter()
-        .any(|(c, s)| *c == Component::KubeApiserver && s.is_ready());
+    let apiserver_ready = hosted_api_pods_ready(observed.workloads.iter().map(|(c, s)| (c, s)));
     observed.readyz = match pki_store::stored_admin_kubeconfig(secrets, hc).await {
         Ok(Some(kubeconfig)) if apiserver_ready => probe_readyz(&ctx.hosted, hc, &kubeconfig).await,
         Ok(Some(_)) => Err("kube-apiserver is not ready".to_string()),

@@ -17,6 +17,18 @@ pub enum WorkloadState {
     Pods { ready: i32, updated: i32, desired: i32 },
 }
 
+/// Whether the workloads that serve the hosted API ([`Availability::HostedApi`]) are all ready,
+/// so that probing `/readyz` can tell anything.
+pub fn hosted_api_pods_ready<'a>(
+    workloads: impl IntoIterator<Item = (&'a Component, &'a WorkloadState)>,
+) -> bool {
+    let mut serving = workloads
+        .into_iter()
+        .filter(|(component, _)| component.def().availability == Availability::HostedApi)
+        .peekable();
+    serving.peek().is_some() && serving.all(|(_, state)| state.is_ready())
+}
+
 impl WorkloadState {
     /// Enough pods serve, whichever template they run: a rollout that keeps old pods until
     /// new ones are ready does not make a component unavailable.

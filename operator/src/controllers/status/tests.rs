@@ -262,3 +262,22 @@ fn a_progressing_message_says_where_to_look() {
          app.kubernetes.io/instance=demo,app.kubernetes.io/component=etcd`"
     );
 }
+
+#[test]
+fn readyz_is_probed_only_once_the_api_server_pods_are_ready() {
+    let not_ready = WorkloadState::Pods {
+        ready: 0,
+        updated: 1,
+        desired: 1,
+    };
+    let mut workloads: std::collections::BTreeMap<Component, WorkloadState> =
+        Component::ALL.iter().map(|c| (*c, ready())).collect();
+    assert!(hosted_api_pods_ready(&workloads));
+    // The scheduler is no reason to hold the probe back; the API server is.
+    workloads.insert(Component::KubeScheduler, not_ready.clone());
+    assert!(hosted_api_pods_ready(&workloads));
+    workloads.insert(Component::KubeApiserver, not_ready);
+    assert!(!hosted_api_pods_ready(&workloads));
+    workloads.remove(&Component::KubeApiserver);
+    assert!(!hosted_api_pods_ready(&workloads), "no API server at all");
+}
