@@ -5,7 +5,6 @@
 //! re-export application-credential auth, and reads clouds.yaml only from fixed paths. What we need
 //! is five Nova calls, three look-ups and Keystone's token API, so we speak HTTP directly.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,7 @@ use serde_json::{Value, json};
 pub use config::{Auth, CloudConfig};
 use wire::{decode_failure, enc, join, not_found, parse_server, read_json, send, transport};
 
-use super::{COMPUTE_MICROVERSION, Compute, Error, Failure, Result, Server, ServerSpec, ServerStatus};
+use super::{COMPUTE_MICROVERSION, Compute, Error, Failure, Result, Server, ServerSpec};
 
 mod config;
 mod wire;
@@ -284,16 +283,7 @@ impl Client {
         let id = created["server"]["id"]
             .as_str()
             .ok_or_else(|| Error::op(OP, decode_failure("/servers", "no server id in the response")))?;
-        Ok(Server {
-            id: id.to_string(),
-            name: spec.name.clone(),
-            status: ServerStatus::Build,
-            tags: spec.tags.clone(),
-            metadata: spec.metadata.clone(),
-            addresses: BTreeMap::new(),
-            availability_zone: spec.availability_zone.clone(),
-            fault: None,
-        })
+        Ok(Server::building(id.to_string(), spec))
     }
 
     async fn list_by_tag(&self, tag: &str) -> Result<Vec<Server>> {

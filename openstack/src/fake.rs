@@ -105,16 +105,7 @@ impl Compute for Cloud {
     fn create_server<'a>(&'a self, spec: &'a ServerSpec) -> BoxFuture<'a, Result<Server>> {
         let result = self.answer("create server", |state| {
             state.created += 1;
-            let server = Server {
-                id: format!("server-{}", state.created),
-                name: spec.name.clone(),
-                status: ServerStatus::Build,
-                tags: spec.tags.clone(),
-                metadata: spec.metadata.clone(),
-                addresses: BTreeMap::new(),
-                availability_zone: spec.availability_zone.clone(),
-                fault: None,
-            };
+            let server = Server::building(format!("server-{}", state.created), spec);
             state
                 .servers
                 .insert(server.id.clone(), (server.clone(), spec.user_data.clone()));

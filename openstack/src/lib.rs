@@ -55,6 +55,20 @@ pub struct Server {
 }
 
 impl Server {
+    /// What a create answers: the server as asked for, building, with no address yet.
+    pub fn building(id: String, spec: &ServerSpec) -> Server {
+        Server {
+            id,
+            name: spec.name.clone(),
+            status: ServerStatus::Build,
+            tags: spec.tags.clone(),
+            metadata: spec.metadata.clone(),
+            addresses: BTreeMap::new(),
+            availability_zone: spec.availability_zone.clone(),
+            fault: None,
+        }
+    }
+
     /// Every fixed IP, in network-name order.
     pub fn fixed_ips(&self) -> Vec<String> {
         self.addresses.values().flatten().cloned().collect()
