@@ -54,7 +54,9 @@ wait_for "containerd" 60 ctr --address "$CONTAINERD_SOCK" version
 
 "$HACK_DIR/images.sh"
 
-daemon_start kubelet "$HACK_DIR/lib/run-kubelet.sh" "$K8S_BIN/kubelet" "$NODE_IP"
+mkdir -p "$KUBELET_DROP_IN_DIR"
+install -m 0644 "$HACK_DIR/manifests/kubelet-drop-in.conf" "$KUBELET_DROP_IN_DIR/50-nestplane.conf"
+daemon_start kubelet "$HACK_DIR/lib/run-kubelet.sh" "$K8S_BIN/kubelet" "$NODE_IP" "$KUBELET_DROP_IN_DIR"
 
 if [ -f /etc/kubernetes/admin.conf ]; then
   log "cluster state found in /etc/kubernetes: starting it again"

@@ -4,6 +4,7 @@
 # Paths and helpers shared by the management-cluster scripts.
 K8S_BIN="$NESTPLANE_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
 KUBECONFIG_PATH="$NESTPLANE_STATE/kubeconfig"
+KUBELET_DROP_IN_DIR=/etc/kubernetes/kubelet.conf.d
 CONTAINERD_SOCK=/run/containerd/containerd.sock
 LOCAL_VOLUMES="$NESTPLANE_STATE/volumes"
 

@@ -2,7 +2,7 @@
 # Runs the kubelet the way kubeadm's systemd drop-in does: it waits until `kubeadm init`
 # has written its configuration, then adds the flags kubeadm recorded for this node.
 set -euo pipefail
-kubelet=$1 node_ip=$2
+kubelet=$1 node_ip=$2 drop_in_dir=$3
 while [ ! -f /var/lib/kubelet/config.yaml ]; do sleep 1; done
 KUBELET_KUBEADM_ARGS=""
 # kubeadm writes this file at init time, so there is nothing to follow while linting.
@@ -14,5 +14,6 @@ exec "$kubelet" \
   --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf \
   --kubeconfig=/etc/kubernetes/kubelet.conf \
   --config=/var/lib/kubelet/config.yaml \
+  --config-dir="$drop_in_dir" \
   --node-ip="$node_ip" \
   "${kubeadm_args[@]}"

@@ -81,9 +81,51 @@ where
         Ok(Ok(None)) => bail!("{name} was deleted while waiting"),
         Ok(Err(error)) => Err(error).with_context(|| format!("watching {name}")),
         Err(_) => {
-            let last = api.get_opt(name).await?;
-            bail!("timed out after {timeout:?} waiting for {name}; last seen: {last:#?}")
+            let mut last = api.get_opt(name).await?;
+            let events = match &last {
+                Some(object) => events_of(api, object).await,
+                None => String::new(),
+            };
+            // Who wrote which field says nothing about why the wait failed and hides the status.
+            if let Some(object) = last.as_mut() {
+                object.meta_mut().managed_fields = None;
+            }
+            bail!(
+                "timed out after {timeout:?} waiting for {name}; last seen: {last:#?}\nits events:\n{events}"
+            )
         }
+    }
+}
+
+/// The events about `object`, a line each, for a failure message (empty when they cannot be read).
+async fn events_of<K: Resource + Clone>(api: &Api<K>, object: &K) -> String {
+    let client: Client = Api::clone(api).into_client();
+    let events: Api<k8s_openapi::api::core::v1::Event> = match object.meta().namespace.as_deref() {
+        Some(namespace) => Api::namespaced(client, namespace),
+        None => Api::all(client),
+    };
+    let selector = format!(
+        "involvedObject.name={}",
+        object.meta().name.as_deref().unwrap_or_default()
+    );
+    match events
+        .list(&kube::api::ListParams::default().fields(&selector))
+        .await
+    {
+        Ok(list) => list
+            .items
+            .iter()
+            .map(|e| {
+                format!(
+                    "  {} {} x{}: {}\n",
+                    e.type_.as_deref().unwrap_or_default(),
+                    e.reason.as_deref().unwrap_or_default(),
+                    e.count.unwrap_or(1),
+                    e.message.as_deref().unwrap_or_default()
+                )
+            })
+            .collect(),
+        Err(error) => format!("  (not readable: {error})\n"),
     }
 }
 
