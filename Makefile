@@ -73,8 +73,9 @@ bench: up ## N HostedClusters at once (BENCH_SIZES="1 5"): time to Available, op
 ##@ Generated files
 .PHONY: crds
 crds: ## Regenerate manifests/crds, the chart's copy and manifests/rbac
-	$(CARGO) run -q -p nestplane -- crd > manifests/crds/hostedclusters.nestplane.io.yaml
-	mkdir -p deploy/chart/nestplane/files/crds
+	rm -rf manifests/crds deploy/chart/nestplane/files/crds
+	mkdir -p manifests/crds deploy/chart/nestplane/files/crds
+	$(CARGO) run -q -p nestplane -- crd --dir manifests/crds
 	cp manifests/crds/*.yaml deploy/chart/nestplane/files/crds/
 	mkdir -p manifests/rbac
 	helm template nestplane deploy/chart/nestplane --kube-version $(KUBERNETES_VERSION) --namespace nestplane-system -s templates/rbac.yaml \

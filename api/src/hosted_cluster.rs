@@ -432,10 +432,23 @@ pub struct NetworkSpec {
     #[x_kube(validation = Rule::new(DNS_NAME).message("dnsDomain must be a lowercase DNS name such as cluster.local"))]
     #[schemars(length(max = 253))]
     pub dns_domain: String,
+
+    /// The pod network nestplane installs in the hosted cluster once it has workers: `flannel`
+    /// (VXLAN over the workers' network, default), or `none` to bring your own CNI.
+    #[serde(default)]
+    pub cni: Cni,
 }
 
 /// CEL: a CIDR without host bits (`10.96.0.1/12` would put the `kubernetes` Service elsewhere
 /// than users expect).
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Cni {
+    #[default]
+    Flannel,
+    None,
+}
+
 const CIDR_MASKED: &str = "!isCIDR(self) || cidr(self) == cidr(self).masked()";
 
 /// CEL: neither range contains the other's network address (both are masked CIDRs).
@@ -453,6 +466,7 @@ impl Default for NetworkSpec {
             service_cidr: default_service_cidr(),
             pod_cidr: default_pod_cidr(),
             dns_domain: default_dns_domain(),
+            cni: Cni::default(),
         }
     }
 }

@@ -5,8 +5,10 @@
 
 pub mod conditions;
 mod hosted_cluster;
+mod node_pool;
 
 pub use hosted_cluster::*;
+pub use node_pool::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps,
@@ -16,10 +18,18 @@ use kube::CustomResourceExt;
 /// The HostedCluster CRD as installed: the derived one, with `metadata.name` bounded so that
 /// the CEL rules about the name stay within the API server's cost budget.
 pub fn hosted_cluster_crd() -> CustomResourceDefinition {
-    let mut crd = HostedCluster::crd();
+    with_bounded_name(HostedCluster::crd(), MAX_NAME_LENGTH)
+}
+
+/// The NodePool CRD as installed, its name bounded like [`hosted_cluster_crd`]'s.
+pub fn node_pool_crd() -> CustomResourceDefinition {
+    with_bounded_name(NodePool::crd(), MAX_NODE_POOL_NAME_LENGTH)
+}
+
+fn with_bounded_name(mut crd: CustomResourceDefinition, max: usize) -> CustomResourceDefinition {
     let name = JSONSchemaProps {
         type_: Some("string".into()),
-        max_length: Some(MAX_NAME_LENGTH as i64),
+        max_length: Some(max as i64),
         ..JSONSchemaProps::default()
     };
     let metadata = JSONSchemaProps {
@@ -44,22 +54,38 @@ pub fn hosted_cluster_crd() -> CustomResourceDefinition {
 
 /// Every CRD of the API, in the order `nestplane crd` prints them and `make crds` installs them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![hosted_cluster_crd()]
+    vec![hosted_cluster_crd(), node_pool_crd(), Worker::crd()]
 }
 
-/// [`crds`] as one multi-document YAML stream. With a single CRD the output is that CRD's
-/// document alone (no `---`), byte-identical to what `make crds` committed before.
-pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
-    let documents = crds()
+/// Each CRD as its own YAML document, with the file name `make crds` commits it under
+/// (`<plural>.<group>.yaml`).
+pub fn crd_files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
+    crds()
         .iter()
-        .map(serde_yaml::to_string)
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|crd| Ok((format!("{}.yaml", crd.spec_name()), serde_yaml::to_string(crd)?)))
+        .collect()
+}
+
+/// [`crds`] as one multi-document YAML stream, for `kubectl apply -f -`.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let documents = crd_files()?.into_iter().map(|(_, yaml)| yaml).collect::<Vec<_>>();
     Ok(documents.join("---\n"))
+}
+
+/// The `metadata.name` of a CRD: `<plural>.<group>`.
+trait SpecName {
+    fn spec_name(&self) -> String;
+}
+
+impl SpecName for CustomResourceDefinition {
+    fn spec_name(&self) -> String {
+        format!("{}.{}", self.spec.names.plural, self.spec.group)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{SUPPORTED_MINORS, crds_yaml};
+    use super::{SUPPORTED_MINORS, crd_files};
 
     #[test]
     fn the_version_rule_admits_every_supported_minor() {
@@ -72,27 +98,32 @@ mod tests {
         }
     }
 
-    /// `make crds` writes the committed CRDs (`nestplane crd`, i.e. [`crds_yaml`]); they must
-    /// match the Rust types.
+    /// `make crds` writes the committed CRDs (`nestplane crd --dir`, i.e. [`crd_files`]); they
+    /// must match the Rust types, in `manifests/crds` and in the chart's copy.
     #[test]
-    fn committed_crd_matches_generated() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../manifests/crds/hostedclusters.nestplane.io.yaml"
-        );
-        let committed = std::fs::read_to_string(path).expect("committed CRD");
-        let generated = crds_yaml().expect("yaml");
-        assert!(
-            committed == generated,
-            "{path} is stale: run `make crds` and commit the result"
-        );
-        let chart_copy = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../deploy/chart/nestplane/files/crds/hostedclusters.nestplane.io.yaml"
-        );
-        assert!(
-            std::fs::read_to_string(chart_copy).expect("chart's CRD") == generated,
-            "{chart_copy} is stale: run `make crds` and commit the result"
-        );
+    fn committed_crds_match_generated() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        for dir in ["manifests/crds", "deploy/chart/nestplane/files/crds"] {
+            let generated = crd_files().expect("yaml");
+            let mut committed: Vec<String> = std::fs::read_dir(format!("{root}/{dir}"))
+                .expect("CRD directory")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            committed.sort();
+            let mut expected: Vec<String> = generated.iter().map(|(f, _)| f.clone()).collect();
+            expected.sort();
+            assert_eq!(
+                committed, expected,
+                "{dir} holds other CRD files: run `make crds`"
+            );
+            for (file, yaml) in generated {
+                let path = format!("{root}/{dir}/{file}");
+                let on_disk = std::fs::read_to_string(&path).expect("committed CRD");
+                assert!(
+                    on_disk == yaml,
+                    "{path} is stale: run `make crds` and commit the result"
+                );
+            }
+        }
     }
 }

@@ -27,8 +27,11 @@ enum Command {
         #[arg(long, env = "NESTPLANE_WATCH_NAMESPACE")]
         namespace: Option<String>,
     },
-    /// Print the CustomResourceDefinitions as YAML.
-    Crd,
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into `--dir`.
+    Crd {
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Print the admin kubeconfig of a hosted cluster.
     Kubeconfig {
         name: String,
@@ -52,7 +55,13 @@ async fn main() -> anyhow::Result<()> {
             };
             nestplane::runtime::run(http_addr, config).await?;
         }
-        Command::Crd => print!("{}", nestplane::api::crds_yaml()?),
+        Command::Crd { dir: None } => print!("{}", nestplane::api::crds_yaml()?),
+        Command::Crd { dir: Some(dir) } => {
+            for (file, yaml) in nestplane::api::crd_files()? {
+                let path = dir.join(file);
+                std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
         Command::Kubeconfig { name, namespace } => print!("{}", kubeconfig(&name, &namespace).await?),
     }
     Ok(())
