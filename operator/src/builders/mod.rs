@@ -13,6 +13,7 @@ pub mod component;
 mod control_plane;
 pub mod disruption;
 pub mod encryption;
+pub mod hosted;
 pub mod etcd;
 pub mod kube_apiserver;
 pub mod kube_controller_manager;
