@@ -29,7 +29,7 @@ cluster-up: ## Start the single-node management cluster only
 down: ## Stop everything `make up` started; WIPE=1 also deletes cluster state
 	hack/cluster-down.sh
 
-binaries: ## Build the pinned Kubernetes, etcd, CoreDNS, provisioner and helm binaries into the cache
+binaries: ## Build the pinned Kubernetes, etcd, CoreDNS, provisioner, helm and flannel binaries into the cache
 	hack/build-binaries.sh
 
 images: ## Assemble and import the container images (containerd must run)

@@ -2,7 +2,7 @@
 # Builds the pinned third-party binaries from their Go modules into
 #   $NESTPLANE_CACHE/<component>-<version>/bin/
 # A finished build leaves a `.complete` marker, so a second run only checks markers.
-# Usage: hack/build-binaries.sh [kubernetes|etcd|coredns|local-path-provisioner|helm|toxiproxy|pause ...]
+# Usage: hack/build-binaries.sh [kubernetes|etcd|coredns|local-path-provisioner|helm|toxiproxy|flannel|pause ...]
 . "$(dirname "$0")/lib/common.sh"
 
 build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -102,6 +102,28 @@ build_toxiproxy() {
     github.com/Shopify/toxiproxy/v2/cmd/server github.com/Shopify/toxiproxy/v2/cmd/cli
 }
 
+# flanneld as flannel's Makefile builds it on amd64: with cgo (the UDP backend's proxy is C and
+# its amd64 files do not build without it), linked statically, with the version flag. Go's own
+# resolver and user lookup (netgo, osusergo) keep glibc's NSS, which a static binary cannot load
+# in an image without glibc, out of it.
+# flanneld links every backend, and the proxy refuses the TencentCloud VPC SDK that one of them
+# imports: a stand-in (hack/stubs/tencentcloud-vpc) whose calls all fail takes its place.
+# The main package is the module root, so the binary gets flannel's own name explicitly.
+build_flannel() {
+  local out="$NESTPLANE_CACHE/flannel-$FLANNEL_VERSION"
+  done_marker "$out" && return 0
+  local src="$NESTPLANE_CACHE/src/flannel-$FLANNEL_VERSION"
+  prepare_module "$src" github.com/flannel-io/flannel "$FLANNEL_VERSION"
+  echo "replace github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/vpc => $HACK_DIR/stubs/tencentcloud-vpc" \
+    >>"$src/go.mod"
+  log "building flannel $FLANNEL_VERSION"
+  mkdir -p "$out/bin"
+  (cd "$src" && CGO_ENABLED=1 go build -trimpath -tags netgo,osusergo \
+    -ldflags "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$FLANNEL_VERSION -extldflags -static" \
+    -o "$out/bin/flanneld" github.com/flannel-io/flannel)
+  touch "$out/.complete"
+}
+
 # Small programs of our own under hack/cmd/ (the pause container, the smoke-test server),
 # cached by a hash of their source.
 build_local() {
@@ -119,7 +141,7 @@ build_pause() { build_local pause; }
 build_smoke() { build_local smoke; }
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(pause smoke etcd kubernetes coredns local-path-provisioner helm)
+[ ${#components[@]} -gt 0 ] || components=(pause smoke etcd kubernetes coredns local-path-provisioner helm flannel)
 for c in "${components[@]}"; do
   "build_${c//-/_}"
 done

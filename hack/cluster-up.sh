@@ -10,7 +10,7 @@
 [ "$(id -u)" -eq 0 ] || die "run as root: the cluster needs containerd, iptables and mounts"
 
 "$HACK_DIR/install-packages.sh"
-"$HACK_DIR/build-binaries.sh" pause smoke etcd kubernetes coredns local-path-provisioner helm
+"$HACK_DIR/build-binaries.sh" pause smoke etcd kubernetes coredns local-path-provisioner helm flannel
 
 NODE_IP="$(node_ip)"
 NODE_NAME="$(node_name)"

@@ -2,12 +2,14 @@
 # Assembles the cluster's container images from the cached binaries, under their real
 # registry names, and imports them into containerd's k8s.io namespace.
 # Archives are cached by name; an image already in containerd is not imported again.
+# $NESTPLANE_CACHE/images/node-images.list names the images a worker node needs and their archives.
 . "$(dirname "$0")/lib/common.sh"
 
 K8S_BIN="$NESTPLANE_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
 ETCD_BIN="$NESTPLANE_CACHE/etcd-$ETCD_VERSION/bin"
 COREDNS_BIN="$NESTPLANE_CACHE/coredns-$COREDNS_VERSION/bin"
 LPP_BIN="$NESTPLANE_CACHE/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION/bin"
+FLANNEL_BIN="$NESTPLANE_CACHE/flannel-$FLANNEL_VERSION/bin"
 ARCHIVES="$NESTPLANE_CACHE/images"
 CTR=(ctr --address /run/containerd/containerd.sock -n k8s.io)
 OCI="$HACK_DIR/lib/oci_image.py"
@@ -20,6 +22,14 @@ LPP_IMAGE="docker.io/rancher/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERS
 BUSYBOX_VERSION="$(dpkg-query -W -f='${Version}' busybox-static | sed 's/^1://; s/-.*//')"
 BUSYBOX_IMAGE="docker.io/library/busybox:$BUSYBOX_VERSION"
 SMOKE_IMAGE="nestplane.local/smoke:dev"
+FLANNEL_IMAGE="ghcr.io/flannel-io/flannel:$FLANNEL_VERSION"
+KUBE_PROXY_IMAGE="registry.k8s.io/kube-proxy:$KUBERNETES_VERSION"
+# What a worker node runs before any workload: its sandbox, kube-proxy, CoreDNS and the pod
+# network. The worker image preloads these; their archives are listed in $NODE_IMAGES_LIST.
+NODE_IMAGES=("$PAUSE_IMAGE" "$KUBE_PROXY_IMAGE" "$COREDNS_IMAGE" "$FLANNEL_IMAGE")
+NODE_IMAGES_LIST="$ARCHIVES/node-images.list"
+# Archive of each image built in this run, by name.
+declare -A IMAGE_ARCHIVE=()
 
 # image NAME ARGS...: build the archive (if absent) and import it (if containerd does not have
 # this very build). Archives are keyed by their arguments, which name resolved input paths, so a
@@ -36,6 +46,7 @@ image() {
     python3 "$OCI" --name "$name" --out "$archive.tmp" "$@"
     mv "$archive.tmp" "$archive"
   fi
+  IMAGE_ARCHIVE[$name]=$archive
   if [ "$(cat "$marker" 2>/dev/null)" != "$key" ] \
     || ! "${CTR[@]}" images ls -q "name==$name" | grep -qx "$name"; then
     "${CTR[@]}" images import "$archive" >/dev/null
@@ -62,7 +73,7 @@ for component in kube-apiserver kube-controller-manager kube-scheduler; do
 done
 # kube-proxy programs the host's nf_tables through iptables-nft, which comes from this machine.
 mapfile -t iptables_args < <(iptables_links)
-image "registry.k8s.io/kube-proxy:$KUBERNETES_VERSION" \
+image "$KUBE_PROXY_IMAGE" \
   --file "$K8S_BIN/kube-proxy:/usr/local/bin/kube-proxy" \
   --host-binary /usr/sbin/xtables-nft-multi:/usr/sbin/xtables-nft-multi \
   --host-binary /usr/sbin/conntrack:/usr/sbin/conntrack \
@@ -78,3 +89,16 @@ mapfile -t busybox_args < <(busybox_links)
 image "$BUSYBOX_IMAGE" --file /bin/busybox:/bin/busybox "${busybox_args[@]}" --dir /tmp --cmd sh
 image "$SMOKE_IMAGE" --file "$(readlink -f "$NESTPLANE_CACHE/smoke-current")/bin/smoke:/usr/local/bin/smoke" \
   --entrypoint /usr/local/bin/smoke
+# flanneld writes its masquerading and forwarding rules through the same iptables-nft as kube-proxy;
+# busybox runs the DaemonSet's script that writes the node's CNI config from flanneld's lease.
+image "$FLANNEL_IMAGE" --file "$FLANNEL_BIN/flanneld:/opt/bin/flanneld" \
+  --host-binary /usr/sbin/xtables-nft-multi:/usr/sbin/xtables-nft-multi \
+  --host-tree "$(dirname "$(readlink -f /usr/lib/*/libxtables.so.12)")/xtables" \
+  "${iptables_args[@]}" --file /bin/busybox:/bin/busybox "${busybox_args[@]}" \
+  --dir /run/flannel --dir /tmp --entrypoint /opt/bin/flanneld
+
+# One line per node image: its name and its archive (what `ctr images import` takes).
+for name in "${NODE_IMAGES[@]}"; do
+  printf '%s %s\n' "$name" "${IMAGE_ARCHIVE[$name]}"
+done >"$NODE_IMAGES_LIST.tmp"
+mv "$NODE_IMAGES_LIST.tmp" "$NODE_IMAGES_LIST"

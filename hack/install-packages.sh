@@ -7,6 +7,7 @@ packages=(
   containerd runc containernetworking-plugins
   iptables conntrack socat ethtool iproute2 kmod
   busybox-static ca-certificates curl jq python3
+  gcc libc6-dev
   shellcheck
 )
 

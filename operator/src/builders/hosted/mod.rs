@@ -9,6 +9,8 @@ use serde::Serialize;
 use super::{BuildError, Endpoint};
 use crate::api::Cni;
 
+pub mod flannel;
+
 /// Label on every object nestplane writes inside a hosted cluster, with [`super::MANAGED_BY`]:
 /// what carries it and is no longer built is pruned.
 pub const HOSTED_MANAGED_BY_LABEL: &str = super::MANAGED_BY_LABEL;
