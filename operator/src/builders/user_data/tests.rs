@@ -367,7 +367,8 @@ fn refuses_a_malformed_token_or_ca_hash() {
 
 #[test]
 fn refuses_template_delimiters_and_label_commas() {
-    let cases: [(&str, fn(&mut JoinInput)); 4] = [
+    type Change = fn(&mut JoinInput);
+    let cases: [(&str, Change); 4] = [
         ("label", |i| {
             i.node_labels.insert("a".into(), "{{ v1.region }}".into());
         }),
