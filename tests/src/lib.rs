@@ -18,6 +18,8 @@ use kube::runtime::wait::{Condition, await_condition};
 use kube::{Api, Client, Config, Resource};
 use serde_json::json;
 
+pub mod kubeadm;
+
 pub const DEFAULT_KUBECONFIG: &str = "/var/lib/nestplane/kubeconfig";
 /// Label on every namespace the harness creates, so leftovers can be found and removed.
 pub const TEST_NAMESPACE_LABEL: &str = "nestplane.io/e2e";
@@ -247,8 +249,19 @@ pub mod openstack {
     /// Cloud `cloud` from the clouds.yaml in `NESTPLANE_E2E_CLOUDS_YAML` (default
     /// [`DEFAULT_CLOUDS_YAML`]): `nestplane`, or `nestplane-quota` (a project allowing two servers).
     pub fn cloud_config(cloud: &str) -> Result<CloudConfig> {
-        let path = std::env::var("NESTPLANE_E2E_CLOUDS_YAML").unwrap_or_else(|_| DEFAULT_CLOUDS_YAML.into());
+        let path = clouds_yaml_path();
         CloudConfig::from_clouds_yaml(&path, cloud)
+            .with_context(|| format!("no test cloud at {path}: start it with `make openstack-up`"))
+    }
+
+    fn clouds_yaml_path() -> String {
+        std::env::var("NESTPLANE_E2E_CLOUDS_YAML").unwrap_or_else(|_| DEFAULT_CLOUDS_YAML.into())
+    }
+
+    /// The test cloud's clouds.yaml as text, for a NodePool's cloud Secret.
+    pub fn clouds_yaml() -> Result<String> {
+        let path = clouds_yaml_path();
+        std::fs::read_to_string(&path)
             .with_context(|| format!("no test cloud at {path}: start it with `make openstack-up`"))
     }
 }

@@ -23,6 +23,7 @@ pub mod meta;
 pub mod pki_plan;
 pub mod quantity;
 pub mod secrets;
+pub mod user_data;
 
 pub const MANAGED_BY: &str = "nestplane";
 /// The label that names the HostedCluster an object belongs to.
@@ -45,6 +46,16 @@ pub enum BuildError {
     Encode {
         what: &'static str,
         source: serde_json::Error,
+    },
+    #[error("encoding {what} as YAML: {source}")]
+    EncodeYaml {
+        what: &'static str,
+        source: serde_yaml::Error,
+    },
+    #[error("encoding {what} as TOML: {source}")]
+    EncodeToml {
+        what: &'static str,
+        source: toml::ser::Error,
     },
 }
 
