@@ -528,6 +528,10 @@ mod tests {
         )
         .expect("CA");
         metrics.record_certificates(&hc, [(SecretRole::ApiServer, ca.cert_pem.as_bytes())]);
+        metrics.record_node_pool_workers("default", "workers", 3, 2);
+        metrics.record_bootstrap_token_expiry("default", "workers", time::OffsetDateTime::now_utc());
+        metrics.register_openstack_operation("compute", "create_server");
+        metrics.set_leader(true);
 
         let exported = exported_series(&metrics);
         let queried = dashboard_metrics();
@@ -542,6 +546,11 @@ mod tests {
             "nestplane_reconcile_duration_seconds_bucket",
             "nestplane_hosted_cluster_phase",
             "nestplane_certificate_expiry_timestamp_seconds",
+            "nestplane_nodepool_workers",
+            "nestplane_openstack_requests_total",
+            "nestplane_openstack_request_duration_seconds_bucket",
+            "nestplane_bootstrap_token_expiry_timestamp_seconds",
+            "nestplane_leader",
         ] {
             assert!(queried.contains(family), "no panel shows {family}");
         }
@@ -632,6 +641,26 @@ mod tests {
         ] {
             assert!(Error::METRIC_LABELS.contains(&error.metric_label()), "{error}");
         }
+    }
+
+    #[test]
+    fn node_pool_series_follow_the_setters_and_forget_drops_them() {
+        let metrics = Metrics::default();
+        let expires = time::OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time");
+        metrics.record_node_pool_workers("ns", "pool", 5, 3);
+        metrics.record_bootstrap_token_expiry("ns", "pool", expires);
+        let text = metrics.encode().expect("encode");
+        for line in [
+            r#"nestplane_nodepool_workers{namespace="ns",node_pool="pool",state="desired"} 5"#,
+            r#"nestplane_nodepool_workers{namespace="ns",node_pool="pool",state="ready"} 3"#,
+            r#"nestplane_bootstrap_token_expiry_timestamp_seconds{namespace="ns",node_pool="pool"} 1900000000"#,
+            "nestplane_leader 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        metrics.forget_node_pool("ns", "pool");
+        let text = metrics.encode().expect("encode");
+        assert!(!text.contains(r#"node_pool="pool""#), "{text}");
     }
 
     #[test]
