@@ -71,7 +71,10 @@ async fn scenario(client: &Client) -> Result<()> {
     );
     ensure!(a.running(), "replica-a stopped leading");
     ensure!(holder(&leases).await?.as_deref() == Some("replica-a"));
-    ensure!(a.leader_gauge() == 1 && b.leader_gauge() == 0, "nestplane_leader");
+    ensure!(
+        a.leader_gauge()? == 1 && b.leader_gauge()? == 0,
+        "nestplane_leader"
+    );
 
     // The leader dies without releasing the Lease: the standby takes over once it expires.
     let killed = Instant::now();
@@ -81,7 +84,7 @@ async fn scenario(client: &Client) -> Result<()> {
     })
     .await?;
     println!("replica-b took over {:?} after replica-a died", killed.elapsed());
-    ensure!(b.leader_gauge() == 1, "nestplane_leader of the new leader");
+    ensure!(b.leader_gauge()? == 1, "nestplane_leader of the new leader");
 
     // A leader whose controllers stop (on a signal) releases the Lease and returns Ok; the
     // next standby takes it.
@@ -93,7 +96,7 @@ async fn scenario(client: &Client) -> Result<()> {
         .await
         .context("replica-b did not stop")??;
     ensure!(b_result.is_ok(), "replica-b stopping: {b_result:?}");
-    ensure!(b.leader_gauge() == 0, "nestplane_leader after stopping");
+    ensure!(b.leader_gauge()? == 0, "nestplane_leader after stopping");
     wait_until("replica-c takes over", lease_duration + SLACK, || async {
         Ok(c.running() && holder(&leases).await?.as_deref() == Some("replica-c"))
     })
@@ -116,7 +119,7 @@ async fn scenario(client: &Client) -> Result<()> {
         "replica-c after losing the Lease: {c_result:?}"
     );
     ensure!(!c.running(), "replica-c's controllers still run");
-    ensure!(c.leader_gauge() == 0, "nestplane_leader after losing the Lease");
+    ensure!(c.leader_gauge()? == 0, "nestplane_leader after losing the Lease");
     Ok(())
 }
 
@@ -168,12 +171,12 @@ impl Replica {
         }
     }
 
-    fn leader_gauge(&self) -> i64 {
-        let text = self.metrics.encode().expect("encode");
+    fn leader_gauge(&self) -> Result<i64> {
+        let text = self.metrics.encode()?;
         text.lines()
             .find_map(|line| line.strip_prefix("nestplane_leader "))
             .and_then(|value| value.trim().parse().ok())
-            .expect("nestplane_leader")
+            .context("no nestplane_leader in the metrics")
     }
 }
 
