@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark: N HostedClusters applied at once (N from BENCH_SIZES, default "1 5").
+# Benchmark: N HostedClusters applied at once (N from BENCH_SIZES, default "1 5"), then a
+# NodePool scaled from 0 to 20 workers (hack/lib/bench-nodepool.sh).
 # For each N: time from apply to Available (median, max), the operator's peak RSS, and the
 # management-cluster memory per hosted control plane, with the management cluster's own kubeadm
 # control plane (same Kubernetes version, static pods) measured in the same run as the baseline.
@@ -83,3 +84,11 @@ for n in $SIZES; do
   echo "$line"
   kubectl delete namespace "$ns" --wait=false >/dev/null
 done
+
+# A NodePool scaled 0 -> BENCH_WORKERS on the test cloud's fake host (BENCH_NODEPOOL=0 skips it).
+if [ "${BENCH_NODEPOOL:-1}" = 1 ]; then
+  # shellcheck source=lib/bench-nodepool.sh
+  . "$HACK_DIR/lib/bench-nodepool.sh"
+  bench_nodepool
+  echo "$line $NODEPOOL_FIELDS"
+fi

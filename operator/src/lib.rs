@@ -5,6 +5,7 @@ pub mod builders;
 pub mod controllers;
 pub mod error;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod runtime;
 pub mod telemetry;

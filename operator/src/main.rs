@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 use nestplane::api::HostedCluster;
 use nestplane::controllers::Config;
+use nestplane::leader::Election;
 
 #[derive(Parser)]
 #[command(name = "nestplane", version = nestplane::runtime::VERSION, about = "Hosted Kubernetes control planes")]
@@ -26,6 +27,12 @@ enum Command {
         /// Reconcile HostedClusters in this namespace only (default: all namespaces).
         #[arg(long, env = "NESTPLANE_WATCH_NAMESPACE")]
         namespace: Option<String>,
+        /// Namespace of the leader Lease: the operator's own (default: the kubeconfig's).
+        #[arg(long, env = "POD_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// This replica's name in the leader Lease (default: the host name).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
     },
     /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into `--dir`.
     Crd {
@@ -47,13 +54,18 @@ async fn main() -> anyhow::Result<()> {
             http_addr,
             image_registry,
             namespace,
+            lease_namespace,
+            identity,
         } => {
             nestplane::telemetry::init();
             let config = Config {
                 image_registry,
                 namespace,
             };
-            nestplane::runtime::run(http_addr, config).await?;
+            let election = Election::infer(lease_namespace, identity)
+                .await
+                .context("reading the kubeconfig for the leader Lease's namespace")?;
+            nestplane::runtime::run(http_addr, config, election).await?;
         }
         Command::Crd { dir: None } => print!("{}", nestplane::api::crds_yaml()?),
         Command::Crd { dir: Some(dir) } => {

@@ -90,6 +90,37 @@ pub struct CertificateLabels {
     pub cert: &'static str,
 }
 
+/// One request to an OpenStack service through the `Compute` trait
+/// (`controllers::metered_compute`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpenStackRequestLabels {
+    pub service: &'static str,
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpenStackOperationLabels {
+    pub service: &'static str,
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodePoolLabels {
+    pub namespace: String,
+    pub node_pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodePoolWorkerLabels {
+    pub namespace: String,
+    pub node_pool: String,
+    pub state: &'static str,
+}
+
+/// The `state` values of `nestplane_nodepool_workers`: what the pool asks for and what is ready.
+pub const WORKER_STATES: [&str; 2] = ["desired", "ready"];
+
 pub struct Metrics {
     pub registry: Registry,
     runs: Family<ControllerLabels, Counter>,
@@ -98,6 +129,11 @@ pub struct Metrics {
     certificate_expiry: Family<CertificateLabels, Gauge<i64>>,
     phase: Family<PhaseLabels, Gauge>,
     kube_requests: Family<KubeRequestLabels, Counter>,
+    openstack_requests: Family<OpenStackRequestLabels, Counter>,
+    openstack_duration: Family<OpenStackOperationLabels, Histogram>,
+    bootstrap_token_expiry: Family<NodePoolLabels, Gauge<i64>>,
+    node_pool_workers: Family<NodePoolWorkerLabels, Gauge>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -140,7 +176,44 @@ impl Default for Metrics {
         for verb in KUBE_VERBS {
             let _ = kube_requests.get_or_create(&KubeRequestLabels { verb });
         }
+        let openstack_requests = Family::<OpenStackRequestLabels, Counter>::default();
+        registry.register(
+            "openstack_requests",
+            "Requests to OpenStack, by service, operation and outcome (ok or the error class)",
+            openstack_requests.clone(),
+        );
+        let openstack_duration = Family::<OpenStackOperationLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
+        registry.register(
+            "openstack_request_duration_seconds",
+            "Time one OpenStack request took, failed ones included",
+            openstack_duration.clone(),
+        );
+        let bootstrap_token_expiry = Family::<NodePoolLabels, Gauge<i64>>::default();
+        registry.register(
+            "bootstrap_token_expiry_timestamp_seconds",
+            "When each NodePool's bootstrap token expires (Unix time)",
+            bootstrap_token_expiry.clone(),
+        );
+        let node_pool_workers = Family::<NodePoolWorkerLabels, Gauge>::default();
+        registry.register(
+            "nodepool_workers",
+            "Workers of each NodePool: desired (spec.replicas) and ready",
+            node_pool_workers.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and runs the controllers, else 0",
+            leader.clone(),
+        );
         Metrics {
+            openstack_requests,
+            openstack_duration,
+            bootstrap_token_expiry,
+            node_pool_workers,
+            leader,
             kube_requests,
             registry,
             runs,
@@ -242,6 +315,74 @@ impl Metrics {
         }
     }
 
+    /// Creates an OpenStack operation's `ok` series and histogram at zero.
+    pub fn register_openstack_operation(&self, service: &'static str, operation: &'static str) {
+        let _ = self.openstack_requests.get_or_create(&OpenStackRequestLabels {
+            service,
+            operation,
+            outcome: "ok",
+        });
+        let _ = self
+            .openstack_duration
+            .get_or_create(&OpenStackOperationLabels { service, operation });
+    }
+
+    /// Counts one OpenStack request and observes how long it took.
+    pub fn openstack_request(
+        &self,
+        service: &'static str,
+        operation: &'static str,
+        outcome: &'static str,
+        seconds: f64,
+    ) {
+        self.openstack_requests
+            .get_or_create(&OpenStackRequestLabels {
+                service,
+                operation,
+                outcome,
+            })
+            .inc();
+        self.openstack_duration
+            .get_or_create(&OpenStackOperationLabels { service, operation })
+            .observe(seconds);
+    }
+
+    /// Records when the bootstrap token of NodePool `namespace/node_pool` expires.
+    pub fn record_bootstrap_token_expiry(
+        &self,
+        namespace: &str,
+        node_pool: &str,
+        expires: time::OffsetDateTime,
+    ) {
+        self.bootstrap_token_expiry
+            .get_or_create(&node_pool_labels(namespace, node_pool))
+            .set(expires.unix_timestamp());
+    }
+
+    /// Records a NodePool's desired and ready workers.
+    pub fn record_node_pool_workers(&self, namespace: &str, node_pool: &str, desired: i64, ready: i64) {
+        for (state, value) in WORKER_STATES.into_iter().zip([desired, ready]) {
+            self.node_pool_workers
+                .get_or_create(&node_pool_worker_labels(namespace, node_pool, state))
+                .set(value);
+        }
+    }
+
+    /// Drops every series of a NodePool that is gone.
+    pub fn forget_node_pool(&self, namespace: &str, node_pool: &str) {
+        self.bootstrap_token_expiry
+            .remove(&node_pool_labels(namespace, node_pool));
+        for state in WORKER_STATES {
+            self.node_pool_workers
+                .remove(&node_pool_worker_labels(namespace, node_pool, state));
+        }
+    }
+
+    /// Whether this replica leads (runs the controllers).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
@@ -254,6 +395,21 @@ fn certificate_labels(hc: &HostedCluster, role: SecretRole) -> CertificateLabels
         namespace: hc.metadata.namespace.clone().unwrap_or_default(),
         name: hc.metadata.name.clone().unwrap_or_default(),
         cert: role.suffix(),
+    }
+}
+
+fn node_pool_labels(namespace: &str, node_pool: &str) -> NodePoolLabels {
+    NodePoolLabels {
+        namespace: namespace.to_string(),
+        node_pool: node_pool.to_string(),
+    }
+}
+
+fn node_pool_worker_labels(namespace: &str, node_pool: &str, state: &'static str) -> NodePoolWorkerLabels {
+    NodePoolWorkerLabels {
+        namespace: namespace.to_string(),
+        node_pool: node_pool.to_string(),
+        state,
     }
 }
 
@@ -372,6 +528,10 @@ mod tests {
         )
         .expect("CA");
         metrics.record_certificates(&hc, [(SecretRole::ApiServer, ca.cert_pem.as_bytes())]);
+        metrics.record_node_pool_workers("default", "workers", 3, 2);
+        metrics.record_bootstrap_token_expiry("default", "workers", time::OffsetDateTime::now_utc());
+        metrics.register_openstack_operation("compute", "create_server");
+        metrics.set_leader(true);
 
         let exported = exported_series(&metrics);
         let queried = dashboard_metrics();
@@ -386,6 +546,11 @@ mod tests {
             "nestplane_reconcile_duration_seconds_bucket",
             "nestplane_hosted_cluster_phase",
             "nestplane_certificate_expiry_timestamp_seconds",
+            "nestplane_nodepool_workers",
+            "nestplane_openstack_requests_total",
+            "nestplane_openstack_request_duration_seconds_bucket",
+            "nestplane_bootstrap_token_expiry_timestamp_seconds",
+            "nestplane_leader",
         ] {
             assert!(queried.contains(family), "no panel shows {family}");
         }
@@ -476,6 +641,26 @@ mod tests {
         ] {
             assert!(Error::METRIC_LABELS.contains(&error.metric_label()), "{error}");
         }
+    }
+
+    #[test]
+    fn node_pool_series_follow_the_setters_and_forget_drops_them() {
+        let metrics = Metrics::default();
+        let expires = time::OffsetDateTime::from_unix_timestamp(1_900_000_000).expect("time");
+        metrics.record_node_pool_workers("ns", "pool", 5, 3);
+        metrics.record_bootstrap_token_expiry("ns", "pool", expires);
+        let text = metrics.encode().expect("encode");
+        for line in [
+            r#"nestplane_nodepool_workers{namespace="ns",node_pool="pool",state="desired"} 5"#,
+            r#"nestplane_nodepool_workers{namespace="ns",node_pool="pool",state="ready"} 3"#,
+            r#"nestplane_bootstrap_token_expiry_timestamp_seconds{namespace="ns",node_pool="pool"} 1900000000"#,
+            "nestplane_leader 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        metrics.forget_node_pool("ns", "pool");
+        let text = metrics.encode().expect("encode");
+        assert!(!text.contains(r#"node_pool="pool""#), "{text}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use tracing::info;
 
 use crate::controllers::{self, Config};
 use crate::http::{self, Health};
+use crate::leader::{self, Election};
 use crate::metrics::Metrics;
 
 /// The operator's version: the package version unless the build set `NESTPLANE_VERSION`.
@@ -28,8 +29,10 @@ async fn counted_client(metrics: Arc<Metrics>) -> Result<Client, kube::Error> {
 
 /// Runs the operator until it is asked to stop. A port that cannot be bound, an endpoint that
 /// stops serving or a controller that panics ends the process with an error, so the kubelet
-/// restarts it instead of leaving a pod that looks alive and does nothing.
-pub async fn run(http_addr: SocketAddr, config: Config) -> anyhow::Result<()> {
+/// restarts it instead of leaving a pod that looks alive and does nothing. The controllers run
+/// only while this replica holds the leader Lease; losing it ends the process the same way.
+/// A standby is healthy: /healthz reports the process, not whether it leads.
+pub async fn run(http_addr: SocketAddr, config: Config, election: Election) -> anyhow::Result<()> {
     info!(version = VERSION, "starting");
     let listener = http::bind(http_addr)
         .await
@@ -39,7 +42,13 @@ pub async fn run(http_addr: SocketAddr, config: Config) -> anyhow::Result<()> {
         .await
         .context("connecting to the management cluster")?;
     let health = Health::default();
-    let controller = tokio::spawn(controllers::run(client, config, metrics.clone()));
+    let controller = tokio::spawn({
+        let metrics = metrics.clone();
+        async move {
+            let controllers = controllers::run(client.clone(), config, metrics.clone());
+            leader::lead(client, &election, &metrics, controllers).await
+        }
+    });
     health.set_controller_running(true);
     tokio::select! {
         served = http::serve(listener, metrics, health.clone()) => {
@@ -48,7 +57,7 @@ pub async fn run(http_addr: SocketAddr, config: Config) -> anyhow::Result<()> {
         }
         stopped = controller => {
             health.set_controller_running(false);
-            stopped.context("the controller failed")?;
+            stopped.context("the controller failed")??;
         }
     }
     Ok(())

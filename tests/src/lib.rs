@@ -215,14 +215,23 @@ pub fn operator_namespace() -> String {
     std::env::var("NESTPLANE_E2E_OPERATOR_NAMESPACE").unwrap_or_else(|_| "nestplane-system".into())
 }
 
-/// GET /metrics from the operator's metrics Service, through the API server's service proxy.
+/// GET /metrics of the leading operator replica, through the metrics Service and the API
+/// server's service proxy. The proxy picks a replica at random and only the leader reconciles,
+/// so an answer from a standby (`nestplane_leader 0`) is asked again.
 pub async fn scrape_operator_metrics(client: &Client) -> Result<String> {
+    const ATTEMPTS: usize = 20;
     let path = format!(
         "/api/v1/namespaces/{}/services/nestplane-metrics:http/proxy/metrics",
         operator_namespace()
     );
-    let request = http::Request::get(path).body(Vec::new())?;
-    Ok(client.request_text(request).await?)
+    for _ in 0..ATTEMPTS {
+        let request = http::Request::get(&path).body(Vec::new())?;
+        let text = client.request_text(request).await?;
+        if !text.lines().any(|line| line == "nestplane_leader 0") {
+            return Ok(text);
+        }
+    }
+    bail!("{ATTEMPTS} scrapes of {path} all reached a standby replica (nestplane_leader 0)")
 }
 
 /// The sum of every sample of the operator's metric `name` whose labels contain `labels`

@@ -212,9 +212,13 @@ async fn install_operator(client: &Client, image: &str) -> Result<()> {
             .await?
             .items;
         let images: Vec<_> = listed.iter().map(|p| (p.name_any(), pod_image(p))).collect();
+        // Every replica (one leads, the others stand by) runs the new image and is Ready.
         ensure!(
-            listed.len() == 1 && pod_image(&listed[0]).as_deref() == Some(image) && pod_ready(listed.first()),
-            "operator pods: {images:?}, waiting for one Ready pod of {image}"
+            !listed.is_empty()
+                && listed
+                    .iter()
+                    .all(|p| pod_image(p).as_deref() == Some(image) && pod_ready(Some(p))),
+            "operator pods: {images:?}, waiting for only Ready pods of {image}"
         );
         Ok(())
     })

@@ -24,6 +24,7 @@ pub mod events;
 pub mod hosted_clients;
 pub mod hosted_cluster;
 pub mod key_material;
+pub mod metered_compute;
 pub mod observe;
 pub mod owned;
 pub mod pki_store;

@@ -12,6 +12,8 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 pub enum Scope {
     Namespace,
     Cluster,
+    /// In a Role in the operator's own namespace, whichever namespaces it watches.
+    OperatorNamespace,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +126,14 @@ pub const PERMISSIONS: &[Permission] = &[
         verbs: &["create", "patch"],
         scope: Scope::Namespace,
     },
+    // leader.rs `lead`: kube-lease-manager reads the Lease (get), creates it when absent
+    // (create), and takes, renews and releases it (patch: apply and strategic merge).
+    Permission {
+        api_group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "create", "patch"],
+        scope: Scope::OperatorNamespace,
+    },
     // mod.rs `.watches_stream` (list, watch: the cache) and observe.rs `node_port_host` (list,
     // live before the endpoint moves): a NodePort endpoint's address.
     Permission {
@@ -188,20 +198,34 @@ pub fn differences(rules: &[PolicyRule], wanted: &BTreeSet<Grant>) -> Vec<String
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::rbac::v1::ClusterRole;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
     use serde::Deserialize;
 
     use super::*;
 
     /// The chart's rules as `make crds` renders them (all namespaces, one ClusterRole).
-    fn committed_cluster_roles() -> Vec<ClusterRole> {
+    fn committed<K: serde::de::DeserializeOwned>(kind: &str) -> Vec<K> {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/rbac/nestplane.yaml");
         let text = std::fs::read_to_string(path).expect("manifests/rbac/nestplane.yaml");
         serde_yaml::Deserializer::from_str(&text)
             .map(|doc| serde_yaml::Value::deserialize(doc).expect("yaml document"))
-            .filter(|doc| doc.get("kind").and_then(|k| k.as_str()) == Some("ClusterRole"))
-            .map(|doc| serde_yaml::from_value(doc).expect("ClusterRole"))
+            .filter(|doc| doc.get("kind").and_then(|k| k.as_str()) == Some(kind))
+            .map(|doc| serde_yaml::from_value(doc).expect(kind))
             .collect()
+    }
+
+    fn committed_cluster_roles() -> Vec<ClusterRole> {
+        committed("ClusterRole")
+    }
+
+    #[test]
+    fn the_leader_election_role_grants_exactly_the_lease_calls() {
+        let roles: Vec<Role> = committed("Role");
+        assert_eq!(roles.len(), 1, "one Role (leader election) in the default mode");
+        assert_eq!(roles[0].metadata.namespace.as_deref(), Some("nestplane-system"));
+        let rules = roles[0].rules.clone().unwrap_or_default();
+        let differences = differences(&rules, &required(Some(Scope::OperatorNamespace)));
+        assert!(differences.is_empty(), "{}", differences.join("\n"));
     }
 
     #[test]
@@ -209,7 +233,11 @@ mod tests {
         let roles = committed_cluster_roles();
         assert_eq!(roles.len(), 1, "one ClusterRole in the default mode");
         let rules = roles[0].rules.clone().unwrap_or_default();
-        let differences = differences(&rules, &required(None));
+        let watched: BTreeSet<Grant> = required(Some(Scope::Namespace))
+            .union(&required(Some(Scope::Cluster)))
+            .cloned()
+            .collect();
+        let differences = differences(&rules, &watched);
         assert!(
             differences.is_empty(),
             "deploy/chart/nestplane/templates/rbac.yaml (rendered in manifests/rbac) and \
