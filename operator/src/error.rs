@@ -58,6 +58,18 @@ pub enum Error {
          list and watch them? (its log names the watch error)"
     )]
     CacheNotReady(&'static str),
+    #[error("HostedCluster {name} is not available yet: {why}")]
+    HostedClusterNotAvailable { name: String, why: String },
+    #[error("connecting to the API of HostedCluster {cluster}: {message}")]
+    HostedApi { cluster: String, message: String },
+    /// `object` is the kind and name, e.g. `DaemonSet kube-system/kube-proxy`.
+    #[error("{action} {object} in the hosted cluster: {source}")]
+    HostedKube {
+        action: &'static str,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -67,7 +79,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Every value [`Error::metric_label`] returns, so that the failures counter starts at zero
     /// for each (a counter that appears only on the first failure has no rate before it).
-    pub const METRIC_LABELS: [&'static str; 13] = [
+    pub const METRIC_LABELS: [&'static str; 16] = [
         "Kube",
         "Build",
         "Pki",
@@ -80,6 +92,9 @@ impl Error {
         "Etcd",
         "NotOwned",
         "CacheNotReady",
+        "HostedClusterNotAvailable",
+        "HostedApi",
+        "HostedKube",
         "Finalizer",
     ];
 
@@ -98,6 +113,9 @@ impl Error {
             Error::Etcd { .. } => "Etcd",
             Error::NotOwned { .. } => "NotOwned",
             Error::CacheNotReady(_) => "CacheNotReady",
+            Error::HostedClusterNotAvailable { .. } => "HostedClusterNotAvailable",
+            Error::HostedApi { .. } => "HostedApi",
+            Error::HostedKube { .. } => "HostedKube",
             // Every reconcile error passes through the finalizer helper: label the cause.
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -111,7 +129,7 @@ impl Error {
     /// when a person must change something (an invalid spec, a damaged Secret).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Kube { source, .. } => match source {
+            Error::Kube { source, .. } | Error::HostedKube { source, .. } => match source {
                 kube::Error::Api(status) => !matches!(status.code, 400 | 403 | 422),
                 _ => true,
             },
@@ -127,7 +145,10 @@ impl Error {
             | Error::PredecessorNotGone { .. }
             | Error::GenerateKey { .. }
             | Error::Etcd { .. }
-            | Error::CacheNotReady(_) => true,
+            | Error::CacheNotReady(_)
+            // The control plane is coming up, or its API answers again soon.
+            | Error::HostedClusterNotAvailable { .. }
+            | Error::HostedApi { .. } => true,
             Error::Build(_) | Error::Pki(_) | Error::SecretKey { .. } | Error::MissingField(_) => false,
             Error::NotOwned { .. } => false,
         }

@@ -184,6 +184,8 @@ pub fn start_apiserver(t: &Binaries, dir: &TempDir, etcd_urls: &str, port: u16) 
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         "--authorization-mode=Node,RBAC".into(),
         "--enable-bootstrap-token-auth=true".into(),
+        // kube-proxy (an add-on nestplane writes into hosted clusters) runs privileged.
+        "--allow-privileged=true".into(),
     ];
     Running::spawn("kube-apiserver", Command::new(&t.apiserver).args(args), dir)
 }

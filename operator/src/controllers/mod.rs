@@ -23,6 +23,7 @@ pub mod etcd_storage;
 pub mod events;
 pub mod hosted_clients;
 pub mod hosted_cluster;
+pub mod hosted_objects;
 pub mod key_material;
 pub mod metered_compute;
 pub mod observe;

@@ -9,7 +9,12 @@ use serde::Serialize;
 use super::{BuildError, Endpoint};
 use crate::api::Cni;
 
+pub mod addons;
+pub mod bootstrap_token;
 pub mod flannel;
+pub mod join;
+#[cfg(test)]
+pub(crate) mod testing;
 
 /// Label on every object nestplane writes inside a hosted cluster, with [`super::MANAGED_BY`]:
 /// what carries it and is no longer built is pruned.
@@ -72,4 +77,28 @@ pub struct HostedInput {
     /// The user kube-apiserver presents to kubelets (CN of `apiserver-kubelet-client`), which
     /// `system:kubelet-api-admin` is bound to so that logs and exec work.
     pub apiserver_kubelet_client_user: String,
+}
+
+/// Metadata of an object nestplane writes inside a hosted cluster: its name, its namespace (none
+/// for cluster-scoped kinds) and the managed-by label the prune selects by.
+pub(crate) fn hosted_meta(name: &str, namespace: Option<&str>) -> serde_json::Value {
+    let mut meta = serde_json::json!({
+        "name": name,
+        "labels": { HOSTED_MANAGED_BY_LABEL: super::MANAGED_BY },
+    });
+    if let Some(namespace) = namespace {
+        meta["namespace"] = namespace.into();
+    }
+    meta
+}
+
+/// A typed object from a `json!` literal, erased for the apply.
+pub(crate) fn hosted_object<K>(
+    what: &'static str,
+    value: serde_json::Value,
+) -> Result<HostedObject, BuildError>
+where
+    K: Resource<DynamicType = ()> + Serialize + serde::de::DeserializeOwned,
+{
+    HostedObject::new(&super::typed::<K>(what, value)?)
 }
