@@ -416,10 +416,15 @@ pub async fn ensure_bootstrap_token(
     info!(token_id = %token.id, expires = %token.expires, "bootstrap token created");
     let resource = ApiResource::erase::<Secret>(&());
     let dynamic = Api::<DynamicObject>::namespaced_with(client.clone(), KUBE_SYSTEM, &resource);
-    for old in existing {
+    // A token being replaced stays until it expires: a server created with it in the renewal
+    // window must still be able to join.
+    let expired = existing
+        .iter()
+        .filter(|s| BootstrapToken::from_secret(s).is_none_or(|t| t.expires <= now));
+    for old in expired {
         let name = old.name_any();
         delete(&dynamic, "Secret", &name, &format!("{KUBE_SYSTEM}/{name}")).await?;
-        info!(secret = %name, "older bootstrap token deleted");
+        info!(secret = %name, "expired bootstrap token deleted");
     }
     Ok(token)
 }
