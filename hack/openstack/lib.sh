@@ -24,8 +24,14 @@ OS_CLOUDS_YAML="$OS_STATE/clouds.yaml"
 OS_ADMIN_CLOUDS_YAML="$OS_STATE/clouds-admin.yaml"
 OS_SECRET_YAML="$OS_STATE/clouds-secret.yaml"
 
-# Loopback ports. Public endpoints in the catalog go through toxiproxy for Nova and Neutron.
+# Services talk to each other, their databases and RabbitMQ on loopback (internal and admin
+# endpoints). Public endpoints in the catalog go through toxiproxy for Nova and Neutron.
 OS_HOST=127.0.0.1
+# The address of the catalog's public endpoints and of clouds.yaml's auth_url: what clients use,
+# the tests on this host and the operator in a pod of the management cluster alike. Loopback would
+# be the pod itself; the host's end of the provider network's veth (hack/network.env) is a local
+# address of this machine that pods reach through their node. up.sh keeps anything else away.
+OS_PUBLIC_HOST="${OS_PUBLIC_HOST:-$OS_NET_GATEWAY}"
 PORT_KEYSTONE=5000
 PORT_GLANCE=9292
 PORT_PLACEMENT=8778
@@ -72,3 +78,28 @@ WAIT_HINT="logs: $OS_LOGS"
 . "$HACK_DIR/lib/daemon.sh"
 
 os_http_up() { curl -fsS -o /dev/null --max-time 2 "$1"; }
+
+# os_daemon_start NAME INPUT... -- COMMAND...: daemon_start, after stopping NAME if it runs with
+# inputs other than these: its command line and the files INPUT (files or directories) held when
+# it started. So `make openstack-up` on a running cloud restarts exactly what a change touches.
+# A daemon started without a record (by an older version of these scripts) is restarted too.
+os_daemon_start() {
+  local name=$1 inputs=() stamp fingerprint
+  shift
+  while [ "$1" != -- ]; do
+    inputs+=("$1")
+    shift
+  done
+  shift
+  stamp="$OS_RUN/$name.inputs"
+  fingerprint="$({
+    printf '%s\n' "$@"
+    if [ ${#inputs[@]} -gt 0 ]; then find "${inputs[@]}" -type f -print0 | sort -z | xargs -0 -r sha256sum; fi
+  } | sha256sum | cut -d' ' -f1)"
+  if daemon_running "$name" && [ "$(cat "$stamp" 2>/dev/null)" != "$fingerprint" ]; then
+    log "$name: its command line or configuration changed; restarting it"
+    daemon_stop "$name"
+  fi
+  daemon_start "$name" "$@"
+  echo "$fingerprint" >"$stamp"
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts the test cloud: MariaDB, RabbitMQ, Keystone, Glance, Placement, Nova (two compute hosts),
-# Neutron (ML2/macvtap) and toxiproxy, all on loopback; then creates what tests need (bootstrap.py).
-# Idempotent: what runs is left running, databases are synced once per release.
+# Neutron (ML2/macvtap) and toxiproxy, on loopback, with the public endpoints also on
+# $OS_PUBLIC_HOST; then creates what tests need (bootstrap.py).
+# Idempotent: configuration is rendered anew and a daemon is restarted only when its command line
+# or configuration changed (os_daemon_start); databases are synced once per release.
 # Ends by writing $OS_CLOUDS_YAML (nestplane's application credential) and $OS_SECRET_YAML.
 . "$(dirname "$0")/lib.sh"
 . "$OS_DIR/configs.sh"
@@ -18,7 +20,8 @@ printf '#!/bin/sh\nexec "$@"\n' >"$OS_STATE/bin/sudo"
 chmod +x "$OS_STATE/bin/sudo"
 
 # A veth pair that stays on this machine: the host's end carries the provider network's gateway
-# address, the other end is physnet1, where Neutron's macvtap agents attach guests.
+# address, the other end is physnet1, where Neutron's macvtap agents attach guests. It comes first:
+# the public endpoints listen on the gateway address (OS_PUBLIC_HOST).
 setup_network() {
   if ! ip link show "$OS_VETH_HOST" >/dev/null 2>&1; then
     ip link add "$OS_VETH_HOST" type veth peer name "$OS_VETH_PHYS"
@@ -26,9 +29,13 @@ setup_network() {
   ip addr replace "$OS_NET_GATEWAY/${OS_NET_CIDR#*/}" dev "$OS_VETH_HOST"
   ip link set "$OS_VETH_HOST" up
   ip link set "$OS_VETH_PHYS" up
+  [ -n "$(ip -o addr show to "$OS_PUBLIC_HOST")" ] ||
+    die "OS_PUBLIC_HOST=$OS_PUBLIC_HOST is not an address of this machine: nothing could listen on it"
   # This machine forwards packets (the management cluster needs it) and has a default route, so
   # guests could reach beyond it through their gateway. Our own nftables table keeps them on the
   # machine: they may talk to the host itself and to the management cluster's pods and Services.
+  # The gateway address carries the cloud's public endpoints: only the host, guests and pods reach
+  # it, not a neighbour that routes it through this machine.
   nft -f - <<NFT
 table inet nestplane_openstack
 delete table inet nestplane_openstack
@@ -39,6 +46,10 @@ table inet nestplane_openstack {
     oifname "$OS_VETH_HOST" ip saddr != { $POD_CIDR, $SERVICE_CIDR } drop
     iifname "$OS_VETH_HOST" meta nfproto ipv6 drop
     oifname "$OS_VETH_HOST" meta nfproto ipv6 drop
+  }
+  chain input {
+    type filter hook input priority filter - 10; policy accept;
+    ip daddr $OS_NET_GATEWAY ip saddr != { 127.0.0.0/8, $OS_NET_CIDR, $POD_CIDR } drop
   }
 }
 NFT
@@ -51,7 +62,7 @@ start_mariadb() {
     mariadb-install-db --defaults-file="$OS_ETC/mariadb/my.cnf" --auth-root-authentication-method=socket \
       --skip-test-db >"$OS_LOGS/mariadb-install.log" 2>&1
   fi
-  daemon_start mariadb mariadbd --defaults-file="$OS_ETC/mariadb/my.cnf"
+  os_daemon_start mariadb "$OS_ETC/mariadb" -- mariadbd --defaults-file="$OS_ETC/mariadb/my.cnf"
   wait_for "MariaDB" 60 mariadb --socket="$OS_RUN/mysqld.sock" -e 'SELECT 1'
   local db sql=""
   for db in keystone glance placement nova_api nova nova_cell0 neutron; do
@@ -68,11 +79,11 @@ start_mariadb() {
 }
 
 start_rabbitmq() {
-  daemon_start epmd epmd -address "$OS_HOST" -port "$PORT_EPMD"
+  os_daemon_start epmd -- epmd -address "$OS_HOST" -port "$PORT_EPMD"
   wait_for "epmd" 20 epmd -names
   mkdir -p "$OS_LIB/rabbitmq" "$OS_LOGS/rabbitmq"
   # Runs as root with its data under our state; Erlang distribution on loopback only.
-  daemon_start rabbitmq env HOME="$OS_LIB/rabbitmq" \
+  os_daemon_start rabbitmq "$OS_ETC/rabbitmq" -- env HOME="$OS_LIB/rabbitmq" \
     RABBITMQ_NODENAME=rabbit@localhost \
     RABBITMQ_CONFIG_FILE="$OS_ETC/rabbitmq/rabbitmq.conf" \
     RABBITMQ_MNESIA_BASE="$OS_LIB/rabbitmq/mnesia" \
@@ -104,12 +115,19 @@ db_sync() {
   touch "$marker"
 }
 
-# gunicorn_start NAME PORT MODULE [ENV=VALUE...]: one WSGI API on loopback.
+# gunicorn_start NAME ADDRESSES PORT MODULE CONFIG_DIR [ENV=VALUE...]: one WSGI API on PORT of each of
+# ADDRESSES (space-separated), restarted when CONFIG_DIR changes. An API in the catalog's public
+# interface listens on OS_PUBLIC_HOST beside loopback: a second --bind of the same gunicorn costs
+# nothing, where a proxy would add a process and a hop for no fault injection.
 gunicorn_start() {
-  local name=$1 port=$2 module=$3; shift 3
-  daemon_start "$name" env "$@" "$OS_BIN/gunicorn" --pythonpath "$OS_DIR/py" --bind "$OS_HOST:$port" \
-    --workers 1 --threads 8 --timeout 300 --graceful-timeout 5 --keep-alive 300 --access-logfile - --name "$name" \
-    "wsgi:load('$module')"
+  local name=$1 addresses=$2 port=$3 module=$4 config_dir=$5 address binds=()
+  shift 5
+  for address in $addresses; do
+    binds+=(--bind "$address:$port")
+  done
+  os_daemon_start "$name" "$config_dir" "$OS_DIR/py/wsgi.py" -- env "$@" "$OS_BIN/gunicorn" --pythonpath "$OS_DIR/py" \
+    "${binds[@]}" --workers 1 --threads 8 --timeout 300 --graceful-timeout 5 --keep-alive 300 --access-logfile - \
+    --name "$name" "wsgi:load('$module')"
 }
 
 start_keystone() {
@@ -125,22 +143,22 @@ start_keystone() {
     keystone-manage --config-file "$conf" bootstrap --bootstrap-password "$OS_PASSWORD" \
       --bootstrap-admin-url "http://$OS_HOST:$PORT_KEYSTONE/v3" \
       --bootstrap-internal-url "http://$OS_HOST:$PORT_KEYSTONE/v3" \
-      --bootstrap-public-url "http://$OS_HOST:$PORT_KEYSTONE/v3" \
+      --bootstrap-public-url "http://$OS_PUBLIC_HOST:$PORT_KEYSTONE/v3" \
       --bootstrap-region-id RegionOne >>"$OS_LOGS/keystone-bootstrap.log" 2>&1
     touch "$marker"
   fi
-  gunicorn_start keystone "$PORT_KEYSTONE" keystone.wsgi.api \
+  gunicorn_start keystone "$OS_HOST $OS_PUBLIC_HOST" "$PORT_KEYSTONE" keystone.wsgi.api "$OS_ETC/keystone" \
     OS_KEYSTONE_CONFIG_DIR="$OS_ETC/keystone" OS_KEYSTONE_CONFIG_FILES=keystone.conf
 }
 
 start_glance() {
   db_sync glance glance-manage --config-file "$OS_ETC/glance/glance-api.conf" db_sync
-  gunicorn_start glance "$PORT_GLANCE" glance.wsgi.api OS_GLANCE_CONFIG_DIR="$OS_ETC/glance"
+  gunicorn_start glance "$OS_HOST $OS_PUBLIC_HOST" "$PORT_GLANCE" glance.wsgi.api "$OS_ETC/glance" OS_GLANCE_CONFIG_DIR="$OS_ETC/glance"
 }
 
 start_placement() {
   db_sync placement placement-manage --config-file "$OS_ETC/placement/placement.conf" db sync
-  gunicorn_start placement "$PORT_PLACEMENT" placement.wsgi.api OS_PLACEMENT_CONFIG_DIR="$OS_ETC/placement"
+  gunicorn_start placement "$OS_HOST $OS_PUBLIC_HOST" "$PORT_PLACEMENT" placement.wsgi.api "$OS_ETC/placement" OS_PLACEMENT_CONFIG_DIR="$OS_ETC/placement"
 }
 
 start_nova_control() {
@@ -150,23 +168,24 @@ start_nova_control() {
     (nova-manage --config-file '$conf' cell_v2 list_cells | grep -q ' cell1 ' ||
      nova-manage --config-file '$conf' cell_v2 create_cell --name cell1)"
   db_sync nova nova-manage --config-file "$conf" db sync
-  gunicorn_start nova-api "$PORT_NOVA" nova.wsgi.osapi_compute \
+  # Public Nova and Neutron are toxiproxy's proxies: their APIs stay on loopback.
+  gunicorn_start nova-api "$OS_HOST" "$PORT_NOVA" nova.wsgi.osapi_compute "$OS_ETC/nova" \
     OS_NOVA_CONFIG_DIR="$OS_ETC/nova" OS_NOVA_CONFIG_FILES="api-paste.ini;nova.conf"
-  daemon_start nova-conductor nova-conductor --config-file "$conf" --log-file "$OS_LOGS/nova-conductor.log"
-  daemon_start nova-scheduler nova-scheduler --config-file "$conf" --log-file "$OS_LOGS/nova-scheduler.log"
+  os_daemon_start nova-conductor "$conf" -- nova-conductor --config-file "$conf" --log-file "$OS_LOGS/nova-conductor.log"
+  os_daemon_start nova-scheduler "$conf" -- nova-scheduler --config-file "$conf" --log-file "$OS_LOGS/nova-scheduler.log"
 }
 
 start_neutron() {
   local neutron_conf=(--config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini")
   db_sync neutron neutron-db-manage "${neutron_conf[@]}" upgrade head
-  gunicorn_start neutron-api "$PORT_NEUTRON" neutron.wsgi.api \
+  gunicorn_start neutron-api "$OS_HOST" "$PORT_NEUTRON" neutron.wsgi.api "$OS_ETC/neutron" \
     OS_NEUTRON_CONFIG_DIR="$OS_ETC/neutron" OS_NEUTRON_CONFIG_FILES="neutron.conf;plugins/ml2/ml2_conf.ini"
-  daemon_start neutron-rpc neutron-rpc-server "${neutron_conf[@]}" --log-file "$OS_LOGS/neutron-rpc.log"
+  os_daemon_start neutron-rpc "$OS_ETC/neutron" -- neutron-rpc-server "${neutron_conf[@]}" --log-file "$OS_LOGS/neutron-rpc.log"
 }
 
 start_libvirt() {
   mkdir -p /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt /run/libvirt
-  daemon_start libvirtd libvirtd --config "$OS_ETC/libvirt/libvirtd.conf"
+  os_daemon_start libvirtd "$OS_ETC/libvirt" /etc/libvirt/qemu.conf -- libvirtd --config "$OS_ETC/libvirt/libvirtd.conf"
   wait_for "libvirtd" 60 virsh -c qemu:///system version
 }
 
@@ -176,11 +195,11 @@ start_computes() {
   # second start on, and names its node with a random UUID (py/nova_compute_fake.py fixes that).
   local identity="$OS_LIB/nova/compute-fake/compute_id"
   [ -s "$identity" ] || cat /proc/sys/kernel/random/uuid >"$identity"
-  daemon_start nova-compute-fake "$OS_BIN/python3" "$OS_DIR/py/nova_compute_fake.py" --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-fake.conf"
-  daemon_start nova-compute-qemu nova-compute --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-qemu.conf"
+  os_daemon_start nova-compute-fake "$conf" "$OS_ETC/nova/nova-compute-fake.conf" "$OS_DIR/py/nova_compute_fake.py" -- "$OS_BIN/python3" "$OS_DIR/py/nova_compute_fake.py" --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-fake.conf"
+  os_daemon_start nova-compute-qemu "$conf" "$OS_ETC/nova/nova-compute-qemu.conf" -- nova-compute --config-file "$conf" --config-file "$OS_ETC/nova/nova-compute-qemu.conf"
   # One macvtap agent per compute host name: ML2 binds a port only for a host with a live agent.
   for host in "$OS_FAKE_HOST" "$OS_LIBVIRT_HOST"; do
-    daemon_start "neutron-macvtap-$host" "$OS_BIN/python3" "$OS_DIR/py/macvtap_agent.py" \
+    os_daemon_start "neutron-macvtap-$host" "$OS_ETC/neutron" "$OS_DIR/py/macvtap_agent.py" -- "$OS_BIN/python3" "$OS_DIR/py/macvtap_agent.py" \
       --config-file "$OS_ETC/neutron/neutron.conf" --config-file "$OS_ETC/neutron/plugins/ml2/ml2_conf.ini" \
       --config-file "$OS_ETC/neutron/macvtap-$host.ini" --log-file "$OS_LOGS/neutron-macvtap-$host.log"
   done
@@ -188,7 +207,7 @@ start_computes() {
 
 start_toxiproxy() {
   [ -x "$TOXIPROXY_BIN/server" ] || die "toxiproxy is not built: hack/build-binaries.sh toxiproxy"
-  daemon_start toxiproxy "$TOXIPROXY_BIN/server" -host "$OS_HOST" -port "$PORT_TOXIPROXY" \
+  os_daemon_start toxiproxy "$OS_ETC/toxiproxy" -- "$TOXIPROXY_BIN/server" -host "$OS_HOST" -port "$PORT_TOXIPROXY" \
     -config "$OS_ETC/toxiproxy/proxies.json"
 }
 
@@ -196,7 +215,7 @@ start_toxiproxy() {
 # openstacksdk reads OS_* variables as credentials.
 bootstrap() {
   local v args=()
-  for v in OS_HOST PORT_KEYSTONE PORT_GLANCE PORT_PLACEMENT PORT_NOVA PORT_NEUTRON PORT_NOVA_PROXY \
+  for v in OS_HOST OS_PUBLIC_HOST PORT_KEYSTONE PORT_GLANCE PORT_PLACEMENT PORT_NOVA PORT_NEUTRON PORT_NOVA_PROXY \
     PORT_NEUTRON_PROXY OS_STATE OS_ETC OS_LOGS OS_IMAGES OS_PASSWORD OS_SERVICE_PASSWORD OS_CLOUDS_YAML \
     OS_ADMIN_CLOUDS_YAML OS_SECRET_YAML OS_FAKE_HOST OS_LIBVIRT_HOST OS_FAKE_AZ OS_LIBVIRT_AZ OS_NET_CIDR \
     OS_NET_GATEWAY OS_NET_POOL_START OS_NET_POOL_END; do
@@ -212,6 +231,7 @@ start_toxiproxy
 start_keystone
 start_libvirt
 wait_for "Keystone" 120 os_http_up "http://$OS_HOST:$PORT_KEYSTONE/v3"
+wait_for "Keystone on $OS_PUBLIC_HOST" 30 os_http_up "http://$OS_PUBLIC_HOST:$PORT_KEYSTONE/v3"
 # Services, endpoints, users and roles first: every other service authenticates against them.
 bootstrap identity
 configure_rabbitmq

@@ -1,5 +1,5 @@
 //! Real network failures between nestplane and Nova: the catalog's public compute endpoint is a
-//! toxiproxy proxy named `nova` (127.0.0.1:18774 -> 8774), and this test tells toxiproxy
+//! toxiproxy proxy named `nova` (172.31.250.1:18774 -> 127.0.0.1:8774), and this test tells toxiproxy
 //! (`NESTPLANE_E2E_TOXIPROXY`, default http://127.0.0.1:8474) to break it.
 //!
 //! Everything runs in one test so that no other case in this binary sees a broken proxy; toxics

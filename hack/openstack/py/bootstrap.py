@@ -18,16 +18,22 @@ import yaml
 
 E = {k[len("NSP_"):]: v for k, v in os.environ.items() if k.startswith("NSP_")}
 HOST = E["OS_HOST"]
+# What clients use (the catalog's public interface, clouds.yaml): also reachable from pods.
+PUBLIC = E["OS_PUBLIC_HOST"]
 KEYSTONE = f"http://{HOST}:{E['PORT_KEYSTONE']}/v3"
+KEYSTONE_PUBLIC = f"http://{PUBLIC}:{E['PORT_KEYSTONE']}/v3"
 REGION = "RegionOne"
 STATE = E["OS_STATE"]
 
 # (service name, type, public URL, internal URL). Public Nova and Neutron go through toxiproxy.
+# Keystone's own endpoints come from `keystone-manage bootstrap`, once; they are here so that a
+# cloud bootstrapped with other URLs converges too.
 SERVICES = [
-    ("glance", "image", f"http://{HOST}:{E['PORT_GLANCE']}", f"http://{HOST}:{E['PORT_GLANCE']}"),
-    ("placement", "placement", f"http://{HOST}:{E['PORT_PLACEMENT']}", f"http://{HOST}:{E['PORT_PLACEMENT']}"),
-    ("nova", "compute", f"http://{HOST}:{E['PORT_NOVA_PROXY']}/v2.1", f"http://{HOST}:{E['PORT_NOVA']}/v2.1"),
-    ("neutron", "network", f"http://{HOST}:{E['PORT_NEUTRON_PROXY']}", f"http://{HOST}:{E['PORT_NEUTRON']}"),
+    ("keystone", "identity", KEYSTONE_PUBLIC, KEYSTONE),
+    ("glance", "image", f"http://{PUBLIC}:{E['PORT_GLANCE']}", f"http://{HOST}:{E['PORT_GLANCE']}"),
+    ("placement", "placement", f"http://{PUBLIC}:{E['PORT_PLACEMENT']}", f"http://{HOST}:{E['PORT_PLACEMENT']}"),
+    ("nova", "compute", f"http://{PUBLIC}:{E['PORT_NOVA_PROXY']}/v2.1", f"http://{HOST}:{E['PORT_NOVA']}/v2.1"),
+    ("neutron", "network", f"http://{PUBLIC}:{E['PORT_NEUTRON_PROXY']}", f"http://{HOST}:{E['PORT_NEUTRON']}"),
 ]
 # Projects for nestplane: the main one, and one with tiny quotas that tests can exceed on purpose.
 PROJECTS = {
@@ -88,7 +94,7 @@ def identity():
                    lambda: idn.create_project(name=project, domain_id="default"))
         idn.assign_project_role_to_user(p, nestplane_user, roles["member"])
     clouds = {"clouds": {"nestplane-admin": {
-        "auth": {"auth_url": KEYSTONE, "username": "admin", "password": E["OS_PASSWORD"],
+        "auth": {"auth_url": KEYSTONE_PUBLIC, "username": "admin", "password": E["OS_PASSWORD"],
                  "project_name": "admin", "user_domain_name": "Default", "project_domain_name": "Default"},
         "region_name": REGION, "interface": "public", "identity_api_version": 3}}}
     write_file(E["OS_ADMIN_CLOUDS_YAML"], yaml.safe_dump(clouds, sort_keys=False))
@@ -215,7 +221,7 @@ def application_credentials(conn):
             write_file(path, json.dumps(cred))
         clouds["clouds"][project] = {
             "auth_type": "v3applicationcredential",
-            "auth": {"auth_url": KEYSTONE, "application_credential_id": cred["id"],
+            "auth": {"auth_url": KEYSTONE_PUBLIC, "application_credential_id": cred["id"],
                      "application_credential_secret": cred["secret"]},
             "region_name": REGION, "interface": "public", "identity_api_version": 3,
         }
