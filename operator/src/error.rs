@@ -60,6 +60,16 @@ pub enum Error {
     CacheNotReady(&'static str),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("cloud Secret {namespace}/{name}: {problem}")]
+    CloudSecret {
+        namespace: String,
+        name: String,
+        problem: String,
+    },
+    #[error("preparing HostedCluster {cluster} for joins: {message}")]
+    JoinPreparation { cluster: String, message: String },
+    #[error("HostedCluster {cluster} waits until its NodePools are gone: {}", names.join(", "))]
+    NodePoolsRemain { cluster: String, names: Vec<String> },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -67,7 +77,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Every value [`Error::metric_label`] returns, so that the failures counter starts at zero
     /// for each (a counter that appears only on the first failure has no rate before it).
-    pub const METRIC_LABELS: [&'static str; 13] = [
+    pub const METRIC_LABELS: [&'static str; 16] = [
         "Kube",
         "Build",
         "Pki",
@@ -81,6 +91,9 @@ impl Error {
         "NotOwned",
         "CacheNotReady",
         "Finalizer",
+        "CloudSecret",
+        "JoinPreparation",
+        "NodePoolsRemain",
     ];
 
     /// A bounded label for the failures metric: the variant name.
@@ -98,6 +111,9 @@ impl Error {
             Error::Etcd { .. } => "Etcd",
             Error::NotOwned { .. } => "NotOwned",
             Error::CacheNotReady(_) => "CacheNotReady",
+            Error::CloudSecret { .. } => "CloudSecret",
+            Error::JoinPreparation { .. } => "JoinPreparation",
+            Error::NodePoolsRemain { .. } => "NodePoolsRemain",
             // Every reconcile error passes through the finalizer helper: label the cause.
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -127,9 +143,11 @@ impl Error {
             | Error::PredecessorNotGone { .. }
             | Error::GenerateKey { .. }
             | Error::Etcd { .. }
-            | Error::CacheNotReady(_) => true,
+            | Error::CacheNotReady(_)
+            | Error::JoinPreparation { .. }
+            | Error::NodePoolsRemain { .. } => true,
             Error::Build(_) | Error::Pki(_) | Error::SecretKey { .. } | Error::MissingField(_) => false,
-            Error::NotOwned { .. } => false,
+            Error::NotOwned { .. } | Error::CloudSecret { .. } => false,
         }
     }
 

@@ -90,8 +90,17 @@ pub struct CertificateLabels {
     pub cert: &'static str,
 }
 
+/// Workers of a NodePool: `desired` (spec.replicas) and `ready` (Node Ready).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodePoolWorkerLabels {
+    pub namespace: String,
+    pub name: String,
+    pub state: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
+    node_pool_workers: Family<NodePoolWorkerLabels, Gauge>,
     runs: Family<ControllerLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     duration: Family<ControllerLabels, Histogram>,
@@ -140,7 +149,14 @@ impl Default for Metrics {
         for verb in KUBE_VERBS {
             let _ = kube_requests.get_or_create(&KubeRequestLabels { verb });
         }
+        let node_pool_workers = Family::<NodePoolWorkerLabels, Gauge>::default();
+        registry.register(
+            "nodepool_workers",
+            "Workers of each NodePool: desired, and ready (their Node is Ready)",
+            node_pool_workers.clone(),
+        );
         Metrics {
+            node_pool_workers,
             kube_requests,
             registry,
             runs,
@@ -242,6 +258,22 @@ impl Metrics {
         }
     }
 
+    /// Sets the desired and ready worker counts of `pool`.
+    pub fn record_node_pool_workers(&self, pool: &crate::api::NodePool, desired: i32, ready: i32) {
+        for (state, value) in [("desired", desired), ("ready", ready)] {
+            self.node_pool_workers
+                .get_or_create(&node_pool_labels(pool, state))
+                .set(i64::from(value));
+        }
+    }
+
+    /// Drops the series of a NodePool that is gone.
+    pub fn forget_node_pool(&self, pool: &crate::api::NodePool) {
+        for state in ["desired", "ready"] {
+            self.node_pool_workers.remove(&node_pool_labels(pool, state));
+        }
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
@@ -254,6 +286,14 @@ fn certificate_labels(hc: &HostedCluster, role: SecretRole) -> CertificateLabels
         namespace: hc.metadata.namespace.clone().unwrap_or_default(),
         name: hc.metadata.name.clone().unwrap_or_default(),
         cert: role.suffix(),
+    }
+}
+
+fn node_pool_labels(pool: &crate::api::NodePool, state: &'static str) -> NodePoolWorkerLabels {
+    NodePoolWorkerLabels {
+        namespace: pool.metadata.namespace.clone().unwrap_or_default(),
+        name: pool.metadata.name.clone().unwrap_or_default(),
+        state,
     }
 }
 
