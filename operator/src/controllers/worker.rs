@@ -97,6 +97,7 @@ async fn apply(worker: &Worker, ctx: &Context) -> Result<Action> {
         }
         Err(error) => {
             let reason = cloud::reason(&error);
+            warn!(%error, reason, "no server yet");
             status.failure_reason = Some(reason.to_string());
             status.failure_message = Some(error.to_string());
             status.phase.get_or_insert(WorkerPhase::Pending);

@@ -58,12 +58,14 @@ pub fn spec(
             .cloned()
             .collect::<Vec<_>>(),
     );
+    // Nova allows only `[a-zA-Z0-9-_:. ]` in metadata keys: `nestplane.io:` stands for the
+    // `nestplane.io/` prefix of Kubernetes keys.
     let mut metadata: BTreeMap<String, String> = openstack.metadata.clone();
     for (key, value) in [
-        ("nestplane.io/namespace", &owners.namespace),
-        ("nestplane.io/cluster", &owners.cluster),
-        ("nestplane.io/node-pool", &owners.pool),
-        ("nestplane.io/worker", &owners.worker),
+        ("nestplane.io:namespace", &owners.namespace),
+        ("nestplane.io:cluster", &owners.cluster),
+        ("nestplane.io:node-pool", &owners.pool),
+        ("nestplane.io:worker", &owners.worker),
     ] {
         metadata.insert(key.to_string(), value.clone());
     }
@@ -234,7 +236,7 @@ mod tests {
         );
         assert!(spec.tags.iter().all(|t| t.len() <= 60));
         assert_eq!(
-            spec.metadata.get("nestplane.io/worker").map(String::as_str),
+            spec.metadata.get("nestplane.io:worker").map(String::as_str),
             Some("workers-abcde")
         );
         assert_eq!(spec.metadata.get("cost-center").map(String::as_str), Some("42"));
