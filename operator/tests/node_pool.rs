@@ -43,7 +43,10 @@ fn clouds_yaml() -> Option<PathBuf> {
         "no test cloud at {}: start it with `make openstack-up`",
         path.display()
     );
-    eprintln!("skipping: no test cloud at {} (make openstack-up)", path.display());
+    eprintln!(
+        "skipping: no test cloud at {} (make openstack-up)",
+        path.display()
+    );
     None
 }
 
@@ -65,13 +68,18 @@ fn node_pools_on_a_real_api_server_and_the_test_cloud() -> Result<()> {
         let client = env.client().await;
         let clouds_text = std::fs::read_to_string(&clouds)?;
         let nova = nestplane_openstack::Client::new(CloudConfig::from_yaml(&clouds_text, "nestplane")?)?;
-        let quota = nestplane_openstack::Client::new(CloudConfig::from_yaml(&clouds_text, "nestplane-quota")?)?;
+        let quota =
+            nestplane_openstack::Client::new(CloudConfig::from_yaml(&clouds_text, "nestplane-quota")?)?;
         let hc = setup(&client, &env, &clouds_text).await?;
         let config = Config {
             image_registry: "registry.k8s.io".into(),
             namespace: None,
         };
-        let controller = tokio::spawn(controllers::run_node_pools(client.clone(), config, Arc::new(Metrics::default())));
+        let controller = tokio::spawn(controllers::run_node_pools(
+            client.clone(),
+            config,
+            Arc::new(Metrics::default()),
+        ));
         let outcome = async {
             lifecycle(&client, &nova).await?;
             quota_exceeded(&client, &quota).await?;
@@ -100,7 +108,9 @@ async fn setup(client: &Client, env: &TestEnv, clouds_text: &str) -> Result<Host
         crds.create(&PostParams::default(), &crd).await?;
         let name = crd.name_any();
         let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
-        tokio::time::timeout(STEP, established).await.context("CRD not established")??;
+        tokio::time::timeout(STEP, established)
+            .await
+            .context("CRD not established")??;
     }
     let namespace: Namespace = serde_json::from_value(json!({ "metadata": { "name": NAMESPACE } }))?;
     Api::<Namespace>::all(client.clone())
@@ -137,7 +147,13 @@ async fn setup(client: &Client, env: &TestEnv, clouds_text: &str) -> Result<Host
     Ok(hc)
 }
 
-async fn create_pool(client: &Client, name: &str, cloud: &str, flavor: &str, replicas: i32) -> Result<NodePool> {
+async fn create_pool(
+    client: &Client,
+    name: &str,
+    cloud: &str,
+    flavor: &str,
+    replicas: i32,
+) -> Result<NodePool> {
     let pool: NodePool = serde_json::from_value(json!({
         "apiVersion": "nestplane.io/v1alpha1", "kind": "NodePool",
         "metadata": { "name": name, "namespace": NAMESPACE },
@@ -177,7 +193,9 @@ where
     loop {
         match check().await {
             Ok(value) => return Ok(value),
-            Err(e) if tokio::time::Instant::now() >= deadline => bail!("{what}: still not after {STEP:?}: {e:#}"),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                bail!("{what}: still not after {STEP:?}: {e:#}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_secs(2)).await,
         }
     }
@@ -210,7 +228,9 @@ async fn agree(client: &Client, nova: &dyn Compute, pool: &NodePool, n: usize) -
     eventually(&format!("{n} workers in {name}"), || async {
         let workers = workers(client, &name).await?;
         let servers = servers(nova, pool).await?;
-        let current = Api::<NodePool>::namespaced(client.clone(), NAMESPACE).get(&name).await?;
+        let current = Api::<NodePool>::namespaced(client.clone(), NAMESPACE)
+            .get(&name)
+            .await?;
         let status = current.status.clone().unwrap_or_default();
         let ready = condition(&current, "Ready");
         let failures: Vec<_> = workers
@@ -228,10 +248,16 @@ async fn agree(client: &Client, nova: &dyn Compute, pool: &NodePool, n: usize) -
             servers.len()
         );
         ensure!(status.replicas == n as i32, "status.replicas {}", status.replicas);
-        ensure!(status.observed_generation == current.metadata.generation, "status is of an older generation");
+        ensure!(
+            status.observed_generation == current.metadata.generation,
+            "status is of an older generation"
+        );
         for worker in &workers {
             let ws = worker.status.clone().unwrap_or_default();
-            let id = ws.server_id.clone().ok_or_else(|| anyhow!("{} has no server ID", worker.name_any()))?;
+            let id = ws
+                .server_id
+                .clone()
+                .ok_or_else(|| anyhow!("{} has no server ID", worker.name_any()))?;
             ensure!(
                 servers.contains(&(id.clone(), worker.name_any())),
                 "{}'s server {id} is not among {servers:?}",
@@ -250,7 +276,12 @@ async fn agree(client: &Client, nova: &dyn Compute, pool: &NodePool, n: usize) -
 }
 
 fn condition(pool: &NodePool, type_: &str) -> Option<(String, String, String)> {
-    let c = pool.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    let c = pool
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
@@ -284,7 +315,8 @@ async fn lifecycle(client: &Client, nova: &dyn Compute) -> Result<()> {
     eventually("the vanished server replaced", || async {
         let now = agree(client, nova, &pool, 2).await?;
         ensure!(
-            now.iter().all(|w| w.name_any() != victim.metadata.name.clone().unwrap_or_default()),
+            now.iter()
+                .all(|w| w.name_any() != victim.metadata.name.clone().unwrap_or_default()),
             "the Worker of the vanished server is still there"
         );
         Ok(())
@@ -300,7 +332,10 @@ async fn delete_pool(client: &Client, nova: &dyn Compute, pool: &NodePool) -> Re
     let api = Api::<NodePool>::namespaced(client.clone(), NAMESPACE);
     api.delete(&pool.name_any(), &DeleteParams::default()).await?;
     eventually("the pool gone with its servers", || async {
-        ensure!(api.get_opt(&pool.name_any()).await?.is_none(), "the NodePool is still there");
+        ensure!(
+            api.get_opt(&pool.name_any()).await?.is_none(),
+            "the NodePool is still there"
+        );
         let left = servers(nova, pool).await?;
         ensure!(left.is_empty(), "servers left: {left:?}");
         Ok(())
@@ -314,7 +349,10 @@ async fn quota_exceeded(client: &Client, quota: &dyn Compute) -> Result<()> {
     eventually("QuotaExceeded with two servers", || async {
         let current = api.get("quota").await?;
         let ready = condition(&current, "Ready").ok_or_else(|| anyhow!("no Ready condition"))?;
-        ensure!(ready.0 == "False" && ready.1 == "QuotaExceeded", "Ready {ready:?}");
+        ensure!(
+            ready.0 == "False" && ready.1 == "QuotaExceeded",
+            "Ready {ready:?}"
+        );
         let servers = servers(quota, &pool).await?;
         ensure!(servers.len() == 2, "{} servers", servers.len());
         Ok(())
@@ -334,10 +372,17 @@ async fn wrong_flavor(client: &Client, nova: &dyn Compute) -> Result<()> {
         let current = api.get("wrong-flavor").await?;
         let ready = condition(&current, "Ready").ok_or_else(|| anyhow!("no Ready condition"))?;
         ensure!(ready.1 == "FlavorNotFound", "Ready {ready:?}");
-        ensure!(ready.2.contains("no-such-flavor"), "the message does not name the flavor: {}", ready.2);
+        ensure!(
+            ready.2.contains("no-such-flavor"),
+            "the message does not name the flavor: {}",
+            ready.2
+        );
         Ok(())
     })
     .await?;
-    ensure!(servers(nova, &pool).await?.is_empty(), "a server exists for a missing flavor");
+    ensure!(
+        servers(nova, &pool).await?.is_empty(),
+        "a server exists for a missing flavor"
+    );
     delete_pool(client, nova, &pool).await
 }

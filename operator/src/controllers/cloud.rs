@@ -14,12 +14,14 @@ use crate::api::conditions as reasons;
 use crate::error::{Error, KubeContext, Result};
 
 type Key = (String, String, String);
+/// A client and the digest of the Secret key it was built from.
+type Entry = ([u8; 32], Arc<dyn Compute>);
 
 /// The clients built from cloud Secrets, by (namespace, Secret name, cloud name), each with the
 /// digest of the Secret key it was built from.
 #[derive(Default)]
 pub struct Clouds {
-    clients: Mutex<HashMap<Key, ([u8; 32], Arc<dyn Compute>)>>,
+    clients: Mutex<HashMap<Key, Entry>>,
 }
 
 impl Clouds {
@@ -59,7 +61,7 @@ impl Clouds {
         Ok(compute)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, ([u8; 32], Arc<dyn Compute>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -53,13 +53,36 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let name = object.name_any();
-    let patch = json!({
-        "metadata": { "finalizers": finalizers, "resourceVersion": object.resource_version() }
-    });
-    match api
-        .patch::<serde_json::Value>(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
+    let patch = |finalizers: &[String], version: Option<String>| {
+        Patch::Merge(json!({
+            "metadata": { "finalizers": finalizers, "resourceVersion": version }
+        }))
+    };
+    let params = PatchParams::default();
+    let mut outcome = api
+        .patch::<serde_json::Value>(&name, &params, &patch(&finalizers, object.resource_version()))
+        .await;
+    // The pass itself may have changed the object (its status) since it was read: once more
+    // on the current version, with the same change made to its list.
+    if let Err(kube::Error::Api(status)) = &outcome
+        && status.code == 409
+        && let Some(current) = api.get_opt(&name).await.context("get", kind, &name)?
     {
+        let adding = finalizers.iter().any(|f| f == FINALIZER);
+        let mut list: Vec<String> = current
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        if adding {
+            list.push(FINALIZER.to_string());
+        }
+        outcome = api
+            .patch::<serde_json::Value>(&name, &params, &patch(&list, current.resource_version()))
+            .await;
+    }
+    match outcome {
         // Gone already: nothing to hold or release.
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         other => other.map(|_| ()).context(action, kind, &name),

@@ -51,11 +51,12 @@ pub const PERMISSIONS: &[Permission] = &[
         scope: Scope::Namespace,
     },
     // node_pool.rs `run` (list, watch: Workers wake their pool, and Workers are reconciled);
-    // `list_workers` (list, live), `act` (create, delete); finalizers.rs (patch).
+    // `list_workers` (list, live), `act` (create, delete); finalizers.rs (patch; get after a
+    // conflict).
     Permission {
         api_group: "nestplane.io",
         resource: "workers",
-        verbs: &["list", "watch", "create", "patch", "delete"],
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
         scope: Scope::Namespace,
     },
     // worker.rs `write_status`: `patch_status` (server-side apply).

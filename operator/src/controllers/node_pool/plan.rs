@@ -120,7 +120,7 @@ pub fn plan(spec: &NodePoolSpec, template_hash: &str, workers: &[WorkerView], no
     let mut remaining = active.len();
     for worker in outdated {
         let keeps_availability = !worker.ready() || available > min_available;
-        let keeps_count = remaining > max_total || remaining - 1 >= min_available;
+        let keeps_count = remaining > max_total || remaining > min_available;
         if !(keeps_availability && keeps_count) {
             continue;
         }

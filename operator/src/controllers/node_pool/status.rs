@@ -24,7 +24,7 @@ pub struct Observed<'a> {
 }
 
 /// The worker-level failures, each as (worker, reason, message), sorted by worker name.
-fn failures<'a>(workers: &'a [WorkerView]) -> Vec<(&'a str, &'a str, &'a str)> {
+fn failures(workers: &[WorkerView]) -> Vec<(&str, &str, &str)> {
     let mut out: Vec<_> = workers
         .iter()
         .filter(|w| !w.deleting)
