@@ -83,7 +83,9 @@ fn node_pools_on_a_real_api_server_and_the_test_cloud() -> Result<()> {
         let outcome = async {
             lifecycle(&client, &nova).await?;
             quota_exceeded(&client, &quota).await?;
-            wrong_flavor(&client, &nova).await
+            wrong_flavor(&client, &nova).await?;
+            wrong_credentials(&client, &nova, &clouds_text).await?;
+            deleted_cloud_secret(&client, &nova, &clouds_text).await
         }
         .await;
         controller.abort();
@@ -154,6 +156,17 @@ async fn create_pool(
     flavor: &str,
     replicas: i32,
 ) -> Result<NodePool> {
+    create_pool_with(client, name, "cloud", cloud, flavor, replicas).await
+}
+
+async fn create_pool_with(
+    client: &Client,
+    name: &str,
+    secret: &str,
+    cloud: &str,
+    flavor: &str,
+    replicas: i32,
+) -> Result<NodePool> {
     let pool: NodePool = serde_json::from_value(json!({
         "apiVersion": "nestplane.io/v1alpha1", "kind": "NodePool",
         "metadata": { "name": name, "namespace": NAMESPACE },
@@ -161,7 +174,7 @@ async fn create_pool(
             "clusterName": CLUSTER,
             "replicas": replicas,
             "openstack": {
-                "cloudSecretRef": { "name": "cloud" },
+                "cloudSecretRef": { "name": secret },
                 "cloud": cloud,
                 "flavor": flavor,
                 "image": "nestplane-tiny",
@@ -384,5 +397,70 @@ async fn wrong_flavor(client: &Client, nova: &dyn Compute) -> Result<()> {
         servers(nova, &pool).await?.is_empty(),
         "a server exists for a missing flavor"
     );
+    delete_pool(client, nova, &pool).await
+}
+
+async fn create_secret(client: &Client, name: &str, clouds_text: &str) -> Result<()> {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": name }, "stringData": { "clouds.yaml": clouds_text },
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    Ok(())
+}
+
+async fn ready_reason(client: &Client, pool: &str, reason: &str, names: &str) -> Result<()> {
+    let api = Api::<NodePool>::namespaced(client.clone(), NAMESPACE);
+    eventually(reason, || async {
+        let current = api.get(pool).await?;
+        let ready = condition(&current, "Ready").ok_or_else(|| anyhow!("no Ready condition"))?;
+        ensure!(ready.0 == "False" && ready.1 == reason, "Ready {ready:?}");
+        ensure!(
+            ready.2.contains(names),
+            "the message does not name {names}: {}",
+            ready.2
+        );
+        Ok(())
+    })
+    .await
+}
+
+async fn wrong_credentials(client: &Client, nova: &dyn Compute, clouds_text: &str) -> Result<()> {
+    let mut clouds: serde_yaml::Value = serde_yaml::from_str(clouds_text)?;
+    clouds["clouds"]["nestplane"]["auth"]["application_credential_secret"] = "not-the-secret".into();
+    create_secret(client, "wrong", &serde_yaml::to_string(&clouds)?).await?;
+    let pool = create_pool_with(
+        client,
+        "wrong-credentials",
+        "wrong",
+        "nestplane",
+        "nestplane.tiny",
+        1,
+    )
+    .await?;
+    ready_reason(client, "wrong-credentials", "AuthenticationFailed", "401").await?;
+    ensure!(
+        servers(nova, &pool).await?.is_empty(),
+        "a server without credentials"
+    );
+    // With the credentials fixed, the Worker can make sure there is nothing to delete.
+    Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+        .delete("wrong", &DeleteParams::default())
+        .await?;
+    create_secret(client, "wrong", clouds_text).await?;
+    delete_pool(client, nova, &pool).await
+}
+
+async fn deleted_cloud_secret(client: &Client, nova: &dyn Compute, clouds_text: &str) -> Result<()> {
+    create_secret(client, "doomed", clouds_text).await?;
+    let pool = create_pool_with(client, "secretless", "doomed", "nestplane", "nestplane.tiny", 1).await?;
+    agree(client, nova, &pool, 1).await?;
+    Api::<Secret>::namespaced(client.clone(), NAMESPACE)
+        .delete("doomed", &DeleteParams::default())
+        .await?;
+    ready_reason(client, "secretless", "CloudSecretInvalid", "pools/doomed").await?;
+    create_secret(client, "doomed", clouds_text).await?;
+    agree(client, nova, &pool, 1).await?;
     delete_pool(client, nova, &pool).await
 }

@@ -71,11 +71,12 @@ fn build(config: CloudConfig) -> std::result::Result<Arc<dyn Compute>, nestplane
     Ok(Arc::new(Client::new(config)?))
 }
 
-/// The condition reason for an error of a pass that talked to the cloud.
+/// The condition reason for an error of a pass that creates a server.
 pub fn reason(error: &Error) -> &'static str {
     match error {
         Error::CloudSecret { .. } => reasons::REASON_CLOUD_SECRET_INVALID,
         Error::OpenStack(e) => openstack_reason(e),
+        Error::JoinPreparation { .. } => reasons::REASON_JOIN_PREPARATION_FAILED,
         _ => reasons::REASON_CLOUD_REQUEST_FAILED,
     }
 }
