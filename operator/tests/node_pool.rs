@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
@@ -336,8 +336,20 @@ async fn lifecycle(client: &Client, nova: &dyn Compute) -> Result<()> {
     })
     .await?;
 
+    rolling_update(client, nova, &pool).await?;
+    nodes_ready_and_not_ready(client, nova, &pool).await?;
+
     scale(client, "workers", 0).await?;
     agree(client, nova, &pool, 0).await?;
+    // The Ready Node went with its worker (cordoned, drained, deleted).
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await?;
+    ensure!(
+        nodes.items.is_empty(),
+        "Nodes left: {:?}",
+        nodes.iter().map(|n| n.name_any()).collect::<Vec<_>>()
+    );
     delete_pool(client, nova, &pool).await
 }
 
@@ -463,4 +475,93 @@ async fn deleted_cloud_secret(client: &Client, nova: &dyn Compute, clouds_text: 
     create_secret(client, "doomed", clouds_text).await?;
     agree(client, nova, &pool, 1).await?;
     delete_pool(client, nova, &pool).await
+}
+
+/// A changed flavor replaces every worker, within maxSurge 1 (the fake host's servers never
+/// become Nodes, so they are all unavailable and go one by one).
+async fn rolling_update(client: &Client, nova: &dyn Compute, pool: &NodePool) -> Result<()> {
+    let before: BTreeSet<String> = workers(client, "workers")
+        .await?
+        .iter()
+        .map(|w| w.name_any())
+        .collect();
+    let patch = json!({ "spec": { "openstack": { "flavor": "nestplane.small" } } });
+    Api::<NodePool>::namespaced(client.clone(), NAMESPACE)
+        .patch("workers", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    eventually("every worker replaced", || async {
+        let now = agree(client, nova, pool, 2).await?;
+        ensure!(
+            now.iter().all(|w| !before.contains(&w.name_any())),
+            "old workers remain: {:?}",
+            now.iter().map(|w| w.name_any()).collect::<Vec<_>>()
+        );
+        let current = Api::<NodePool>::namespaced(client.clone(), NAMESPACE)
+            .get("workers")
+            .await?;
+        let status = current.status.clone().unwrap_or_default();
+        ensure!(
+            status.updated_replicas == 2,
+            "updatedReplicas {}",
+            status.updated_replicas
+        );
+        let updating = condition(&current, "UpdatingConfig").ok_or_else(|| anyhow!("no UpdatingConfig"))?;
+        ensure!(updating.0 == "False", "UpdatingConfig {updating:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// The test plays two kubelets: a Ready Node counts as ready, a Node NotReady for an hour is
+/// replaced by auto-repair, and its Node is deleted with it.
+async fn nodes_ready_and_not_ready(client: &Client, nova: &dyn Compute, pool: &NodePool) -> Result<()> {
+    let current = workers(client, "workers").await?;
+    let (healthy, sick) = (current[0].name_any(), current[1].name_any());
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (name, ready) in [(&healthy, "True"), (&sick, "False")] {
+        let node: Node = serde_json::from_value(json!({ "metadata": { "name": name } }))?;
+        nodes.create(&PostParams::default(), &node).await?;
+        let status = json!({ "status": { "conditions": [{
+            "type": "Ready", "status": ready, "reason": "Test", "message": "played by the test",
+            "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }] } });
+        nodes
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+    }
+    eventually(
+        "the NotReady worker replaced and the Ready one counted",
+        || async {
+            let now = agree(client, nova, pool, 2).await?;
+            let names: Vec<String> = now.iter().map(|w| w.name_any()).collect();
+            ensure!(
+                !names.contains(&sick),
+                "{sick} (NotReady for long) is still there"
+            );
+            ensure!(names.contains(&healthy), "{healthy} (Ready) was replaced");
+            ensure!(
+                nodes.get_opt(&sick).await?.is_none(),
+                "the Node of {sick} was not deleted"
+            );
+            let current = Api::<NodePool>::namespaced(client.clone(), NAMESPACE)
+                .get("workers")
+                .await?;
+            let status = current.status.clone().unwrap_or_default();
+            ensure!(
+                status.ready_replicas == 1,
+                "readyReplicas {}",
+                status.ready_replicas
+            );
+            let worker = now
+                .iter()
+                .find(|w| w.name_any() == healthy)
+                .and_then(|w| w.status.clone());
+            ensure!(
+                worker.as_ref().and_then(|s| s.phase) == Some(nestplane::api::WorkerPhase::Running),
+                "{healthy} is not Running: {worker:?}"
+            );
+            Ok(())
+        },
+    )
+    .await
 }
