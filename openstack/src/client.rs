@@ -275,6 +275,14 @@ impl Client {
         if let Some(key) = &spec.key_name {
             server["key_name"] = json!(key);
         }
+        if !spec.security_groups.is_empty() {
+            server["security_groups"] = json!(
+                spec.security_groups
+                    .iter()
+                    .map(|g| json!({ "name": g }))
+                    .collect::<Vec<_>>()
+            );
+        }
         let body = json!({ "server": server });
         let created = self
             .call(OP, "compute", Method::POST, "/servers", Some(&body))

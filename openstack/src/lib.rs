@@ -37,6 +37,8 @@ pub struct ServerSpec {
     pub metadata: BTreeMap<String, String>,
     pub availability_zone: Option<String>,
     pub key_name: Option<String>,
+    /// Security groups (name or ID) of every port; the project's `default` when empty.
+    pub security_groups: Vec<String>,
 }
 
 /// A server as Nova reports it.

@@ -80,6 +80,7 @@ pub fn spec(
         metadata,
         availability_zone: openstack.availability_zone.clone(),
         key_name: openstack.key_name.clone(),
+        security_groups: openstack.security_groups.clone(),
     }
 }
 
