@@ -82,6 +82,7 @@ fn node_pools_on_a_real_api_server_and_the_test_cloud() -> Result<()> {
         ));
         let outcome = async {
             lifecycle(&client, &nova).await?;
+            server_group(&client, &nova).await?;
             quota_exceeded(&client, &quota).await?;
             wrong_flavor(&client, &nova).await?;
             wrong_credentials(&client, &nova, &clouds_text).await?;
@@ -564,4 +565,25 @@ async fn nodes_ready_and_not_ready(client: &Client, nova: &dyn Compute, pool: &N
         },
     )
     .await
+}
+
+/// A pool with a server group policy schedules into one group of its own, deleted with the pool.
+async fn server_group(client: &Client, nova: &dyn Compute) -> Result<()> {
+    let pool = create_pool(client, "spread", "nestplane", "nestplane.tiny", 0).await?;
+    let patch =
+        json!({ "spec": { "replicas": 2, "openstack": { "serverGroupPolicy": "soft-anti-affinity" } } });
+    Api::<NodePool>::namespaced(client.clone(), NAMESPACE)
+        .patch("spread", &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    agree(client, nova, &pool, 2).await?;
+    let name = format!("np-pool:{}", pool.uid().unwrap_or_default());
+    let group = nova.ensure_server_group(&name, "soft-anti-affinity").await?;
+    delete_pool(client, nova, &pool).await?;
+    let after = nova.ensure_server_group(&name, "soft-anti-affinity").await?;
+    nova.delete_server_groups(&name).await?;
+    ensure!(
+        after != group,
+        "the pool's server group {group} outlived the pool"
+    );
+    Ok(())
 }

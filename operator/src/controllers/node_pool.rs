@@ -392,6 +392,13 @@ async fn cleanup(pool: &NodePool, ctx: &Context, api: &Api<NodePool>) -> Result<
         act(pool, ctx, &plan, "").await?;
         return Ok(Action::requeue(REQUEUE_DELETING));
     }
+    if pool.spec.openstack.server_group_policy.is_some() {
+        let compute = ctx.clouds.compute(&ctx.client, pool).await?;
+        let uid = pool.uid().ok_or(Error::MissingField("metadata.uid"))?;
+        compute
+            .delete_server_groups(&worker::server::pool_tag(&uid))
+            .await?;
+    }
     let namespace = pool.namespace().unwrap_or_default();
     if let Some(hc) = Api::<HostedCluster>::namespaced(ctx.client.clone(), &namespace)
         .get_opt(&pool.spec.cluster_name)

@@ -138,9 +138,9 @@ async fn step(
             let ids = server::resolve(compute, pool).await?;
             let join = join::prepare(ctx, hc, pool).await?;
             let user_data = join::user_data(&join, &worker.name_any())?;
-            let created = compute
-                .create_server(&server::spec(pool, &owners, ids, user_data))
-                .await?;
+            let mut spec = server::spec(pool, &owners, ids, user_data);
+            spec.server_group_id = server::server_group(compute, pool, &owners.pool_uid).await?;
+            let created = compute.create_server(&spec).await?;
             info!(server = %created.id, "created server");
             let note = format!("created server {} ({})", created.name, created.id);
             publish(

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use nestplane_openstack::{Compute, Result, Server, ServerSpec, ServerStatus};
 
 use crate::api::conditions as reasons;
-use crate::api::{NodePool, WorkerPhase};
+use crate::api::{NodePool, ServerGroupPolicy, WorkerPhase};
 
 use super::super::hosted_nodes::NodeState;
 
@@ -81,7 +81,23 @@ pub fn spec(
         availability_zone: openstack.availability_zone.clone(),
         key_name: openstack.key_name.clone(),
         security_groups: openstack.security_groups.clone(),
+        server_group_id: None,
     }
+}
+
+/// The server group of a pool with a `serverGroupPolicy`, made on its first server: its ID, or
+/// `None` when the pool has no policy. Named after the pool's tag, so cleanup finds it.
+pub async fn server_group(compute: &dyn Compute, pool: &NodePool, pool_uid: &str) -> Result<Option<String>> {
+    let Some(policy) = pool.spec.openstack.server_group_policy else {
+        return Ok(None);
+    };
+    let policy = match policy {
+        ServerGroupPolicy::AntiAffinity => "anti-affinity",
+        ServerGroupPolicy::SoftAntiAffinity => "soft-anti-affinity",
+    };
+    Ok(Some(
+        compute.ensure_server_group(&pool_tag(pool_uid), policy).await?,
+    ))
 }
 
 /// Flavor, image and network IDs of `pool`'s spec. Networks come from `networks`, or from the
@@ -294,6 +310,25 @@ mod tests {
         );
         assert!(error.to_string().contains("no-such-flavor"));
         assert_eq!(cloud.created(), 0);
+    }
+
+    #[test]
+    fn a_pool_with_a_policy_gets_one_server_group_and_one_without_none() {
+        let cloud = cloud();
+        let mut pool = pool();
+        assert_eq!(
+            block_on(server_group(&cloud, &pool, "p-uid")).expect("group"),
+            None
+        );
+        pool.spec.openstack.server_group_policy = Some(ServerGroupPolicy::SoftAntiAffinity);
+        let first = block_on(server_group(&cloud, &pool, "p-uid")).expect("group");
+        let second = block_on(server_group(&cloud, &pool, "p-uid")).expect("group");
+        assert!(first.is_some());
+        assert_eq!(first, second, "the group is made once");
+        assert_eq!(
+            cloud.server_groups(),
+            [("np-pool:p-uid".to_string(), "soft-anti-affinity".to_string())]
+        );
     }
 
     #[test]
