@@ -26,6 +26,8 @@ pub(crate) const CONTROLLER: &str = "worker";
 const KIND: &str = "Worker";
 /// How often a building server is looked at (Nova has no watch).
 const REQUEUE_BUILDING: Duration = Duration::from_secs(5);
+/// The longest wait between two looks for a joining worker's Node.
+const REQUEUE_JOINING: Duration = Duration::from_secs(30);
 /// How often a joined worker's Node is looked at.
 const REQUEUE_RUNNING: Duration = Duration::from_secs(60);
 /// While a server is being deleted, Nova is asked again after this long.
@@ -193,8 +195,9 @@ async fn step(
                 }
                 WorkerPhase::Provisioning => Action::requeue(REQUEUE_BUILDING),
                 WorkerPhase::Failed => Action::await_change(),
-                // Joining: the Node registers when the machine has booted; no watch tells us.
-                _ => Action::requeue(ctx.backoff.next_for(worker)),
+                // Joining: the Node registers when the machine has booted; no watch tells us, so
+                // look again with growing delays, but often enough to see a join soon.
+                _ => Action::requeue(ctx.backoff.next_for(worker).min(REQUEUE_JOINING)),
             })
         }
     }
