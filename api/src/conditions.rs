@@ -73,3 +73,53 @@ pub const PHASE_PROVISIONING: &str = "Provisioning";
 pub const PHASE_AVAILABLE: &str = "Available";
 pub const PHASE_DEGRADED: &str = "Degraded";
 pub const PHASE_DELETING: &str = "Deleting";
+
+// NodePool conditions: what a user waits for (workers created, nodes joined, ready).
+/// Every desired worker exists, is up to date and its Node is Ready.
+pub const NODE_POOL_READY: &str = "Ready";
+/// Every worker's Node is registered and Ready.
+pub const ALL_MACHINES_READY: &str = "AllMachinesReady";
+/// Workers made from an older spec are being replaced.
+pub const UPDATING_CONFIG: &str = "UpdatingConfig";
+/// Failed and NotReady workers are replaced.
+pub const AUTOREPAIR_ENABLED: &str = "AutorepairEnabled";
+
+/// The pool is as desired.
+pub const REASON_AS_EXPECTED: &str = "AsExpected";
+/// Workers are being created, are building, or wait for their Node.
+pub const REASON_WAITING_FOR_WORKERS: &str = "WaitingForWorkers";
+/// Workers above `replicas` are being drained and deleted.
+pub const REASON_SCALING_DOWN: &str = "ScalingDown";
+/// Workers of an older spec are replaced within maxSurge/maxUnavailable.
+pub const REASON_ROLLING_UPDATE: &str = "RollingUpdate";
+/// `spec.paused`: nothing is created or deleted.
+pub const REASON_PAUSED: &str = "Paused";
+/// The HostedCluster does not exist or is not Available: no worker could join it.
+pub const REASON_CLUSTER_NOT_AVAILABLE: &str = "ClusterNotAvailable";
+/// `spec.version` is newer than the control plane's.
+pub const REASON_VERSION_NEWER_THAN_CONTROL_PLANE: &str = "VersionNewerThanControlPlane";
+/// The cloud Secret is missing, lacks its key, or its clouds.yaml lacks the cloud.
+pub const REASON_CLOUD_SECRET_INVALID: &str = "CloudSecretInvalid";
+/// Keystone refused the credentials (401).
+pub const REASON_AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
+/// Nova refused a server for the project's quota (403 "Quota exceeded", 413).
+pub const REASON_QUOTA_EXCEEDED: &str = "QuotaExceeded";
+pub const REASON_FLAVOR_NOT_FOUND: &str = "FlavorNotFound";
+pub const REASON_IMAGE_NOT_FOUND: &str = "ImageNotFound";
+pub const REASON_NETWORK_NOT_FOUND: &str = "NetworkNotFound";
+/// No answer, a timeout, or a 5xx from the cloud.
+pub const REASON_CLOUD_UNREACHABLE: &str = "CloudUnreachable";
+/// Any other refusal of the cloud; the message has its answer.
+pub const REASON_CLOUD_REQUEST_FAILED: &str = "CloudRequestFailed";
+/// The hosted cluster could not be made ready for joins.
+pub const REASON_JOIN_PREPARATION_FAILED: &str = "JoinPreparationFailed";
+/// Nova put the server in ERROR.
+pub const REASON_SERVER_ERROR: &str = "ServerError";
+/// The server was deleted behind nestplane's back.
+pub const REASON_SERVER_GONE: &str = "ServerGone";
+/// At least one worker failed; auto-repair is off or waits for its turn.
+pub const REASON_WORKERS_FAILED: &str = "WorkersFailed";
+/// Some workers' Nodes are not registered or not Ready.
+pub const REASON_NODES_NOT_READY: &str = "NodesNotReady";
+pub const REASON_ENABLED: &str = "Enabled";
+pub const REASON_DISABLED: &str = "Disabled";

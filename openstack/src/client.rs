@@ -275,7 +275,18 @@ impl Client {
         if let Some(key) = &spec.key_name {
             server["key_name"] = json!(key);
         }
-        let body = json!({ "server": server });
+        if !spec.security_groups.is_empty() {
+            server["security_groups"] = json!(
+                spec.security_groups
+                    .iter()
+                    .map(|g| json!({ "name": g }))
+                    .collect::<Vec<_>>()
+            );
+        }
+        let mut body = json!({ "server": server });
+        if let Some(group) = &spec.server_group_id {
+            body["os:scheduler_hints"] = json!({ "group": group });
+        }
         let created = self
             .call(OP, "compute", Method::POST, "/servers", Some(&body))
             .await?
@@ -350,6 +361,60 @@ impl Client {
     }
 }
 
+impl Client {
+    /// IDs of the server groups named `name`.
+    async fn server_groups_named(&self, op: &'static str, name: &str) -> Result<Vec<String>> {
+        let list = self
+            .call(op, "compute", Method::GET, "/os-server-groups", None)
+            .await?
+            .unwrap_or(Value::Null);
+        Ok(list["server_groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|g| g["name"].as_str() == Some(name))
+            .filter_map(|g| g["id"].as_str().map(str::to_string))
+            .collect())
+    }
+
+    async fn ensure_group(&self, name: &str, policy: &str) -> Result<String> {
+        const OP: &str = "ensure server group";
+        if let Some(id) = self.server_groups_named(OP, name).await?.into_iter().next() {
+            return Ok(id);
+        }
+        let body = json!({ "server_group": { "name": name, "policy": policy } });
+        let created = self
+            .call(OP, "compute", Method::POST, "/os-server-groups", Some(&body))
+            .await?
+            .unwrap_or(Value::Null);
+        created["server_group"]["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Error::op(
+                    OP,
+                    decode_failure("/os-server-groups", "no server group id in the response"),
+                )
+            })
+    }
+
+    async fn delete_groups(&self, name: &str) -> Result<()> {
+        const OP: &str = "delete server group";
+        for id in self.server_groups_named(OP, name).await? {
+            // None: already gone.
+            self.call(
+                OP,
+                "compute",
+                Method::DELETE,
+                &format!("/os-server-groups/{}", enc(&id)),
+                None,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
 impl Compute for Client {
     fn create_server<'a>(&'a self, spec: &'a ServerSpec) -> BoxFuture<'a, Result<Server>> {
         Box::pin(self.create(spec))
@@ -384,6 +449,14 @@ impl Compute for Client {
 
     fn find_flavor<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {
         Box::pin(self.find("find flavor", "flavor", name_or_id))
+    }
+
+    fn ensure_server_group<'a>(&'a self, name: &'a str, policy: &'a str) -> BoxFuture<'a, Result<String>> {
+        Box::pin(self.ensure_group(name, policy))
+    }
+
+    fn delete_server_groups<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.delete_groups(name))
     }
 
     fn find_image<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {

@@ -25,6 +25,8 @@ struct State {
     catalog: BTreeMap<&'static str, Vec<(String, String)>>,
     failures: BTreeMap<&'static str, VecDeque<Failure>>,
     created: usize,
+    /// Server groups by ID: (name, policy).
+    groups: BTreeMap<String, (String, String)>,
 }
 
 impl Cloud {
@@ -64,6 +66,11 @@ impl Cloud {
     /// Every server, by ID.
     pub fn servers(&self) -> Vec<Server> {
         self.state().servers.values().map(|(s, _)| s.clone()).collect()
+    }
+
+    /// Server groups as (name, policy), by ID.
+    pub fn server_groups(&self) -> Vec<(String, String)> {
+        self.state().groups.values().cloned().collect()
     }
 
     /// How many servers were ever created (a retried create that made a second server shows here).
@@ -160,6 +167,28 @@ impl Compute for Cloud {
 
     fn find_flavor<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {
         Box::pin(future::ready(self.find("find flavor", "flavor", name_or_id)))
+    }
+
+    fn ensure_server_group<'a>(&'a self, name: &'a str, policy: &'a str) -> BoxFuture<'a, Result<String>> {
+        let result = self.answer("ensure server group", |state| {
+            if let Some((id, _)) = state.groups.iter().find(|(_, (n, _))| n == name) {
+                return Ok(id.clone());
+            }
+            let id = format!("group-{}", state.groups.len() + 1);
+            state
+                .groups
+                .insert(id.clone(), (name.to_string(), policy.to_string()));
+            Ok(id)
+        });
+        Box::pin(future::ready(result))
+    }
+
+    fn delete_server_groups<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>> {
+        let result = self.answer("delete server group", |state| {
+            state.groups.retain(|_, (n, _)| n != name);
+            Ok(())
+        });
+        Box::pin(future::ready(result))
     }
 
     fn find_image<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {

@@ -37,6 +37,10 @@ pub struct ServerSpec {
     pub metadata: BTreeMap<String, String>,
     pub availability_zone: Option<String>,
     pub key_name: Option<String>,
+    /// Security groups (name or ID) of every port; the project's `default` when empty.
+    pub security_groups: Vec<String>,
+    /// The server group to schedule into (its policy spreads the servers), by ID.
+    pub server_group_id: Option<String>,
 }
 
 /// A server as Nova reports it.
@@ -133,6 +137,11 @@ pub trait Compute: Send + Sync {
     fn find_image<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>>;
     /// Network ID for a name or ID (Neutron).
     fn find_network<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>>;
+    /// The ID of the server group named `name`, created with `policy` (`anti-affinity`,
+    /// `soft-anti-affinity`) when there is none.
+    fn ensure_server_group<'a>(&'a self, name: &'a str, policy: &'a str) -> BoxFuture<'a, Result<String>>;
+    /// Deletes every server group named `name`; none is not an error.
+    fn delete_server_groups<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>>;
 }
 
 /// Every failure carries the operation it belongs to.

@@ -72,6 +72,16 @@ pub enum Error {
     },
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("cloud Secret {namespace}/{name}: {problem}")]
+    CloudSecret {
+        namespace: String,
+        name: String,
+        problem: String,
+    },
+    #[error("preparing HostedCluster {cluster} for joins: {message}")]
+    JoinPreparation { cluster: String, message: String },
+    #[error("HostedCluster {cluster} waits until its NodePools are gone: {}", names.join(", "))]
+    NodePoolsRemain { cluster: String, names: Vec<String> },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -79,7 +89,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Every value [`Error::metric_label`] returns, so that the failures counter starts at zero
     /// for each (a counter that appears only on the first failure has no rate before it).
-    pub const METRIC_LABELS: [&'static str; 16] = [
+    pub const METRIC_LABELS: [&'static str; 19] = [
         "Kube",
         "Build",
         "Pki",
@@ -96,6 +106,9 @@ impl Error {
         "HostedApi",
         "HostedKube",
         "Finalizer",
+        "CloudSecret",
+        "JoinPreparation",
+        "NodePoolsRemain",
     ];
 
     /// A bounded label for the failures metric: the variant name.
@@ -116,6 +129,9 @@ impl Error {
             Error::HostedClusterNotAvailable { .. } => "HostedClusterNotAvailable",
             Error::HostedApi { .. } => "HostedApi",
             Error::HostedKube { .. } => "HostedKube",
+            Error::CloudSecret { .. } => "CloudSecret",
+            Error::JoinPreparation { .. } => "JoinPreparation",
+            Error::NodePoolsRemain { .. } => "NodePoolsRemain",
             // Every reconcile error passes through the finalizer helper: label the cause.
             Error::Finalizer(inner) => match inner.as_ref() {
                 kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -148,9 +164,11 @@ impl Error {
             | Error::CacheNotReady(_)
             // The control plane is coming up, or its API answers again soon.
             | Error::HostedClusterNotAvailable { .. }
-            | Error::HostedApi { .. } => true,
+            | Error::HostedApi { .. }
+            | Error::JoinPreparation { .. }
+            | Error::NodePoolsRemain { .. } => true,
             Error::Build(_) | Error::Pki(_) | Error::SecretKey { .. } | Error::MissingField(_) => false,
-            Error::NotOwned { .. } => false,
+            Error::NotOwned { .. } | Error::CloudSecret { .. } => false,
         }
     }
 

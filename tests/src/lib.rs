@@ -402,3 +402,172 @@ pub mod hosted {
         }
     }
 }
+
+/// Helpers for NodePool cases: the cloud Secret, a pool on the fake compute host, and its
+/// servers in Nova by tag.
+pub mod node_pools {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    use anyhow::{Context, Result, anyhow, ensure};
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{ListParams, Patch, PatchParams, PostParams};
+    use kube::{Api, Client, ResourceExt};
+    use nestplane_api::{NodePool, Worker};
+    use nestplane_openstack::{Compute, ServerStatus};
+    use serde_json::json;
+
+    use crate::hosted::eventually;
+
+    /// The Secret `make openstack-up` gives the operator (addresses it reaches from its pod).
+    const OPERATOR_CLOUD_SECRET: &str = "nestplane-openstack";
+    /// How long a step of a scale or a deletion may take on the fake compute host.
+    pub const STEP: Duration = Duration::from_secs(300);
+
+    /// The operator's clouds.yaml (`nestplane-openstack` in its namespace), as text.
+    pub async fn operator_clouds_yaml(client: &Client) -> Result<String> {
+        let secret = Api::<Secret>::namespaced(client.clone(), &crate::operator_namespace())
+            .get(OPERATOR_CLOUD_SECRET)
+            .await
+            .with_context(|| {
+                format!("Secret {OPERATOR_CLOUD_SECRET}: kubectl apply -f /var/lib/nestplane/openstack/clouds-secret.yaml")
+            })?;
+        let value = secret
+            .data
+            .unwrap_or_default()
+            .remove("clouds.yaml")
+            .ok_or_else(|| anyhow!("Secret {OPERATOR_CLOUD_SECRET} has no clouds.yaml"))?;
+        Ok(String::from_utf8(value.0)?)
+    }
+
+    /// Creates Secret `name` in `namespace` with `clouds_yaml` under `clouds.yaml`.
+    pub async fn create_cloud_secret(
+        client: &Client,
+        namespace: &str,
+        name: &str,
+        clouds_yaml: &str,
+    ) -> Result<()> {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": name, "namespace": namespace },
+            "stringData": { "clouds.yaml": clouds_yaml },
+        }))?;
+        Api::<Secret>::namespaced(client.clone(), namespace)
+            .create(&PostParams::default(), &secret)
+            .await?;
+        Ok(())
+    }
+
+    /// A NodePool of `cluster` on the fake compute host, with the cloud Secret `cloud`.
+    pub fn pool(
+        namespace: &str,
+        name: &str,
+        cluster: &str,
+        cloud: &str,
+        flavor: &str,
+        replicas: i32,
+    ) -> Result<NodePool> {
+        Ok(serde_json::from_value(json!({
+            "apiVersion": "nestplane.io/v1alpha1", "kind": "NodePool",
+            "metadata": { "name": name, "namespace": namespace },
+            "spec": {
+                "clusterName": cluster,
+                "replicas": replicas,
+                "openstack": {
+                    "cloudSecretRef": { "name": "cloud" },
+                    "cloud": cloud,
+                    "flavor": flavor,
+                    "image": "nestplane-tiny",
+                    "networks": ["nestplane-net"],
+                    "availabilityZone": "nestplane-fake",
+                },
+            },
+        }))?)
+    }
+
+    pub async fn scale(client: &Client, namespace: &str, name: &str, replicas: i32) -> Result<()> {
+        let patch = json!({ "spec": { "replicas": replicas } });
+        Api::<NodePool>::namespaced(client.clone(), namespace)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(())
+    }
+
+    /// Live servers carrying `tag` (`np-pool:<uid>`, `np-cluster:<uid>`), by ID and name.
+    pub async fn servers(nova: &dyn Compute, tag: &str) -> Result<BTreeSet<(String, String)>> {
+        Ok(nova
+            .list_servers_by_tag(tag)
+            .await?
+            .into_iter()
+            .filter(|s| s.status != ServerStatus::Deleted)
+            .map(|s| (s.id, s.name))
+            .collect())
+    }
+
+    pub fn pool_tag(pool: &NodePool) -> String {
+        format!("np-pool:{}", pool.uid().unwrap_or_default())
+    }
+
+    /// The condition `type_` of the pool as (status, reason, message).
+    pub fn condition(pool: &NodePool, type_: &str) -> Option<(String, String, String)> {
+        let c = pool
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)?;
+        Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+    }
+
+    /// Waits until Nova (by the pool's tag), the pool's Workers and its status agree on `n`:
+    /// one ACTIVE server per Worker, named after it and recorded in its status.
+    pub async fn agree(
+        client: &Client,
+        nova: &dyn Compute,
+        pool: &NodePool,
+        n: usize,
+    ) -> Result<Vec<Worker>> {
+        let namespace = pool.namespace().unwrap_or_default();
+        let name = pool.name_any();
+        eventually(STEP, || async {
+            let selector = format!("nestplane.io/node-pool={name}");
+            let workers = Api::<Worker>::namespaced(client.clone(), &namespace)
+                .list(&ListParams::default().labels(&selector))
+                .await?
+                .items;
+            let servers = servers(nova, &pool_tag(pool)).await?;
+            let current = Api::<NodePool>::namespaced(client.clone(), &namespace)
+                .get(&name)
+                .await?;
+            let status = current.status.clone().unwrap_or_default();
+            let ready = condition(&current, "Ready");
+            ensure!(workers.len() == n, "{} Workers (Ready {ready:?})", workers.len());
+            ensure!(servers.len() == n, "{} servers (Ready {ready:?})", servers.len());
+            ensure!(status.replicas == n as i32, "status.replicas {}", status.replicas);
+            ensure!(
+                status.observed_generation == current.metadata.generation,
+                "status is of an older generation"
+            );
+            for worker in &workers {
+                let ws = worker.status.clone().unwrap_or_default();
+                let id = ws
+                    .server_id
+                    .clone()
+                    .ok_or_else(|| anyhow!("{} has no server ID", worker.name_any()))?;
+                ensure!(
+                    servers.contains(&(id.clone(), worker.name_any())),
+                    "{}'s server {id} is not in Nova",
+                    worker.name_any()
+                );
+                ensure!(
+                    ws.server_status.as_deref() == Some("ACTIVE"),
+                    "{} {:?}",
+                    worker.name_any(),
+                    ws.server_status
+                );
+            }
+            Ok(workers)
+        })
+        .await
+        .with_context(|| format!("NodePool {name} with {n} workers"))
+    }
+}

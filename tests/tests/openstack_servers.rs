@@ -251,3 +251,66 @@ async fn quota_exceeded_is_a_clear_permanent_error() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn security_groups_are_asked_for_by_name_and_an_unknown_one_is_refused() -> Result<()> {
+    let os = client("nestplane")?;
+    let tag = unique("np-e2e-sg");
+    with_cleanup(&os, &tag, async {
+        let mut spec = spec(&os, &unique("worker"), FAKE_ZONE, vec![tag.clone()], b"").await?;
+        spec.security_groups = vec!["default".into()];
+        let created = os.create_server(&spec).await?;
+        wait_active(&os, &created.id, Duration::from_secs(120)).await?;
+        os.delete_server(&created.id).await?;
+        wait_gone(&os, &created.id, Duration::from_secs(120)).await?;
+
+        spec.name = unique("worker");
+        spec.security_groups = vec!["no-such-group".into()];
+        let refused = os
+            .create_server(&spec)
+            .await
+            .expect_err("a server with a security group that does not exist");
+        assert!(!refused.is_transient(), "retrying cannot help: {refused}");
+        assert!(
+            refused.to_string().contains("no-such-group"),
+            "the error names the group: {refused}"
+        );
+        assert!(
+            os.list_servers_by_tag(&tag).await?.is_empty(),
+            "a refused create left a server"
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_server_group_is_made_once_holds_servers_and_is_deleted_by_name() -> Result<()> {
+    let os = client("nestplane")?;
+    let tag = unique("np-e2e-group");
+    let outcome = with_cleanup(&os, &tag, async {
+        let group = os.ensure_server_group(&tag, "soft-anti-affinity").await?;
+        assert_eq!(
+            os.ensure_server_group(&tag, "soft-anti-affinity").await?,
+            group,
+            "a second ensure finds the first group"
+        );
+        let mut spec = spec(&os, &unique("worker"), FAKE_ZONE, vec![tag.clone()], b"").await?;
+        spec.server_group_id = Some(group.clone());
+        let created = os.create_server(&spec).await?;
+        wait_active(&os, &created.id, Duration::from_secs(120)).await?;
+        os.delete_server(&created.id).await?;
+        wait_gone(&os, &created.id, Duration::from_secs(120)).await?;
+
+        os.delete_server_groups(&tag).await?;
+        os.delete_server_groups(&tag)
+            .await
+            .context("deleting groups that are gone is not an error")?;
+        let again = os.ensure_server_group(&tag, "soft-anti-affinity").await?;
+        assert_ne!(again, group, "the first group was deleted");
+        Ok(())
+    })
+    .await;
+    os.delete_server_groups(&tag).await?;
+    outcome
+}

@@ -1,4 +1,5 @@
-//! Retry delays per HostedCluster: a cluster that does not become ready is looked at again
+//! Retry delays per object (HostedCluster, NodePool, Worker; kept apart by kind): a cluster
+//! that does not become ready is looked at again
 //! after 5 s, then 10 s, 20 s, … up to 5 min, instead of every 5 s forever. The watches on owned
 //! objects wake the controller as soon as something changes, so the timer is only a safety net.
 //! The sequence starts over when the cluster settles or its generation changes.
@@ -7,6 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use kube::Resource;
+use kube::api::DynamicObject;
 use kube::runtime::reflector::ObjectRef;
 
 use crate::api::HostedCluster;
@@ -27,19 +29,38 @@ struct Attempts {
     count: u32,
 }
 
-/// How many retries in a row each HostedCluster has had, by object reference.
+/// How many retries in a row each object has had, by object reference (its kind included).
 #[derive(Debug, Default)]
 pub struct Backoff {
-    attempts: Mutex<HashMap<ObjectRef<HostedCluster>, Attempts>>,
+    attempts: Mutex<HashMap<ObjectRef<DynamicObject>, Attempts>>,
+}
+
+fn key<K: Resource<DynamicType = ()>>(object: &K) -> ObjectRef<DynamicObject> {
+    ObjectRef::from_obj(object).erase()
 }
 
 impl Backoff {
     /// The delay before the next look at a cluster that is not settled, counting this retry.
     pub fn next(&self, hc: &HostedCluster) -> Duration {
+        self.next_for(hc)
+    }
+
+    /// The cluster settled: its next problem starts again at the first delay.
+    pub fn reset(&self, hc: &HostedCluster) {
+        self.forget_for(hc);
+    }
+
+    /// The cluster is gone: drop its entry.
+    pub fn forget(&self, hc: &HostedCluster) {
+        self.forget_for(hc);
+    }
+
+    /// [`Backoff::next`] for an object of any kind (NodePool, Worker).
+    pub fn next_for<K: Resource<DynamicType = ()>>(&self, hc: &K) -> Duration {
         let generation = hc.meta().generation;
         let mut attempts = self.attempts.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = attempts
-            .entry(ObjectRef::from_obj(hc))
+            .entry(key(hc))
             .or_insert(Attempts { generation, count: 0 });
         // A changed spec deserves a prompt first look, however long the old one failed.
         if entry.generation != generation {
@@ -50,17 +71,12 @@ impl Backoff {
         wait
     }
 
-    /// The cluster settled: its next problem starts again at the first delay.
-    pub fn reset(&self, hc: &HostedCluster) {
-        self.forget(hc);
-    }
-
-    /// The cluster is gone: drop its entry.
-    pub fn forget(&self, hc: &HostedCluster) {
+    /// The object is gone, or settled: its next problem starts again at the first delay.
+    pub fn forget_for<K: Resource<DynamicType = ()>>(&self, hc: &K) {
         self.attempts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&ObjectRef::from_obj(hc));
+            .remove(&key(hc));
     }
 
     #[cfg(test)]

@@ -379,6 +379,15 @@ async fn write_status(hc: &HostedCluster, ctx: &Context, status: &HostedClusterS
 /// removes it. etcd's claims outlive the StatefulSet: they are deleted here, or kept with
 /// `deletionPolicy: Retain`.
 async fn cleanup(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
+    // Workers first, while the control plane still answers their drains: the NodePools delete
+    // their servers, and the control plane goes only once they are gone.
+    let pools = super::node_pool::delete_pools_of(&ctx.client, hc).await?;
+    if !pools.is_empty() {
+        return Err(Error::NodePoolsRemain {
+            cluster: hc.name_any(),
+            names: pools,
+        });
+    }
     let mut status = hc.status.clone().unwrap_or_default();
     status.phase = Some(PHASE_DELETING.to_string());
     // Best effort: the object is going away.

@@ -33,8 +33,11 @@ pub const GET_USER_DATA: Operation = operation("compute", "get_user_data", false
 pub const FIND_FLAVOR: Operation = operation("compute", "find_flavor", false);
 pub const FIND_IMAGE: Operation = operation("image", "find_image", false);
 pub const FIND_NETWORK: Operation = operation("network", "find_network", false);
+// Looks the group up by name; creates it once per pool, so it counts as a read.
+pub const ENSURE_SERVER_GROUP: Operation = operation("compute", "ensure_server_group", false);
+pub const DELETE_SERVER_GROUPS: Operation = operation("compute", "delete_server_groups", true);
 
-pub const OPERATIONS: [Operation; 8] = [
+pub const OPERATIONS: [Operation; 10] = [
     CREATE_SERVER,
     GET_SERVER,
     LIST_SERVERS_BY_TAG,
@@ -43,6 +46,8 @@ pub const OPERATIONS: [Operation; 8] = [
     FIND_FLAVOR,
     FIND_IMAGE,
     FIND_NETWORK,
+    ENSURE_SERVER_GROUP,
+    DELETE_SERVER_GROUPS,
 ];
 
 /// Every `outcome` label: `ok` or the class of the error, bounded so that a message never
@@ -158,6 +163,14 @@ impl Compute for MeteredCompute {
 
     fn find_network<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {
         self.metered(FIND_NETWORK, self.inner.find_network(name_or_id))
+    }
+
+    fn ensure_server_group<'a>(&'a self, name: &'a str, policy: &'a str) -> BoxFuture<'a, Result<String>> {
+        self.metered(ENSURE_SERVER_GROUP, self.inner.ensure_server_group(name, policy))
+    }
+
+    fn delete_server_groups<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>> {
+        self.metered(DELETE_SERVER_GROUPS, self.inner.delete_server_groups(name))
     }
 }
 

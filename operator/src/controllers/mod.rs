@@ -16,22 +16,28 @@ use cache::{Cache, reflect};
 
 pub mod backoff;
 pub mod cache;
+pub mod cloud;
 pub mod encryption;
 pub mod etcd;
 pub mod etcd_client;
 pub mod etcd_storage;
 pub mod events;
+pub mod finalizers;
 pub mod hosted_clients;
 pub mod hosted_cluster;
+pub mod hosted_nodes;
 pub mod hosted_objects;
+pub mod join;
 pub mod key_material;
 pub mod metered_compute;
+pub mod node_pool;
 pub mod observe;
 pub mod owned;
 pub mod pki_store;
 pub mod rbac;
 pub mod status;
 pub mod supporting_objects;
+pub mod worker;
 
 /// Operator settings from the command line.
 #[derive(Debug, Clone)]
@@ -67,26 +73,42 @@ pub struct Context {
     pub cache: Cache,
     /// Clients for the hosted clusters' APIs.
     pub hosted: hosted_clients::HostedClients,
+    /// OpenStack clients from the NodePools' cloud Secrets.
+    pub clouds: cloud::Clouds,
 }
 
-/// Runs the HostedCluster controller until the process is asked to stop.
+impl Context {
+    fn new(client: Client, config: Config, metrics: Arc<Metrics>, cache: Cache) -> Self {
+        let reporter = Reporter {
+            controller: "nestplane".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            cache,
+            hosted: hosted_clients::HostedClients::default(),
+            clouds: cloud::Clouds::metered(metrics.clone()),
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            config,
+            clock: Clock,
+            backoff: backoff::Backoff::default(),
+        }
+    }
+}
+
+/// Runs only the NodePool and Worker controllers: for tests that play the HostedCluster's part.
+pub async fn run_node_pools(client: Client, config: Config, metrics: Arc<Metrics>) {
+    let (cache, _writers) = Cache::new();
+    node_pool::run(Arc::new(Context::new(client, config, metrics, cache))).await;
+}
+
+/// Runs the HostedCluster, NodePool and Worker controllers until the process is asked to stop.
 pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
-    let reporter = Reporter {
-        controller: "nestplane".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
     metrics.register_controller(hosted_cluster::CONTROLLER);
     let (cache, writers) = Cache::new();
-    let ctx = Arc::new(Context {
-        cache,
-        hosted: hosted_clients::HostedClients::default(),
-        recorder: Recorder::new(client.clone(), reporter),
-        client: client.clone(),
-        metrics,
-        config,
-        clock: Clock,
-        backoff: backoff::Backoff::default(),
-    });
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics, cache));
+    let node_pools = node_pool::run(ctx.clone());
     let namespace = ctx.config.namespace.as_deref();
     let hosted_clusters: Api<HostedCluster> = api(&client, namespace);
     // Children are watched by the label every owned object carries, so drift wakes the parent;
@@ -111,7 +133,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
         return;
     };
     let w = writers;
-    controller
+    let hosted_clusters = controller
         // etcd's claims are the StatefulSet's, not the HostedCluster's: a claim that is bound or
         // resized wakes the HostedCluster its instance label names.
         .watches_stream(
@@ -138,9 +160,9 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>) {
                 Err(ControllerError::ObjectNotFound(object)) => tracing::debug!(%object, "gone"),
                 Err(error) => warn!(%error, "controller error"),
             }
-        })
-        .await;
-    info!("controller stopped");
+        });
+    futures::join!(hosted_clusters, node_pools);
+    info!("controllers stopped");
 }
 
 /// Registers the watch of each owned kind with the controller, each filling its store.

@@ -28,11 +28,12 @@ pub struct Permission {
 pub const PERMISSIONS: &[Permission] = &[
     // controllers/mod.rs: `Controller::new` lists and watches HostedClusters;
     // hosted_cluster.rs `reconcile`: kube-runtime's `finalizer` adds and removes
-    // `nestplane.io/cleanup` with JSON patches.
+    // `nestplane.io/cleanup` with JSON patches; node_pool.rs and worker.rs read the pool's
+    // cluster (get).
     Permission {
         api_group: "nestplane.io",
         resource: "hostedclusters",
-        verbs: &["list", "watch", "patch"],
+        verbs: &["get", "list", "watch", "patch"],
         scope: Scope::Namespace,
     },
     // hosted_cluster.rs `write_status`: `patch_status` (server-side apply).
@@ -51,10 +52,50 @@ pub const PERMISSIONS: &[Permission] = &[
         verbs: &["update"],
         scope: Scope::Namespace,
     },
+    // node_pool.rs `run` (list, watch: Workers wake their pool, and Workers are reconciled);
+    // `list_workers` (list, live), `act` (create, delete); finalizers.rs (patch; get after a
+    // conflict).
+    Permission {
+        api_group: "nestplane.io",
+        resource: "workers",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        scope: Scope::Namespace,
+    },
+    // worker.rs `write_status`: `patch_status` (server-side apply).
+    Permission {
+        api_group: "nestplane.io",
+        resource: "workers/status",
+        verbs: &["patch"],
+        scope: Scope::Namespace,
+    },
+    // node_pool.rs `run` (list, watch); worker.rs `parents` (get); finalizers.rs (patch);
+    // `delete_pools_of` (list, delete: a HostedCluster's deletion deletes its pools first).
+    Permission {
+        api_group: "nestplane.io",
+        resource: "nodepools",
+        verbs: &["get", "list", "watch", "patch", "delete"],
+        scope: Scope::Namespace,
+    },
+    // node_pool.rs `write_status`: `patch_status` (server-side apply).
+    Permission {
+        api_group: "nestplane.io",
+        resource: "nodepools/status",
+        verbs: &["patch"],
+        scope: Scope::Namespace,
+    },
+    // No call: Workers carry a controller ownerReference to their NodePool with
+    // blockOwnerDeletion (node_pool.rs `new_worker`), as for hostedclusters/finalizers.
+    Permission {
+        api_group: "nestplane.io",
+        resource: "nodepools/finalizers",
+        verbs: &["update"],
+        scope: Scope::Namespace,
+    },
     // mod.rs `.owns_stream` (list, watch: the cache); owned.rs `apply` (patch, create),
     // `create_if_absent` (create, get after a conflict), `delete_orphans` (delete);
     // pki_store.rs `SecretReader` (get, live before a reissue or an alarm),
-    // `clear_rotate_request` (patch).
+    // `clear_rotate_request` (patch); cloud.rs (get: a NodePool's cloud Secret) and
+    // node_pool.rs `run` (list, watch of metadata only: a changed cloud Secret wakes its pools).
     Permission {
         api_group: "",
         resource: "secrets",

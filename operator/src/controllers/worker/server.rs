@@ -1,0 +1,351 @@
+//! A Worker's one server in Nova: found by its tag before anything is created (so a create whose
+//! answer was lost is adopted, never sent twice), created from the pool's spec, and its state as
+//! a Worker phase. Talks only to `Compute`, so the fake cloud tests it.
+use std::collections::BTreeMap;
+
+use nestplane_openstack::{Compute, Result, Server, ServerSpec, ServerStatus};
+
+use crate::api::conditions as reasons;
+use crate::api::{NodePool, ServerGroupPolicy, WorkerPhase};
+
+use super::super::hosted_nodes::NodeState;
+
+/// Who a server belongs to: the UIDs that go into its tags, and the names into its metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owners {
+    pub namespace: String,
+    pub cluster: String,
+    pub cluster_uid: String,
+    pub pool: String,
+    pub pool_uid: String,
+    pub worker: String,
+    pub worker_uid: String,
+}
+
+/// The tag that names a Worker's server; a Worker has at most one server with it.
+pub fn worker_tag(worker_uid: &str) -> String {
+    format!("np-worker:{worker_uid}")
+}
+
+/// The tag every server of a NodePool carries.
+pub fn pool_tag(pool_uid: &str) -> String {
+    format!("np-pool:{pool_uid}")
+}
+
+/// The tag every server of a HostedCluster carries.
+pub fn cluster_tag(cluster_uid: &str) -> String {
+    format!("np-cluster:{cluster_uid}")
+}
+
+/// The server to create for `owners` from `pool`'s spec, with resolved flavor, image and network IDs.
+pub fn spec(
+    pool: &NodePool,
+    owners: &Owners,
+    ids: (String, String, Vec<String>),
+    user_data: Vec<u8>,
+) -> ServerSpec {
+    let openstack = &pool.spec.openstack;
+    let mut tags = vec![
+        cluster_tag(&owners.cluster_uid),
+        pool_tag(&owners.pool_uid),
+        worker_tag(&owners.worker_uid),
+    ];
+    tags.extend(
+        openstack
+            .tags
+            .iter()
+            .filter(|t| !tags.contains(t))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    // Nova allows only `[a-zA-Z0-9-_:. ]` in metadata keys: `nestplane.io:` stands for the
+    // `nestplane.io/` prefix of Kubernetes keys.
+    let mut metadata: BTreeMap<String, String> = openstack.metadata.clone();
+    for (key, value) in [
+        ("nestplane.io:namespace", &owners.namespace),
+        ("nestplane.io:cluster", &owners.cluster),
+        ("nestplane.io:node-pool", &owners.pool),
+        ("nestplane.io:worker", &owners.worker),
+    ] {
+        metadata.insert(key.to_string(), value.clone());
+    }
+    let (flavor_id, image_id, network_ids) = ids;
+    ServerSpec {
+        name: owners.worker.clone(),
+        flavor_id,
+        image_id,
+        network_ids,
+        user_data,
+        tags,
+        metadata,
+        availability_zone: openstack.availability_zone.clone(),
+        key_name: openstack.key_name.clone(),
+        security_groups: openstack.security_groups.clone(),
+        server_group_id: None,
+    }
+}
+
+/// The server group of a pool with a `serverGroupPolicy`, made on its first server: its ID, or
+/// `None` when the pool has no policy. Named after the pool's tag, so cleanup finds it.
+pub async fn server_group(compute: &dyn Compute, pool: &NodePool, pool_uid: &str) -> Result<Option<String>> {
+    let Some(policy) = pool.spec.openstack.server_group_policy else {
+        return Ok(None);
+    };
+    let policy = match policy {
+        ServerGroupPolicy::AntiAffinity => "anti-affinity",
+        ServerGroupPolicy::SoftAntiAffinity => "soft-anti-affinity",
+    };
+    Ok(Some(
+        compute.ensure_server_group(&pool_tag(pool_uid), policy).await?,
+    ))
+}
+
+/// Flavor, image and network IDs of `pool`'s spec. Networks come from `networks`, or from the
+/// networks of `ports` (fixed IPs are not passed yet: the client creates ports on networks).
+pub async fn resolve(compute: &dyn Compute, pool: &NodePool) -> Result<(String, String, Vec<String>)> {
+    let openstack = &pool.spec.openstack;
+    let flavor = compute.find_flavor(&openstack.flavor).await?;
+    let image = compute.find_image(&openstack.image).await?;
+    let names: Vec<&String> = if openstack.networks.is_empty() {
+        openstack.ports.iter().map(|p| &p.network).collect()
+    } else {
+        openstack.networks.iter().collect()
+    };
+    let mut networks = Vec::with_capacity(names.len());
+    for name in names {
+        networks.push(compute.find_network(name).await?);
+    }
+    Ok((flavor, image, networks))
+}
+
+/// What Nova has for a Worker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// The server, and any other server with the Worker's tag (to delete: there must be one).
+    Found(Server, Vec<Server>),
+    /// The server the Worker recorded is gone.
+    Gone(String),
+    /// No server was ever recorded and none carries the tag: create one.
+    Missing,
+}
+
+/// The Worker's server: by its recorded ID, else by its tag.
+pub async fn observe(
+    compute: &dyn Compute,
+    worker_uid: &str,
+    server_id: Option<&str>,
+) -> Result<Observation> {
+    if let Some(id) = server_id {
+        return Ok(match compute.get_server(id).await? {
+            Some(server) if server.status != ServerStatus::Deleted => Observation::Found(server, Vec::new()),
+            _ => Observation::Gone(id.to_string()),
+        });
+    }
+    let mut servers: Vec<Server> = compute
+        .list_servers_by_tag(&worker_tag(worker_uid))
+        .await?
+        .into_iter()
+        .filter(|s| s.status != ServerStatus::Deleted)
+        .collect();
+    // Keep the one furthest along, so a duplicate that is still building goes first.
+    servers.sort_by_key(|s| (s.status != ServerStatus::Active, s.id.clone()));
+    let mut servers = servers.into_iter();
+    Ok(match servers.next() {
+        Some(first) => Observation::Found(first, servers.collect()),
+        None => Observation::Missing,
+    })
+}
+
+/// Every server carrying the Worker's tag, plus the recorded one: what its deletion deletes.
+pub async fn all_of(compute: &dyn Compute, worker_uid: &str, server_id: Option<&str>) -> Result<Vec<String>> {
+    let mut ids: Vec<String> = compute
+        .list_servers_by_tag(&worker_tag(worker_uid))
+        .await?
+        .into_iter()
+        .filter(|s| s.status != ServerStatus::Deleted)
+        .map(|s| s.id)
+        .collect();
+    if let Some(id) = server_id
+        && !ids.iter().any(|i| i == id)
+        && compute
+            .get_server(id)
+            .await?
+            .is_some_and(|s| s.status != ServerStatus::Deleted)
+    {
+        ids.push(id.to_string());
+    }
+    Ok(ids)
+}
+
+/// A failure to show on the Worker (and its pool): reason and message.
+pub type Failure = (&'static str, String);
+
+/// The Worker's phase for its server's state and its Node (`None`: not registered).
+pub fn phase(server: &Server, node: Option<&NodeState>) -> (WorkerPhase, Option<Failure>) {
+    match server.status {
+        ServerStatus::Build => (WorkerPhase::Provisioning, None),
+        ServerStatus::Error => {
+            let fault = server.fault.as_deref().unwrap_or("no fault given");
+            let message = format!("server {} ({}) is in ERROR: {fault}", server.name, server.id);
+            (WorkerPhase::Failed, Some((reasons::REASON_SERVER_ERROR, message)))
+        }
+        ServerStatus::Deleted => gone(&server.id),
+        _ if node.is_some() => (WorkerPhase::Running, None),
+        ServerStatus::Active => (WorkerPhase::Joining, None),
+        // SHUTOFF and the transient states: the Node's readiness (and auto-repair) decides.
+        _ => (WorkerPhase::Provisioning, None),
+    }
+}
+
+/// A server that vanished behind nestplane's back.
+pub fn gone(id: &str) -> (WorkerPhase, Option<Failure>) {
+    let message = format!("server {id} no longer exists in Nova: it was deleted outside nestplane");
+    (WorkerPhase::Failed, Some((reasons::REASON_SERVER_GONE, message)))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use nestplane_openstack::fake::Cloud;
+
+    use super::*;
+    use crate::controllers::node_pool::testing::pool;
+
+    fn owners() -> Owners {
+        Owners {
+            namespace: "team-a".into(),
+            cluster: "demo".into(),
+            cluster_uid: "c-uid".into(),
+            pool: "workers".into(),
+            pool_uid: "p-uid".into(),
+            worker: "workers-abcde".into(),
+            worker_uid: "w-uid".into(),
+        }
+    }
+
+    fn cloud() -> Cloud {
+        let cloud = Cloud::new();
+        cloud
+            .add("flavor", "f-1", "nestplane.tiny")
+            .add("image", "i-1", "nestplane-tiny")
+            .add("network", "n-1", "nestplane-net");
+        cloud
+    }
+
+    #[test]
+    fn the_server_carries_the_owners_tags_and_metadata_and_the_users_own() {
+        let mut pool = pool();
+        pool.spec.openstack.tags = vec!["team-a".into()];
+        pool.spec
+            .openstack
+            .metadata
+            .insert("cost-center".into(), "42".into());
+        let spec = spec(
+            &pool,
+            &owners(),
+            ("f".into(), "i".into(), vec!["n".into()]),
+            b"x".to_vec(),
+        );
+        assert_eq!(spec.name, "workers-abcde");
+        assert_eq!(
+            spec.tags,
+            ["np-cluster:c-uid", "np-pool:p-uid", "np-worker:w-uid", "team-a"]
+        );
+        assert!(spec.tags.iter().all(|t| t.len() <= 60));
+        assert_eq!(
+            spec.metadata.get("nestplane.io:worker").map(String::as_str),
+            Some("workers-abcde")
+        );
+        assert_eq!(spec.metadata.get("cost-center").map(String::as_str), Some("42"));
+    }
+
+    #[test]
+    fn a_create_whose_answer_was_lost_is_found_by_tag_not_sent_again() {
+        let cloud = cloud();
+        let pool = pool();
+        let ids = block_on(resolve(&cloud, &pool)).expect("resolve");
+        assert_eq!(ids, ("f-1".into(), "i-1".into(), vec!["n-1".to_string()]));
+        assert_eq!(
+            block_on(observe(&cloud, "w-uid", None)).expect("observe"),
+            Observation::Missing
+        );
+        // The create went through but its answer never arrived: no ID was recorded.
+        block_on(cloud.create_server(&spec(&pool, &owners(), ids, Vec::new()))).expect("create");
+        let Observation::Found(server, extra) = block_on(observe(&cloud, "w-uid", None)).expect("observe")
+        else {
+            panic!("the server made by the lost create is not found");
+        };
+        assert!(extra.is_empty());
+        assert_eq!(server.name, "workers-abcde");
+        assert_eq!(cloud.created(), 1);
+        assert_eq!(
+            block_on(observe(&cloud, "other-uid", None)).expect("observe"),
+            Observation::Missing
+        );
+    }
+
+    #[test]
+    fn a_recorded_server_deleted_behind_our_back_is_gone_and_fails_the_worker() {
+        let cloud = cloud();
+        let pool = pool();
+        let ids = block_on(resolve(&cloud, &pool)).expect("resolve");
+        let server = block_on(cloud.create_server(&spec(&pool, &owners(), ids, Vec::new()))).expect("create");
+        block_on(cloud.delete_server(&server.id)).expect("delete");
+        let observed = block_on(observe(&cloud, "w-uid", Some(&server.id))).expect("observe");
+        assert_eq!(observed, Observation::Gone(server.id.clone()));
+        let (phase, failure) = gone(&server.id);
+        assert_eq!(phase, WorkerPhase::Failed);
+        assert!(failure.is_some_and(|(r, m)| r == "ServerGone" && m.contains(&server.id)));
+    }
+
+    #[test]
+    fn a_missing_flavor_fails_before_any_server_is_created() {
+        let cloud = cloud();
+        let mut pool = pool();
+        pool.spec.openstack.flavor = "no-such-flavor".into();
+        let error = block_on(resolve(&cloud, &pool)).expect_err("no such flavor");
+        assert_eq!(
+            crate::controllers::cloud::openstack_reason(&error),
+            "FlavorNotFound"
+        );
+        assert!(error.to_string().contains("no-such-flavor"));
+        assert_eq!(cloud.created(), 0);
+    }
+
+    #[test]
+    fn a_pool_with_a_policy_gets_one_server_group_and_one_without_none() {
+        let cloud = cloud();
+        let mut pool = pool();
+        assert_eq!(
+            block_on(server_group(&cloud, &pool, "p-uid")).expect("group"),
+            None
+        );
+        pool.spec.openstack.server_group_policy = Some(ServerGroupPolicy::SoftAntiAffinity);
+        let first = block_on(server_group(&cloud, &pool, "p-uid")).expect("group");
+        let second = block_on(server_group(&cloud, &pool, "p-uid")).expect("group");
+        assert!(first.is_some());
+        assert_eq!(first, second, "the group is made once");
+        assert_eq!(
+            cloud.server_groups(),
+            [("np-pool:p-uid".to_string(), "soft-anti-affinity".to_string())]
+        );
+    }
+
+    #[test]
+    fn phases_follow_the_server_and_the_node() {
+        let mut server = Server::building("s-1".into(), &ServerSpec::default());
+        assert_eq!(phase(&server, None).0, WorkerPhase::Provisioning);
+        server.status = ServerStatus::Active;
+        assert_eq!(phase(&server, None).0, WorkerPhase::Joining);
+        let node = NodeState {
+            ready: false,
+            not_ready_since: None,
+        };
+        assert_eq!(phase(&server, Some(&node)).0, WorkerPhase::Running);
+        server.status = ServerStatus::Error;
+        server.fault = Some("No valid host was found.".into());
+        let (failed, failure) = phase(&server, None);
+        assert_eq!(failed, WorkerPhase::Failed);
+        assert!(failure.is_some_and(|(r, m)| r == "ServerError" && m.contains("No valid host")));
+    }
+}
