@@ -420,10 +420,12 @@ async fn cleanup(pool: &NodePool, ctx: &Context, api: &Api<NodePool>) -> Result<
 pub async fn delete_pools_of(client: &kube::Client, hc: &HostedCluster) -> Result<Vec<String>> {
     let namespace = hc.namespace().unwrap_or_default();
     let api: Api<NodePool> = Api::namespaced(client.clone(), &namespace);
-    let pools = api
-        .list(&ListParams::default())
-        .await
-        .context("list", KIND, &namespace)?;
+    let pools = match api.list(&ListParams::default()).await {
+        Ok(pools) => pools,
+        // No NodePool CRD installed: no pools.
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
+        Err(source) => return Err(source).context("list", KIND, &namespace),
+    };
     let mut remaining = Vec::new();
     for pool in pools
         .items
