@@ -419,26 +419,8 @@ pub mod node_pools {
 
     use crate::hosted::eventually;
 
-    /// The Secret `make openstack-up` gives the operator (addresses it reaches from its pod).
-    const OPERATOR_CLOUD_SECRET: &str = "nestplane-openstack";
     /// How long a step of a scale or a deletion may take on the fake compute host.
     pub const STEP: Duration = Duration::from_secs(300);
-
-    /// The operator's clouds.yaml (`nestplane-openstack` in its namespace), as text.
-    pub async fn operator_clouds_yaml(client: &Client) -> Result<String> {
-        let secret = Api::<Secret>::namespaced(client.clone(), &crate::operator_namespace())
-            .get(OPERATOR_CLOUD_SECRET)
-            .await
-            .with_context(|| {
-                format!("Secret {OPERATOR_CLOUD_SECRET}: kubectl apply -f /var/lib/nestplane/openstack/clouds-secret.yaml")
-            })?;
-        let value = secret
-            .data
-            .unwrap_or_default()
-            .remove("clouds.yaml")
-            .ok_or_else(|| anyhow!("Secret {OPERATOR_CLOUD_SECRET} has no clouds.yaml"))?;
-        Ok(String::from_utf8(value.0)?)
-    }
 
     /// Creates Secret `name` in `namespace` with `clouds_yaml` under `clouds.yaml`.
     pub async fn create_cloud_secret(

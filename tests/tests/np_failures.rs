@@ -11,10 +11,9 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use nestplane_api::NodePool;
 use nestplane_e2e::hosted::{self, eventually};
-use nestplane_e2e::node_pools::{
-    STEP, agree, condition, create_cloud_secret, operator_clouds_yaml, pool, pool_tag, servers,
-};
+use nestplane_e2e::node_pools::{STEP, agree, condition, create_cloud_secret, pool, pool_tag, servers};
 use nestplane_e2e::openstack::cloud_config;
+use nestplane_e2e::openstack::clouds_yaml;
 use nestplane_e2e::with_temp_namespace;
 use nestplane_openstack::{Client as Nova, Compute};
 
@@ -73,7 +72,7 @@ async fn delete_leaves_nothing(client: &Client, nova: &dyn Compute, pool: &NodeP
 async fn over_quota_a_pool_says_quota_exceeded_and_keeps_what_fits() -> Result<()> {
     with_temp_namespace("np-quota", |client, namespace| async move {
         let nova = Nova::new(cloud_config("nestplane-quota")?)?;
-        let clouds = operator_clouds_yaml(&client).await?;
+        let clouds = clouds_yaml()?;
         let pool = pool_of_a_cluster(
             &client,
             &namespace,
@@ -105,7 +104,7 @@ async fn over_quota_a_pool_says_quota_exceeded_and_keeps_what_fits() -> Result<(
 async fn a_flavor_that_does_not_exist_creates_no_server() -> Result<()> {
     with_temp_namespace("np-flavor", |client, namespace| async move {
         let nova = Nova::new(cloud_config("nestplane")?)?;
-        let clouds = operator_clouds_yaml(&client).await?;
+        let clouds = clouds_yaml()?;
         let pool = pool_of_a_cluster(&client, &namespace, "nestplane", "no-such-flavor", 1, &clouds).await?;
         ready_false(&client, &pool, "FlavorNotFound", "no-such-flavor").await?;
         ensure!(
@@ -121,7 +120,7 @@ async fn a_flavor_that_does_not_exist_creates_no_server() -> Result<()> {
 async fn wrong_credentials_are_authentication_failed() -> Result<()> {
     with_temp_namespace("np-credentials", |client, namespace| async move {
         let nova = Nova::new(cloud_config("nestplane")?)?;
-        let mut clouds: serde_yaml::Value = serde_yaml::from_str(&operator_clouds_yaml(&client).await?)?;
+        let mut clouds: serde_yaml::Value = serde_yaml::from_str(&clouds_yaml()?)?;
         clouds["clouds"]["nestplane"]["auth"]["application_credential_secret"] = "not-the-secret".into();
         let clouds = serde_yaml::to_string(&clouds)?;
         let pool = pool_of_a_cluster(&client, &namespace, "nestplane", "nestplane.tiny", 1, &clouds).await?;
@@ -131,7 +130,7 @@ async fn wrong_credentials_are_authentication_failed() -> Result<()> {
             "a server without credentials"
         );
         // The Worker cannot delete what it never created; with the credentials fixed it can go.
-        let good = operator_clouds_yaml(&client).await?;
+        let good = clouds_yaml()?;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
         secrets.delete("cloud", &DeleteParams::default()).await?;
         create_cloud_secret(&client, &namespace, "cloud", &good).await?;
@@ -144,7 +143,7 @@ async fn wrong_credentials_are_authentication_failed() -> Result<()> {
 async fn a_deleted_cloud_secret_is_reported_on_the_pool() -> Result<()> {
     with_temp_namespace("np-secret", |client, namespace| async move {
         let nova = Nova::new(cloud_config("nestplane")?)?;
-        let clouds = operator_clouds_yaml(&client).await?;
+        let clouds = clouds_yaml()?;
         let pool = pool_of_a_cluster(&client, &namespace, "nestplane", "nestplane.tiny", 1, &clouds).await?;
         agree(&client, &nova, &pool, 1).await?;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);

@@ -9,10 +9,9 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 use nestplane_api::{HostedCluster, NodePool};
 use nestplane_e2e::hosted::{self, eventually};
-use nestplane_e2e::node_pools::{
-    STEP, agree, create_cloud_secret, operator_clouds_yaml, pool, pool_tag, scale, servers,
-};
+use nestplane_e2e::node_pools::{STEP, agree, create_cloud_secret, pool, pool_tag, scale, servers};
 use nestplane_e2e::openstack::cloud_config;
+use nestplane_e2e::openstack::clouds_yaml;
 use nestplane_e2e::with_temp_namespace;
 use nestplane_openstack::Client as Nova;
 
@@ -21,13 +20,7 @@ async fn scale_zero_five_two_zero_agrees_with_nova() -> Result<()> {
     with_temp_namespace("np-lifecycle", |client, namespace| async move {
         let nova = Nova::new(cloud_config("nestplane")?)?;
         let hc = hosted::create_available(&client, &hosted::sample(&namespace)?).await?;
-        create_cloud_secret(
-            &client,
-            &namespace,
-            "cloud",
-            &operator_clouds_yaml(&client).await?,
-        )
-        .await?;
+        create_cloud_secret(&client, &namespace, "cloud", &clouds_yaml()?).await?;
         let pools: Api<NodePool> = Api::namespaced(client.clone(), &namespace);
         let created = pools
             .create(
@@ -69,13 +62,7 @@ async fn deleting_the_hosted_cluster_deletes_its_pools_and_leaves_no_server() ->
     with_temp_namespace("np-hc-delete", |client, namespace| async move {
         let nova = Nova::new(cloud_config("nestplane")?)?;
         let hc = hosted::create_available(&client, &hosted::sample(&namespace)?).await?;
-        create_cloud_secret(
-            &client,
-            &namespace,
-            "cloud",
-            &operator_clouds_yaml(&client).await?,
-        )
-        .await?;
+        create_cloud_secret(&client, &namespace, "cloud", &clouds_yaml()?).await?;
         let pools: Api<NodePool> = Api::namespaced(client.clone(), &namespace);
         let created = pools
             .create(
