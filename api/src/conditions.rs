@@ -83,6 +83,10 @@ pub const ALL_MACHINES_READY: &str = "AllMachinesReady";
 pub const UPDATING_CONFIG: &str = "UpdatingConfig";
 /// Failed and NotReady workers are replaced.
 pub const AUTOREPAIR_ENABLED: &str = "AutorepairEnabled";
+/// kube-proxy, CoreDNS and the CNI run in the hosted cluster.
+pub const ADDONS_READY: &str = "AddonsReady";
+/// An add-on's pods are not all ready (named in the message).
+pub const REASON_ADDONS_NOT_READY: &str = "AddonsNotReady";
 
 /// The pool is as desired.
 pub const REASON_AS_EXPECTED: &str = "AsExpected";

@@ -25,6 +25,7 @@ pub struct JoinData {
     pub token: String,
     /// `sha256:<hex>` of the cluster CA's public key.
     pub ca_cert_hash: String,
+    pub token_expires: time::OffsetDateTime,
     /// The kubelets' version: the pool's, else the control plane's.
     pub version: String,
     pub cluster_name: String,
@@ -77,6 +78,7 @@ async fn join_data(
     Ok(JoinData {
         endpoint: input.endpoint.clone(),
         token: token.token(),
+        token_expires: token.expires,
         ca_cert_hash,
         version: pool
             .spec

@@ -142,7 +142,7 @@ async fn apply(pool: &NodePool, ctx: &Context) -> Result<Action> {
         .version
         .clone()
         .or_else(|| hc.as_ref().map(|hc| hc.spec.version.clone()));
-    let gate = gate(ctx, pool, hc.as_ref()).await;
+    let (gate, prepared) = gate(ctx, pool, hc.as_ref()).await;
     let (nodes, nodes_error) = match hc.as_ref().filter(|hc| available(hc)) {
         Some(hc) => match hosted_nodes::client(ctx, hc).await {
             Ok(hosted) => match hosted_nodes::states(&hosted).await {
@@ -167,6 +167,7 @@ async fn apply(pool: &NodePool, ctx: &Context) -> Result<Action> {
         workers: &views,
         template_hash: &template_hash,
         gate: gate.clone(),
+        prepared,
         version,
         nodes_error,
         selector: format!("{NODE_POOL_LABEL}={}", pool.name_any()),
@@ -202,15 +203,21 @@ fn available(hc: &HostedCluster) -> bool {
 
 /// What keeps the pool from creating workers, if anything: the first of cluster, version,
 /// cloud and join preparation that fails.
-async fn gate(ctx: &Context, pool: &NodePool, hc: Option<&HostedCluster>) -> Option<Gate> {
+/// When nothing does, what the join preparation reported (the bootstrap token's expiry and the
+/// add-ons' state).
+async fn gate(
+    ctx: &Context,
+    pool: &NodePool,
+    hc: Option<&HostedCluster>,
+) -> (Option<Gate>, Option<status::Prepared>) {
     let cluster = &pool.spec.cluster_name;
     let Some(hc) = hc else {
         let message = format!("HostedCluster {cluster} does not exist in this namespace");
-        return Some((reasons::REASON_CLUSTER_NOT_AVAILABLE, message));
+        return (Some((reasons::REASON_CLUSTER_NOT_AVAILABLE, message)), None);
     };
     if !available(hc) {
         let message = format!("HostedCluster {cluster} is not Available: workers could not join it yet");
-        return Some((reasons::REASON_CLUSTER_NOT_AVAILABLE, message));
+        return (Some((reasons::REASON_CLUSTER_NOT_AVAILABLE, message)), None);
     }
     if let Some(wanted) = &pool.spec.version
         && newer(wanted, &hc.spec.version)
@@ -220,15 +227,27 @@ async fn gate(ctx: &Context, pool: &NodePool, hc: Option<&HostedCluster>) -> Opt
              kubelets must not be newer than their API server",
             hc.spec.version
         );
-        return Some((reasons::REASON_VERSION_NEWER_THAN_CONTROL_PLANE, message));
+        return (
+            Some((reasons::REASON_VERSION_NEWER_THAN_CONTROL_PLANE, message)),
+            None,
+        );
     }
     if let Err(error) = ctx.clouds.compute(&ctx.client, pool).await {
-        return Some((cloud::reason(&error), error.to_string()));
+        return (Some((cloud::reason(&error), error.to_string())), None);
     }
-    if let Err(error) = join::prepare(ctx, hc, pool).await {
-        return Some((reasons::REASON_JOIN_PREPARATION_FAILED, error.to_string()));
+    match join::prepare(ctx, hc, pool).await {
+        Ok((join, addons)) => (
+            None,
+            Some(status::Prepared {
+                token_expires: join.token_expires,
+                addons,
+            }),
+        ),
+        Err(error) => (
+            Some((reasons::REASON_JOIN_PREPARATION_FAILED, error.to_string())),
+            None,
+        ),
     }
-    None
 }
 
 /// `a` is a later Kubernetes version than `b` (`vMAJOR.MINOR.PATCH`).

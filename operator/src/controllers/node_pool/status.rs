@@ -12,10 +12,19 @@ use crate::api::{NodePool, NodePoolStatus, WorkerPhase};
 pub type Gate = (&'static str, String);
 
 /// What a pass saw.
+/// What the join preparation of a pass reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    pub token_expires: time::OffsetDateTime,
+    pub addons: crate::controllers::hosted_objects::AddonsStatus,
+}
+
 pub struct Observed<'a> {
     pub workers: &'a [WorkerView],
     pub template_hash: &'a str,
     pub gate: Option<Gate>,
+    /// None when the pass did not get as far (see `gate`).
+    pub prepared: Option<Prepared>,
     /// The workers' Kubernetes version.
     pub version: Option<String>,
     /// Why the hosted cluster's Nodes could not be read, if they could not.
@@ -157,17 +166,59 @@ pub fn compute_status(pool: &NodePool, observed: &Observed<'_>, now: Timestamp) 
         observed_generation: generation,
         version: observed.version.clone(),
         selector: Some(observed.selector.clone()),
-        bootstrap_token_expires: pool
-            .status
-            .as_ref()
-            .and_then(|s| s.bootstrap_token_expires.clone()),
+        bootstrap_token_expires: match &observed.prepared {
+            Some(prepared) => time_of(prepared.token_expires),
+            None => pool
+                .status
+                .as_ref()
+                .and_then(|s| s.bootstrap_token_expires.clone()),
+        },
         conditions: vec![
             condition(NODE_POOL_READY, ready_ok, ready_reason, ready_message),
             machines,
             updating,
             autorepair,
+            addons_condition(observed, &condition),
         ],
     }
+}
+
+/// `AddonsReady`: whether kube-proxy, CoreDNS and the CNI run; before the first worker joins
+/// they have nowhere to run, which is waiting, not a failure.
+fn addons_condition(
+    observed: &Observed<'_>,
+    condition: &impl Fn(&str, bool, &str, String) -> Condition,
+) -> Condition {
+    match &observed.prepared {
+        Some(Prepared { addons, .. }) if addons.is_ready() => condition(
+            ADDONS_READY,
+            true,
+            REASON_AS_EXPECTED,
+            "kube-proxy, CoreDNS and the CNI are ready".into(),
+        ),
+        Some(Prepared { addons, .. }) if addons.waits_for_workers() => condition(
+            ADDONS_READY,
+            false,
+            REASON_WAITING_FOR_WORKERS,
+            format!("no Node to run on yet: {}", addons.message()),
+        ),
+        Some(Prepared { addons, .. }) => {
+            condition(ADDONS_READY, false, REASON_ADDONS_NOT_READY, addons.message())
+        }
+        None => condition(
+            ADDONS_READY,
+            false,
+            REASON_WAITING_FOR_WORKERS,
+            "the hosted cluster is not ready for workers yet (see Ready)".into(),
+        ),
+    }
+}
+
+/// `at` as a Kubernetes timestamp (`None` only for a time the API could not carry).
+fn time_of(at: time::OffsetDateTime) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    k8s_openapi::jiff::Timestamp::from_second(at.unix_timestamp())
+        .ok()
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
 }
 
 /// How many workers are in each phase, e.g. `2 Provisioning, 1 Joining`.
@@ -254,6 +305,7 @@ mod tests {
 
     fn observed<'a>(workers: &'a [WorkerView], gate: Option<Gate>) -> Observed<'a> {
         Observed {
+            prepared: None,
             workers,
             template_hash: "h",
             gate,
@@ -292,6 +344,65 @@ mod tests {
         assert_eq!(find(&status, "AllMachinesReady").status, "True");
         assert_eq!(find(&status, "UpdatingConfig").status, "False");
         assert_eq!(find(&status, "AutorepairEnabled").reason, "Enabled");
+    }
+
+    #[test]
+    fn add_ons_wait_for_workers_then_report_what_is_not_ready_and_the_token_expiry_is_shown() {
+        use crate::controllers::hosted_objects::{AddonWorkload, AddonsStatus};
+        let pool = pool();
+        let workload = |kind: &str, name: &str, desired, ready| AddonWorkload {
+            kind: kind.into(),
+            name: name.into(),
+            desired,
+            ready,
+        };
+        let expires = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
+        let with = |workloads| Observed {
+            prepared: Some(Prepared {
+                token_expires: expires,
+                addons: AddonsStatus { workloads },
+            }),
+            ..observed(&[], None)
+        };
+
+        let status = compute_status(&pool, &observed(&[], None), now());
+        assert_eq!(find(&status, "AddonsReady").reason, "WaitingForWorkers");
+
+        let no_nodes = with(vec![
+            workload("DaemonSet", "kube-system/kube-proxy", 0, 0),
+            workload("Deployment", "kube-system/coredns", 2, 0),
+        ]);
+        let status = compute_status(&pool, &no_nodes, now());
+        let addons = find(&status, "AddonsReady");
+        assert_eq!(
+            (addons.status.as_str(), addons.reason.as_str()),
+            ("False", "WaitingForWorkers")
+        );
+        assert_eq!(
+            status.bootstrap_token_expires.map(|t| t.0.as_second()),
+            Some(1_800_000_000)
+        );
+
+        let partly = with(vec![
+            workload("DaemonSet", "kube-system/kube-proxy", 2, 1),
+            workload("Deployment", "kube-system/coredns", 2, 2),
+        ]);
+        let addons = find(&compute_status(&pool, &partly, now()), "AddonsReady").clone();
+        assert_eq!(addons.reason, "AddonsNotReady");
+        assert!(
+            addons.message.contains("kube-system/kube-proxy 1/2"),
+            "{}",
+            addons.message
+        );
+
+        let all = with(vec![
+            workload("DaemonSet", "kube-system/kube-proxy", 2, 2),
+            workload("Deployment", "kube-system/coredns", 2, 1),
+        ]);
+        assert_eq!(
+            find(&compute_status(&pool, &all, now()), "AddonsReady").status,
+            "True"
+        );
     }
 
     #[test]
