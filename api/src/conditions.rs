@@ -117,6 +117,9 @@ pub const REASON_CLOUD_UNREACHABLE: &str = "CloudUnreachable";
 pub const REASON_CLOUD_REQUEST_FAILED: &str = "CloudRequestFailed";
 /// The hosted cluster could not be made ready for joins.
 pub const REASON_JOIN_PREPARATION_FAILED: &str = "JoinPreparationFailed";
+/// The spec asks for something this version of nestplane cannot do yet (named in the message):
+/// refused rather than silently ignored.
+pub const REASON_UNSUPPORTED: &str = "Unsupported";
 /// Nova put the server in ERROR.
 pub const REASON_SERVER_ERROR: &str = "ServerError";
 /// The server was deleted behind nestplane's back.

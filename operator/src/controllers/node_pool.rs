@@ -232,6 +232,9 @@ async fn gate(
             None,
         );
     }
+    if let Some(message) = unsupported(pool) {
+        return (Some((reasons::REASON_UNSUPPORTED, message)), None);
+    }
     if let Err(error) = ctx.clouds.compute(&ctx.client, pool).await {
         return (Some((cloud::reason(&error), error.to_string())), None);
     }
@@ -248,6 +251,27 @@ async fn gate(
             None,
         ),
     }
+}
+
+/// What of the spec the Worker controller cannot create yet: such a pool gets no server rather
+/// than one that differs from what was asked for.
+fn unsupported(pool: &NodePool) -> Option<String> {
+    let openstack = &pool.spec.openstack;
+    if openstack.root_volume.is_some() {
+        return Some(
+            "openstack.rootVolume (boot from a Cinder volume) is not supported yet: remove it to boot \
+             from the flavor's disk"
+                .into(),
+        );
+    }
+    if openstack.ports.iter().any(|p| !p.fixed_ips.is_empty()) {
+        return Some(
+            "openstack.ports[].fixedIPs are not supported yet: name the networks in \
+             openstack.networks (or ports without fixedIPs)"
+                .into(),
+        );
+    }
+    None
 }
 
 /// `a` is a later Kubernetes version than `b` (`vMAJOR.MINOR.PATCH`).
@@ -512,6 +536,27 @@ mod tests {
         other_image.spec.openstack.image = "nestplane-tiny-2".into();
         assert_ne!(template_hash(&other_image, Some("v1.35.4")), before);
         assert_ne!(template_hash(&pool, Some("v1.35.3")), before);
+    }
+
+    #[test]
+    fn a_root_volume_or_fixed_ips_are_refused_not_ignored() {
+        assert_eq!(unsupported(&testing::pool()), None);
+        let mut volume = testing::pool();
+        volume.spec.openstack.root_volume = Some(crate::api::RootVolume {
+            size_gi_b: 20,
+            volume_type: None,
+        });
+        assert!(unsupported(&volume).is_some_and(|m| m.contains("rootVolume")));
+        let mut fixed = testing::pool();
+        fixed.spec.openstack.networks.clear();
+        fixed.spec.openstack.ports = vec![crate::api::PortSpec {
+            network: "nestplane-net".into(),
+            fixed_ips: vec![crate::api::FixedIp {
+                subnet: "nestplane-subnet".into(),
+                ip_address: None,
+            }],
+        }];
+        assert!(unsupported(&fixed).is_some_and(|m| m.contains("fixedIPs")));
     }
 
     #[test]
