@@ -1,15 +1,18 @@
 //! What a platform engineer sees in Prometheus and Grafana: the chart installs the dashboard for
 //! Grafana's sidecar, and the operator's /metrics (scraped through its Service) carries every
-//! series the dashboard queries, follows a HostedCluster to Available and drops it once deleted.
+//! series the dashboard queries, follows a HostedCluster (and a NodePool of it) to Available and
+//! drops them once deleted.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
-use nestplane_api::HostedCluster;
+use nestplane_api::{HostedCluster, NodePool};
 use nestplane_e2e::hosted::{create_available, eventually, sample};
+use nestplane_e2e::node_pools::{create_cloud_secret, pool};
+use nestplane_e2e::openstack::clouds_yaml;
 use nestplane_e2e::{operator_namespace, scrape_operator_metrics, with_temp_namespace};
 
 const DASHBOARD: &str = include_str!("../../deploy/chart/nestplane/dashboards/nestplane.json");
@@ -126,6 +129,57 @@ async fn metrics_follow_a_hosted_cluster_from_available_to_gone() -> Result<()> 
             (days_left - validity).abs() < 1.0,
             "the apiserver certificate expires in {days_left:.1} days, not {validity}"
         );
+
+        // A NodePool of one worker on the fake compute host gives the workers row its series: desired and
+        // ready workers, the bootstrap token's expiry as the pool's status says, and the
+        // OpenStack requests of its cloud.
+        create_cloud_secret(&client, &ns, "cloud", &clouds_yaml()?).await?;
+        let pools: Api<NodePool> = Api::namespaced(client.clone(), &ns);
+        pools
+            .create(
+                &PostParams::default(),
+                &pool(&ns, "workers", &name, "cloud", "nestplane.tiny", 1)?,
+            )
+            .await?;
+        let text = eventually(Duration::from_secs(120), || async {
+            let expires = pools
+                .get("workers")
+                .await?
+                .status
+                .and_then(|s| s.bootstrap_token_expires)
+                .context("status.bootstrapTokenExpires not set yet")?;
+            let text = scrape_operator_metrics(&client).await?;
+            let pool_labels = [("namespace", ns.as_str()), ("node_pool", "workers")];
+            let expiry = samples(
+                &text,
+                "nestplane_bootstrap_token_expiry_timestamp_seconds",
+                &pool_labels,
+            );
+            ensure!(
+                expiry.len() == 1 && value(expiry[0]) == expires.0.as_second() as f64,
+                "token expiry {expiry:?}, status says {expires:?}"
+            );
+            let desired = samples(
+                &text,
+                "nestplane_nodepool_workers",
+                &[pool_labels[0], pool_labels[1], ("state", "desired")],
+            );
+            ensure!(
+                desired.len() == 1 && value(desired[0]) == 0.0,
+                "desired workers {desired:?}"
+            );
+            let lookups = samples(
+                &text,
+                "nestplane_openstack_requests_total",
+                &[("operation", "find_flavor"), ("outcome", "ok")],
+            );
+            ensure!(
+                lookups.iter().any(|l| value(l) >= 1.0),
+                "the pool's flavor was looked up in Nova: {lookups:?}"
+            );
+            Ok(text)
+        })
+        .await?;
 
         // Every series the dashboard queries exists.
         for metric in dashboard_metrics() {
