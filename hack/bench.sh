@@ -40,7 +40,18 @@ baseline_mib() {
   printf '%.1f' "$total"
 }
 
-operator_pid() { pgrep -f 'nestplane run' | head -1; }
+# The leader's process: with two replicas only the Lease holder reconciles (and grows); its pod
+# name is in the process's environment (POD_NAME).
+operator_pid() {
+  local leader pid
+  leader="$(kubectl -n nestplane-system get lease nestplane-leader -o jsonpath='{.spec.holderIdentity}' 2>/dev/null)"
+  for pid in $(pgrep -f 'nestplane run'); do
+    if [ -z "$leader" ] || tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "POD_NAME=$leader"; then
+      echo "$pid"
+      return
+    fi
+  done
+}
 operator_peak_rss_mib() {
   local pid; pid="$(operator_pid)"
   [ -n "$pid" ] || { echo 0; return; }
