@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 use nestplane_api::{HostedCluster, NodePool};
@@ -102,4 +103,57 @@ async fn deleting_the_hosted_cluster_deletes_its_pools_and_leaves_no_server() ->
         Ok(())
     })
     .await
+}
+
+/// What a user does when done with a team: `kubectl delete namespace`. The namespace goes (the
+/// cloud Secret waits for the servers, the workers do not wait for a control plane that is going
+/// too) and Nova keeps no server of the pool.
+#[tokio::test]
+async fn deleting_the_namespace_deletes_the_servers_and_completes() -> Result<()> {
+    let client = nestplane_e2e::client().await?;
+    let nova = Nova::new(cloud_config("nestplane")?)?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "generateName": "np-ns-delete-",
+            "labels": { nestplane_e2e::TEST_NAMESPACE_LABEL: "true" }
+        }
+    }))?;
+    let namespace = namespaces
+        .create(&PostParams::default(), &namespace)
+        .await?
+        .name_any();
+    let hc = hosted::create_available(&client, &hosted::sample(&namespace)?).await?;
+    create_cloud_secret(&client, &namespace, "cloud", &clouds_yaml()?).await?;
+    let pools: Api<NodePool> = Api::namespaced(client.clone(), &namespace);
+    let created = pools
+        .create(
+            &PostParams::default(),
+            &pool(
+                &namespace,
+                "workers",
+                &hc.name_any(),
+                "nestplane",
+                "nestplane.tiny",
+                2,
+            )?,
+        )
+        .await?;
+    agree(&client, &nova, &created, 2).await?;
+
+    namespaces.delete(&namespace, &DeleteParams::background()).await?;
+    eventually(Duration::from_secs(600), || async {
+        ensure!(
+            namespaces.get_opt(&namespace).await?.is_none(),
+            "namespace {namespace} is still there"
+        );
+        Ok(())
+    })
+    .await?;
+    let left = servers(&nova, &pool_tag(&created)).await?;
+    ensure!(
+        left.is_empty(),
+        "servers of the deleted namespace's pool left in Nova: {left:?}"
+    );
+    Ok(())
 }

@@ -64,7 +64,23 @@ pub async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Context>) -> Result<Acti
 pub fn error_policy(hc: Arc<HostedCluster>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(name = %hc.name_any(), error = %error, "reconcile failed");
     ctx.metrics.reconcile_failure(CONTROLLER, error);
+    if waits_for_node_pools(error) {
+        // Not a failure that grows: the pools finish on their own, and nothing else wakes the
+        // HostedCluster when the last one is gone.
+        return Action::requeue(std::time::Duration::from_secs(5));
+    }
     Action::requeue(error.retry_after().max(ctx.backoff.next(&hc)))
+}
+
+fn waits_for_node_pools(error: &Error) -> bool {
+    match error {
+        Error::NodePoolsRemain { .. } => true,
+        Error::Finalizer(inner) => matches!(
+            inner.as_ref(),
+            kube::runtime::finalizer::Error::CleanupFailed(Error::NodePoolsRemain { .. })
+        ),
+        _ => false,
+    }
 }
 
 async fn apply(hc: &HostedCluster, ctx: &Context) -> Result<Action> {

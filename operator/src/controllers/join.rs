@@ -92,7 +92,19 @@ async fn join_data(
 /// Removes what `prepare` made for `pool` (its bootstrap tokens) once the pool is gone. A hosted
 /// cluster that no longer answers keeps nothing to remove that matters: the tokens expire.
 pub async fn cleanup(ctx: &Context, hc: &HostedCluster, pool: &NodePool) -> Result<()> {
-    let (client, _) = hosted_objects::resolve(ctx, hc).await?;
+    if hc.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let client = match hosted_objects::resolve(ctx, hc).await {
+        Ok((client, _)) => client,
+        // Not serving: a pool's deletion must not wait for its control plane (a namespace
+        // being deleted takes the pods first); the tokens expire within TOKEN_TTL.
+        Err(Error::HostedClusterNotAvailable { why, .. }) => {
+            tracing::warn!(%why, "bootstrap tokens left to expire");
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    };
     hosted_objects::delete_bootstrap_tokens(&client, &pool.namespace().unwrap_or_default(), &pool.name_any())
         .await?;
     ctx.metrics

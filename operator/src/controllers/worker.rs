@@ -314,6 +314,10 @@ async fn cleanup(worker: &Worker, ctx: &Context, api: &Api<Worker>) -> Result<Ac
 /// not answer, until the pool's drain timeout since deletion has passed; then `None`.
 async fn release_node(worker: &Worker, ctx: &Context, parents: Option<&Parents>) -> Option<Duration> {
     let hc = parents.and_then(|p| p.hc.as_ref())?;
+    // A HostedCluster being deleted takes its Nodes and pods with it: nothing to drain for.
+    if hc.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
     let timeout = parents
         .map(|p| p.pool.spec.management.drain_timeout_seconds)
         .unwrap_or_default();
