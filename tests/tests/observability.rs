@@ -138,7 +138,7 @@ async fn metrics_follow_a_hosted_cluster_from_available_to_gone() -> Result<()> 
         pools
             .create(
                 &PostParams::default(),
-                &pool(&ns, "workers", &name, "cloud", "nestplane.tiny", 1)?,
+                &pool(&ns, "workers", &name, "nestplane", "nestplane.tiny", 1)?,
             )
             .await?;
         let text = eventually(Duration::from_secs(120), || async {
