@@ -291,7 +291,8 @@ pub fn compute_status(
     }
 }
 
-fn condition(
+/// A condition that keeps its `lastTransitionTime` from `old` while its status stays the same.
+pub(crate) fn condition(
     old: &[Condition],
     type_: &str,
     ok: bool,

@@ -1,12 +1,13 @@
 //! A NodePool's status from what a pass saw: counts and the conditions `Ready`,
 //! `AllMachinesReady`, `UpdatingConfig` and `AutorepairEnabled`, each with a reason a user can
 //! act on and a message naming the worker, the OpenStack object or the error. Pure.
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
 use super::plan::WorkerView;
 use crate::api::conditions::*;
 use crate::api::{NodePool, NodePoolStatus, WorkerPhase};
+use crate::controllers::status::condition as make_condition;
 
 /// What blocks the whole pool (no cluster, no cloud, ...): reason and message.
 pub type Gate = (&'static str, String);
@@ -255,31 +256,6 @@ fn truncated(items: &[String]) -> String {
         text.push_str(&format!(" and {} more", items.len() - 5));
     }
     text
-}
-
-fn make_condition(
-    old: &[Condition],
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Condition {
-    let status = if ok { "True" } else { "False" };
-    let last_transition_time = old
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
-    Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time,
-    }
 }
 
 #[cfg(test)]
