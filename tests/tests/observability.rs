@@ -165,17 +165,17 @@ async fn metrics_follow_a_hosted_cluster_from_available_to_gone() -> Result<()> 
                 &[pool_labels[0], pool_labels[1], ("state", "desired")],
             );
             ensure!(
-                desired.len() == 1 && value(desired[0]) == 0.0,
+                desired.len() == 1 && value(desired[0]) == 1.0,
                 "desired workers {desired:?}"
             );
-            let lookups = samples(
+            let creates = samples(
                 &text,
                 "nestplane_openstack_requests_total",
-                &[("operation", "find_flavor"), ("outcome", "ok")],
+                &[("operation", "create_server"), ("outcome", "ok")],
             );
             ensure!(
-                lookups.iter().any(|l| value(l) >= 1.0),
-                "the pool's flavor was looked up in Nova: {lookups:?}"
+                creates.iter().any(|l| value(l) >= 1.0),
+                "the worker's server was created in Nova: {creates:?}"
             );
             Ok(text)
         })
