@@ -567,7 +567,8 @@ pub mod operator_pods {
     /// The Lease the replicas elect their leader with.
     pub const LEASE: &str = "nestplane-leader";
     /// The labels of the chart's operator pods.
-    pub const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=nestplane,app.kubernetes.io/instance=nestplane";
+    pub const OPERATOR_SELECTOR: &str =
+        "app.kubernetes.io/name=nestplane,app.kubernetes.io/instance=nestplane";
 
     /// Names of the operator pods that are Ready and not being deleted.
     pub async fn ready(pods: &Api<Pod>) -> Result<Vec<String>> {

@@ -24,7 +24,9 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use nestplane_api::{NodePool, Worker};
 use nestplane_e2e::hosted::{self, eventually};
-use nestplane_e2e::node_pools::{STEP, agree, condition, create_cloud_secret, pool, pool_tag, scale, servers};
+use nestplane_e2e::node_pools::{
+    STEP, agree, condition, create_cloud_secret, pool, pool_tag, scale, servers,
+};
 use nestplane_e2e::openstack::{cloud_config, clouds_yaml};
 use nestplane_e2e::toxiproxy::Toxiproxy;
 use nestplane_e2e::{operator_namespace, operator_pods, with_temp_namespace};
@@ -46,10 +48,22 @@ const API_TIMEOUT_S: u64 = 10;
 
 /// An Available HostedCluster in `namespace`, its cloud Secret with `clouds`, and a pool of it
 /// on the fake compute host with `replicas`.
-async fn pool_of_a_cluster(client: &Client, namespace: &str, clouds: &str, replicas: i32) -> Result<NodePool> {
+async fn pool_of_a_cluster(
+    client: &Client,
+    namespace: &str,
+    clouds: &str,
+    replicas: i32,
+) -> Result<NodePool> {
     let hc = hosted::create_available(client, &hosted::sample(namespace)?).await?;
     create_cloud_secret(client, namespace, "cloud", clouds).await?;
-    let spec = pool(namespace, POOL, &hc.name_any(), "nestplane", "nestplane.tiny", replicas)?;
+    let spec = pool(
+        namespace,
+        POOL,
+        &hc.name_any(),
+        "nestplane",
+        "nestplane.tiny",
+        replicas,
+    )?;
     Ok(Api::<NodePool>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &spec)
         .await?)
@@ -313,8 +327,16 @@ async fn cloud_faults_show_cloud_unreachable_and_leave_no_duplicate() -> Result<
     }
 }
 
+/// Nova as the test sees it during a fault: through the catalog's `internal` endpoints, which
+/// bypass toxiproxy (the operator uses the `public` ones).
+fn nova_beside_the_proxy() -> Result<Nova> {
+    let mut config = cloud_config("nestplane")?;
+    config.interface = "internal".into();
+    Ok(Nova::new(config)?)
+}
+
 async fn faults(client: Client, namespace: String, toxiproxy: &Toxiproxy, nova_upstream: &str) -> Result<()> {
-    let nova = Nova::new(cloud_config("nestplane")?)?;
+    let nova = nova_beside_the_proxy()?;
     let mut clouds: serde_yaml::Value = serde_yaml::from_str(&clouds_yaml()?)?;
     clouds["clouds"]["nestplane"]["api_timeout"] = API_TIMEOUT_S.into();
     let pool = pool_of_a_cluster(&client, &namespace, &serde_yaml::to_string(&clouds)?, 2).await?;
@@ -331,7 +353,9 @@ async fn faults(client: Client, namespace: String, toxiproxy: &Toxiproxy, nova_u
     still_unreachable(&client, &nova, &pool, 2).await?;
     toxiproxy.remove_toxic("nova", "reset").await?;
     let fixed = Instant::now();
-    settled(&client, &nova, &pool, 3).await.context("after the resets")?;
+    settled(&client, &nova, &pool, 3)
+        .await
+        .context("after the resets")?;
     println!("reset: 3 servers {:?} after the fault", fixed.elapsed() - STAYS);
 
     // (b) Answers come later than the client waits: first all of them, so nothing can be done;
@@ -344,7 +368,10 @@ async fn faults(client: Client, namespace: String, toxiproxy: &Toxiproxy, nova_u
     let broken = Instant::now();
     scale(&client, &namespace, POOL, 4).await?;
     let message = cloud_unreachable(&client, &pool, &[":18774/", "timed out"]).await?;
-    println!("latency: CloudUnreachable after {:?}: {message}", broken.elapsed());
+    println!(
+        "latency: CloudUnreachable after {:?}: {message}",
+        broken.elapsed()
+    );
     still_unreachable(&client, &nova, &pool, 3).await?;
     toxiproxy.remove_toxic("nova", "slow").await?;
     toxiproxy
@@ -357,7 +384,9 @@ async fn faults(client: Client, namespace: String, toxiproxy: &Toxiproxy, nova_u
         .await?;
     let jitter = Instant::now();
     while jitter.elapsed() < Duration::from_secs(60)
-        && servers(&nova, &pool_tag(&pool)).await.map_or(true, |s| s.len() < 4)
+        && servers(&nova, &pool_tag(&pool))
+            .await
+            .map_or(true, |s| s.len() < 4)
     {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -365,7 +394,9 @@ async fn faults(client: Client, namespace: String, toxiproxy: &Toxiproxy, nova_u
     tokio::time::sleep(Duration::from_secs(10)).await;
     toxiproxy.remove_toxic("nova", "jitter").await?;
     let fixed = Instant::now();
-    settled(&client, &nova, &pool, 4).await.context("after the latency")?;
+    settled(&client, &nova, &pool, 4)
+        .await
+        .context("after the latency")?;
     let answered = created_events(&client, &pool).await?;
     let adopted: Vec<String> = workers(&client, &pool)
         .await?
@@ -379,7 +410,9 @@ async fn faults(client: Client, namespace: String, toxiproxy: &Toxiproxy, nova_u
     );
 
     // (c) Nova's endpoint answers 503.
-    toxiproxy.set_upstream("nova", &unavailable_backend().await?).await?;
+    toxiproxy
+        .set_upstream("nova", &unavailable_backend().await?)
+        .await?;
     let broken = Instant::now();
     scale(&client, &namespace, POOL, 5).await?;
     let message = cloud_unreachable(&client, &pool, &[":18774/", "503"]).await?;
@@ -387,7 +420,9 @@ async fn faults(client: Client, namespace: String, toxiproxy: &Toxiproxy, nova_u
     still_unreachable(&client, &nova, &pool, 4).await?;
     toxiproxy.set_upstream("nova", nova_upstream).await?;
     let fixed = Instant::now();
-    settled(&client, &nova, &pool, 5).await.context("after the 503s")?;
+    settled(&client, &nova, &pool, 5)
+        .await
+        .context("after the 503s")?;
     println!("503: 5 servers {:?} after the fault", fixed.elapsed() - STAYS);
 
     delete_leaves_nothing(&client, &nova, &pool).await
