@@ -553,3 +553,155 @@ pub mod node_pools {
         .with_context(|| format!("NodePool {name} with {n} workers"))
     }
 }
+
+/// The operator's replicas in the management cluster: which one leads (the Lease), and killing it.
+pub mod operator_pods {
+    use anyhow::{Context, Result};
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{DeleteParams, ListParams};
+    use kube::{Api, Client, ResourceExt};
+
+    use crate::{operator_namespace, pod_ready};
+
+    /// The Lease the replicas elect their leader with.
+    pub const LEASE: &str = "nestplane-leader";
+    /// The labels of the chart's operator pods.
+    pub const OPERATOR_SELECTOR: &str =
+        "app.kubernetes.io/name=nestplane,app.kubernetes.io/instance=nestplane";
+
+    /// Names of the operator pods that are Ready and not being deleted.
+    pub async fn ready(pods: &Api<Pod>) -> Result<Vec<String>> {
+        let listed = pods
+            .list(&ListParams::default().labels(OPERATOR_SELECTOR))
+            .await?;
+        Ok(listed
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(Some(p)))
+            .map(|p| p.name_any())
+            .collect())
+    }
+
+    /// The pod the Lease names as leader.
+    pub async fn lease_holder(client: &Client) -> Result<String> {
+        let lease = Api::<Lease>::namespaced(client.clone(), &operator_namespace())
+            .get(LEASE)
+            .await
+            .with_context(|| format!("the Lease {LEASE} in {}", operator_namespace()))?;
+        lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .with_context(|| format!("the Lease {LEASE} has no holder"))
+    }
+
+    /// Deletes the leader's pod without a grace period (it cannot release the Lease, like a
+    /// crash) and returns its name.
+    pub async fn kill_leader(client: &Client) -> Result<String> {
+        let leader = lease_holder(client).await?;
+        Api::<Pod>::namespaced(client.clone(), &operator_namespace())
+            .delete(&leader, &DeleteParams::default().grace_period(0))
+            .await
+            .with_context(|| format!("deleting the leader pod {leader}"))?;
+        Ok(leader)
+    }
+}
+
+/// The test cloud's toxiproxy (`NESTPLANE_E2E_TOXIPROXY`, default http://127.0.0.1:8474): its
+/// proxies `nova` and `neutron` carry the public endpoints of the catalog, so what it breaks,
+/// it breaks for the operator's pods too.
+pub mod toxiproxy {
+    use anyhow::{Context, Result, ensure};
+    use serde_json::{Value, json};
+
+    pub const DEFAULT_TOXIPROXY: &str = "http://127.0.0.1:8474";
+
+    pub struct Toxiproxy {
+        http: reqwest::Client,
+        url: String,
+    }
+
+    impl Default for Toxiproxy {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl Toxiproxy {
+        pub fn new() -> Self {
+            let url = std::env::var("NESTPLANE_E2E_TOXIPROXY").unwrap_or_else(|_| DEFAULT_TOXIPROXY.into());
+            Self {
+                http: reqwest::Client::new(),
+                url,
+            }
+        }
+
+        async fn post(&self, path: &str, body: Value) -> Result<()> {
+            let response = self
+                .http
+                .post(format!("{}{path}", self.url))
+                .json(&body)
+                .send()
+                .await
+                .with_context(|| format!("toxiproxy {path}: start the cloud with `make openstack-up`"))?;
+            ensure!(
+                response.status().is_success(),
+                "toxiproxy {path}: {}",
+                response.text().await?
+            );
+            Ok(())
+        }
+
+        /// Adds a toxic on the answers (`downstream`) of every connection through `proxy`.
+        pub async fn add_toxic(&self, proxy: &str, name: &str, kind: &str, attributes: Value) -> Result<()> {
+            let toxic = json!({"name": name, "type": kind, "stream": "downstream", "toxicity": 1.0, "attributes": attributes});
+            self.post(&format!("/proxies/{proxy}/toxics"), toxic).await
+        }
+
+        pub async fn remove_toxic(&self, proxy: &str, name: &str) -> Result<()> {
+            let response = self
+                .http
+                .delete(format!("{}/proxies/{proxy}/toxics/{name}", self.url))
+                .send()
+                .await?;
+            ensure!(
+                response.status().is_success(),
+                "toxiproxy: removing {name}: {}",
+                response.text().await?
+            );
+            Ok(())
+        }
+
+        pub async fn set_enabled(&self, proxy: &str, enabled: bool) -> Result<()> {
+            self.post(&format!("/proxies/{proxy}"), json!({ "enabled": enabled }))
+                .await
+        }
+
+        /// Where `proxy` forwards to (`host:port`).
+        pub async fn upstream(&self, proxy: &str) -> Result<String> {
+            let proxy: Value = self
+                .http
+                .get(format!("{}/proxies/{proxy}", self.url))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            proxy["upstream"]
+                .as_str()
+                .map(str::to_string)
+                .context("a proxy without an upstream")
+        }
+
+        /// Makes `proxy` forward to `upstream` (`host:port`); [`Toxiproxy::reset`] does not undo this.
+        pub async fn set_upstream(&self, proxy: &str, upstream: &str) -> Result<()> {
+            self.post(&format!("/proxies/{proxy}"), json!({ "upstream": upstream }))
+                .await
+        }
+
+        /// Enables every proxy and removes every toxic.
+        pub async fn reset(&self) -> Result<()> {
+            self.post("/reset", json!({})).await
+        }
+    }
+}

@@ -9,74 +9,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use nestplane_e2e::openstack::cloud_config;
+use nestplane_e2e::toxiproxy::Toxiproxy;
 use nestplane_openstack::{Client, Compute, Failure};
-use serde_json::{Value, json};
-
-const DEFAULT_TOXIPROXY: &str = "http://127.0.0.1:8474";
+use serde_json::json;
 
 fn client(timeout: Duration) -> Result<Client> {
     let mut config = cloud_config("nestplane")?;
     config.timeout = timeout;
     Ok(Client::new(config)?)
-}
-
-struct Toxiproxy {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Toxiproxy {
-    fn new() -> Self {
-        let url = std::env::var("NESTPLANE_E2E_TOXIPROXY").unwrap_or_else(|_| DEFAULT_TOXIPROXY.into());
-        Self {
-            http: reqwest::Client::new(),
-            url,
-        }
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Result<()> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await?;
-        ensure!(
-            response.status().is_success(),
-            "toxiproxy {path}: {}",
-            response.text().await?
-        );
-        Ok(())
-    }
-
-    async fn add_toxic(&self, proxy: &str, name: &str, kind: &str, attributes: Value) -> Result<()> {
-        let toxic = json!({"name": name, "type": kind, "stream": "downstream", "toxicity": 1.0, "attributes": attributes});
-        self.post(&format!("/proxies/{proxy}/toxics"), toxic).await
-    }
-
-    async fn remove_toxic(&self, proxy: &str, name: &str) -> Result<()> {
-        let response = self
-            .http
-            .delete(format!("{}/proxies/{proxy}/toxics/{name}", self.url))
-            .send()
-            .await?;
-        ensure!(
-            response.status().is_success(),
-            "toxiproxy: removing {name}: {}",
-            response.text().await?
-        );
-        Ok(())
-    }
-
-    async fn set_enabled(&self, proxy: &str, enabled: bool) -> Result<()> {
-        self.post(&format!("/proxies/{proxy}"), json!({ "enabled": enabled }))
-            .await
-    }
-
-    /// Enables every proxy and removes every toxic.
-    async fn reset(&self) -> Result<()> {
-        self.post("/reset", json!({})).await
-    }
 }
 
 /// The error of a call that must fail.

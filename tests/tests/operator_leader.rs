@@ -5,16 +5,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
 use nestplane_api::HostedCluster;
 use nestplane_e2e::hosted::{self, eventually};
-use nestplane_e2e::{operator_namespace, pod_ready, wait_until, with_temp_namespace};
+use nestplane_e2e::{operator_namespace, operator_pods, wait_until, with_temp_namespace};
 
-const LEASE: &str = "nestplane-leader";
-const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=nestplane,app.kubernetes.io/instance=nestplane";
 const TAKEOVER: Duration = Duration::from_secs(30);
 
 #[tokio::test]
@@ -24,12 +21,12 @@ async fn killing_the_leader_hands_reconciling_to_the_other_replica() -> Result<(
         let name = hc.name_any();
         let pods: Api<Pod> = Api::namespaced(client.clone(), &operator_namespace());
 
-        let ready = ready_operator_pods(&pods).await?;
+        let ready = operator_pods::ready(&pods).await?;
         ensure!(
             ready.len() >= 2,
             "operator pods Ready: {ready:?}; the chart runs two replicas"
         );
-        let leader = lease_holder(&client).await?;
+        let leader = operator_pods::lease_holder(&client).await?;
         ensure!(
             ready.contains(&leader),
             "the Lease names {leader:?}, not one of the Ready operator pods {ready:?}"
@@ -50,7 +47,7 @@ async fn killing_the_leader_hands_reconciling_to_the_other_replica() -> Result<(
         wait_until(&api, &name, TAKEOVER, hosted::available)
             .await
             .context("no replica reconciled the HostedCluster within 30s of the leader's death")?;
-        let new_leader = lease_holder(&client).await?;
+        let new_leader = operator_pods::lease_holder(&client).await?;
         ensure!(
             new_leader != leader && ready.contains(&new_leader),
             "the Lease names {new_leader:?} after {leader} was killed; standby replicas were {ready:?}"
@@ -62,7 +59,7 @@ async fn killing_the_leader_hands_reconciling_to_the_other_replica() -> Result<(
 
         // Leave the operator as found: the Deployment replaces the killed pod.
         eventually(Duration::from_secs(120), || async {
-            let now = ready_operator_pods(&pods).await?;
+            let now = operator_pods::ready(&pods).await?;
             ensure!(
                 now.len() >= ready.len() && !now.contains(&leader),
                 "Ready operator pods: {now:?}"
@@ -72,27 +69,4 @@ async fn killing_the_leader_hands_reconciling_to_the_other_replica() -> Result<(
         .await
     })
     .await
-}
-
-async fn ready_operator_pods(pods: &Api<Pod>) -> Result<Vec<String>> {
-    let listed = pods
-        .list(&ListParams::default().labels(OPERATOR_SELECTOR))
-        .await?;
-    Ok(listed
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(Some(p)))
-        .map(|p| p.name_any())
-        .collect())
-}
-
-async fn lease_holder(client: &Client) -> Result<String> {
-    let lease = Api::<Lease>::namespaced(client.clone(), &operator_namespace())
-        .get(LEASE)
-        .await
-        .with_context(|| format!("the Lease {LEASE} in {}", operator_namespace()))?;
-    lease
-        .spec
-        .and_then(|s| s.holder_identity)
-        .with_context(|| format!("the Lease {LEASE} has no holder"))
 }
