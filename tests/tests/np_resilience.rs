@@ -10,8 +10,9 @@
 //! balancer without a backend (toxiproxy works on TCP and has no toxic that answers HTTP).
 //! Meanwhile the pool's `Ready` says `CloudUnreachable`, naming the error.
 //!
-//! Both cases disturb what other tests share (the operator, the cloud): run this binary with
-//! `--test-threads=1` and not beside other NodePool tests.
+//! Both cases disturb what other tests share (the operator, the cloud): they take
+//! [`ONE_AT_A_TIME`], so `make e2e`'s two test threads never run them together (cargo runs test
+//! binaries one after another, so no other binary's tests run beside them).
 
 use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
@@ -163,8 +164,12 @@ async fn standby_ready(client: &Client) -> Result<()> {
     .await
 }
 
+/// Held by each case for its whole run.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn the_leader_killed_during_a_scale_up_leaves_one_server_per_worker() -> Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
     with_temp_namespace("np-kill", |client, namespace| async move {
         let nova = Nova::new(cloud_config("nestplane")?)?;
         let pool = pool_of_a_cluster(&client, &namespace, &clouds_yaml()?, 0).await?;
@@ -310,6 +315,7 @@ async fn created_events(client: &Client, pool: &NodePool) -> Result<BTreeSet<Str
 
 #[tokio::test]
 async fn cloud_faults_show_cloud_unreachable_and_leave_no_duplicate() -> Result<()> {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let toxiproxy = Toxiproxy::new();
     toxiproxy.reset().await?;
     let nova_upstream = toxiproxy.upstream("nova").await?;
