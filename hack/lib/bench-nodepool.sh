@@ -42,7 +42,7 @@ active_workers() {
     -o jsonpath='{range .items[*]}{.status.serverId}{"\n"}{end}' | sed '/^$/d' | sort)"
   [ -n "$ids" ] || { echo 0; return; }
   OS_CLOUD=nestplane OS_CLIENT_CONFIG_FILE="$OS_CLOUDS_YAML" "$OS_BIN/openstack" server list \
-    --status ACTIVE --limit -1 -f value -c ID | sort | comm -12 - <(printf '%s\n' "$ids") | wc -l
+    --status ACTIVE -f value -c ID | sort | comm -12 - <(printf '%s\n' "$ids") | wc -l
 }
 
 nodepool_cleanup() {
