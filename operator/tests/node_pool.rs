@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use nestplane::api::{HostedCluster, NodePool, Worker};
 use nestplane::controllers::{self, Config};
 use nestplane::metrics::Metrics;
@@ -119,17 +119,6 @@ async fn setup(client: &Client, env: &TestEnv, clouds_text: &str) -> Result<Host
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)
         .await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
-    let kubeconfig = std::fs::read_to_string(env.admin_kubeconfig())?;
-    for (name, key, value) in [
-        ("demo-kubeconfig", "value", kubeconfig.as_str()),
-        ("cloud", "clouds.yaml", clouds_text),
-    ] {
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": { "name": name }, "stringData": { key: value },
-        }))?;
-        secrets.create(&PostParams::default(), &secret).await?;
-    }
     let hcs: Api<HostedCluster> = Api::namespaced(client.clone(), NAMESPACE);
     let hc: HostedCluster = serde_json::from_value(json!({
         "apiVersion": "nestplane.io/v1alpha1", "kind": "HostedCluster",
@@ -137,6 +126,28 @@ async fn setup(client: &Client, env: &TestEnv, clouds_text: &str) -> Result<Host
         "spec": { "version": "v1.35.4" },
     }))?;
     let hc = hcs.create(&PostParams::default(), &hc).await?;
+    // The admin kubeconfig and the cluster CA as the HostedCluster controller would have made
+    // them (owned by the HostedCluster: nestplane reads key material only from its own Secrets),
+    // here for the testenv API server playing the hosted cluster.
+    let owner = hc
+        .controller_owner_ref(&())
+        .context("the HostedCluster has no uid")?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NAMESPACE);
+    let kubeconfig = std::fs::read_to_string(env.admin_kubeconfig())?;
+    let ca = env.bundle().ca.cert_pem.clone();
+    for (name, key, value, owned) in [
+        ("demo-kubeconfig", "value", kubeconfig.as_str(), true),
+        ("demo-ca", "tls.crt", ca.as_str(), true),
+        ("cloud", "clouds.yaml", clouds_text, false),
+    ] {
+        let mut secret: Secret = serde_json::from_value(json!({
+            "metadata": { "name": name }, "stringData": { key: value },
+        }))?;
+        if owned {
+            secret.metadata.owner_references = Some(vec![owner.clone()]);
+        }
+        secrets.create(&PostParams::default(), &secret).await?;
+    }
     let status = json!({ "status": {
         "endpoint": env.server(),
         "kubeconfigSecretRef": { "name": "demo-kubeconfig", "key": "value" },

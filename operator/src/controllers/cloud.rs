@@ -47,25 +47,27 @@ impl Clouds {
             name: reference.name.clone(),
             problem,
         };
-        let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-        let secret = secrets
+        let key = (namespace.clone(), reference.name.clone(), cloud.clone());
+        let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
             .get_opt(&reference.name)
             .await
-            .context("get", "Secret", &reference.name)?
-            .ok_or_else(|| problem("not found: create it with a clouds.yaml".into()))?;
-        // The servers can only be deleted with these credentials: the Secret stays (its
-        // deletion waits) until no NodePool that is not itself being deleted uses it. Without
-        // this, deleting a namespace would remove the Secret before the pools' servers.
-        if pool.metadata.deletion_timestamp.is_none() && secret.metadata.deletion_timestamp.is_none() {
-            super::finalizers::ensure(&secrets, &secret, "Secret").await?;
-        }
+            .context("get", "Secret", &reference.name)?;
+        let Some(secret) = secret else {
+            // A pool being deleted (e.g. with its namespace, whose Secrets go first) still
+            // deletes its servers with the client this process built from the Secret before.
+            if pool.metadata.deletion_timestamp.is_some()
+                && let Some((_, compute)) = self.lock().get(&key)
+            {
+                return Ok(compute.clone());
+            }
+            return Err(problem("not found: create it with a clouds.yaml".into()));
+        };
         let text = secret
             .data
             .as_ref()
             .and_then(|d| d.get(&reference.key))
             .ok_or_else(|| problem(format!("has no key {:?}", reference.key)))?;
         let digest: [u8; 32] = Sha256::digest(&text.0).into();
-        let key = (namespace.clone(), reference.name.clone(), cloud.clone());
         if let Some((cached, compute)) = self.lock().get(&key)
             && *cached == digest
         {
@@ -76,32 +78,6 @@ impl Clouds {
         let compute = self.build(config).map_err(|e| problem(e.to_string()))?;
         self.lock().insert(key, (digest, compute.clone()));
         Ok(compute)
-    }
-
-    /// Lets `pool`'s cloud Secret go once no other NodePool of the namespace (not being deleted)
-    /// names it: the last step of a pool's deletion.
-    pub async fn release(&self, client: &kube::Client, pool: &NodePool) -> Result<()> {
-        let namespace = pool
-            .namespace()
-            .ok_or(Error::MissingField("metadata.namespace"))?;
-        let name = &pool.spec.openstack.cloud_secret_ref.name;
-        let others = Api::<NodePool>::namespaced(client.clone(), &namespace)
-            .list(&kube::api::ListParams::default())
-            .await
-            .context("list", "NodePool", &namespace)?;
-        let still_used = others.items.iter().any(|other| {
-            other.uid() != pool.uid()
-                && other.metadata.deletion_timestamp.is_none()
-                && other.spec.openstack.cloud_secret_ref.name == *name
-        });
-        if still_used {
-            return Ok(());
-        }
-        let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
-        if let Some(secret) = secrets.get_opt(name).await.context("get", "Secret", name)? {
-            super::finalizers::remove(&secrets, &secret, "Secret").await?;
-        }
-        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {

@@ -452,7 +452,6 @@ async fn cleanup(pool: &NodePool, ctx: &Context, api: &Api<NodePool>) -> Result<
     {
         join::cleanup(ctx, &hc, pool).await?;
     }
-    ctx.clouds.release(&ctx.client, pool).await?;
     finalizers::remove(api, pool, KIND).await?;
     ctx.metrics
         .forget_node_pool(&pool.namespace().unwrap_or_default(), &pool.name_any());
