@@ -106,8 +106,8 @@ async fn deleting_the_hosted_cluster_deletes_its_pools_and_leaves_no_server() ->
 }
 
 /// What a user does when done with a team: `kubectl delete namespace`. The namespace goes (the
-/// cloud Secret waits for the servers, the workers do not wait for a control plane that is going
-/// too) and Nova keeps no server of the pool.
+/// pools delete their servers with the cloud client built before the Secret went, and do not
+/// wait for a control plane that is going too) and Nova keeps no server of the pool.
 #[tokio::test]
 async fn deleting_the_namespace_deletes_the_servers_and_completes() -> Result<()> {
     let client = nestplane_e2e::client().await?;
