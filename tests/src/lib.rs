@@ -485,6 +485,24 @@ pub mod node_pools {
             .collect())
     }
 
+    /// Deletes the pool and checks that it goes and leaves no server with its tag.
+    pub async fn delete_leaves_nothing(client: &Client, nova: &dyn Compute, pool: &NodePool) -> Result<()> {
+        let api: Api<NodePool> = Api::namespaced(client.clone(), &pool.namespace().unwrap_or_default());
+        api.delete(&pool.name_any(), &kube::api::DeleteParams::default())
+            .await?;
+        eventually(STEP, || async {
+            ensure!(
+                api.get_opt(&pool.name_any()).await?.is_none(),
+                "the NodePool is still there"
+            );
+            Ok(())
+        })
+        .await?;
+        let left = servers(nova, &pool_tag(pool)).await?;
+        ensure!(left.is_empty(), "servers left: {left:?}");
+        Ok(())
+    }
+
     pub fn pool_tag(pool: &NodePool) -> String {
         format!("np-pool:{}", pool.uid().unwrap_or_default())
     }

@@ -11,11 +11,13 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use nestplane_api::NodePool;
 use nestplane_e2e::hosted::{self, eventually};
-use nestplane_e2e::node_pools::{STEP, agree, condition, create_cloud_secret, pool, pool_tag, servers};
+use nestplane_e2e::node_pools::{
+    STEP, agree, condition, create_cloud_secret, delete_leaves_nothing, pool, pool_tag, servers,
+};
 use nestplane_e2e::openstack::cloud_config;
 use nestplane_e2e::openstack::clouds_yaml;
 use nestplane_e2e::with_temp_namespace;
-use nestplane_openstack::{Client as Nova, Compute};
+use nestplane_openstack::Client as Nova;
 
 /// An Available HostedCluster in `namespace` and a pool of it; returns the created pool.
 async fn pool_of_a_cluster(
@@ -49,23 +51,6 @@ async fn ready_false(client: &Client, pool: &NodePool, reason: &str, names: &str
         Ok(())
     })
     .await
-}
-
-/// Deletes the pool and checks that it goes, leaving no server behind.
-async fn delete_leaves_nothing(client: &Client, nova: &dyn Compute, pool: &NodePool) -> Result<()> {
-    let api: Api<NodePool> = Api::namespaced(client.clone(), &pool.namespace().unwrap_or_default());
-    api.delete(&pool.name_any(), &DeleteParams::default()).await?;
-    eventually(STEP, || async {
-        ensure!(
-            api.get_opt(&pool.name_any()).await?.is_none(),
-            "the NodePool is still there"
-        );
-        Ok(())
-    })
-    .await?;
-    let left = servers(nova, &pool_tag(pool)).await?;
-    ensure!(left.is_empty(), "servers left: {left:?}");
-    Ok(())
 }
 
 #[tokio::test]

@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, ensure};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use nestplane_api::{NodePool, Worker};
 use nestplane_e2e::hosted::{self, eventually};
 use nestplane_e2e::node_pools::{
-    STEP, agree, condition, create_cloud_secret, pool, pool_tag, scale, servers,
+    STEP, agree, condition, create_cloud_secret, delete_leaves_nothing, pool, pool_tag, scale, servers,
 };
 use nestplane_e2e::openstack::{cloud_config, clouds_yaml};
 use nestplane_e2e::toxiproxy::Toxiproxy;
@@ -84,23 +84,6 @@ async fn settled(client: &Client, nova: &dyn Compute, pool: &NodePool, n: usize)
         now == expected,
         "Nova by the pool's tag {now:?}, the Workers' servers {expected:?}"
     );
-    Ok(())
-}
-
-/// Deletes the pool and checks that it goes and leaves no server with its tag.
-async fn delete_leaves_nothing(client: &Client, nova: &dyn Compute, pool: &NodePool) -> Result<()> {
-    let api: Api<NodePool> = Api::namespaced(client.clone(), &pool.namespace().unwrap_or_default());
-    api.delete(&pool.name_any(), &DeleteParams::default()).await?;
-    eventually(STEP, || async {
-        ensure!(
-            api.get_opt(&pool.name_any()).await?.is_none(),
-            "the NodePool is still there"
-        );
-        Ok(())
-    })
-    .await?;
-    let left = servers(nova, &pool_tag(pool)).await?;
-    ensure!(left.is_empty(), "servers left: {left:?}");
     Ok(())
 }
 
