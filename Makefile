@@ -46,12 +46,12 @@ lint: ## rustfmt check, clippy -D warnings, layer rules, shellcheck
 	hack/check-layers.sh
 	hack/shellcheck.sh
 
-unit: ## Unit tests, and controller tests on a local etcd and kube-apiserver: no cluster needed
+unit: ## Unit tests, and controller tests on a local etcd and kube-apiserver (the NodePool one also on the test cloud): no cluster needed
 	$(CARGO) test --workspace --exclude nestplane-e2e
 
 ##@ Tests
 .PHONY: test e2e smoke
-test: lint binaries unit up e2e ## Every test: lint, unit (with the built binaries), then integration and e2e against the real cluster
+test: lint binaries openstack-up unit up e2e ## Every test: lint, unit (with the built binaries and the test cloud), then integration and e2e against the real cluster
 # `binaries` has just built them: a test that would skip for want of one fails instead.
 test: export NESTPLANE_TESTENV_REQUIRED := 1
 

@@ -35,19 +35,37 @@ fn clouds_yaml() -> Option<PathBuf> {
         std::env::var("NESTPLANE_E2E_CLOUDS_YAML")
             .unwrap_or_else(|_| "/var/lib/nestplane/openstack/clouds.yaml".into()),
     );
-    if path.exists() {
+    // A clouds.yaml left from an earlier run does not mean the cloud is running: ask Keystone.
+    if path.exists() && keystone_answers(&path) {
         return Some(path);
     }
     assert!(
         std::env::var("NESTPLANE_TESTENV_REQUIRED").as_deref() != Ok("1"),
-        "no test cloud at {}: start it with `make openstack-up`",
+        "no running test cloud for {}: start it with `make openstack-up`",
         path.display()
     );
     eprintln!(
-        "skipping: no test cloud at {} (make openstack-up)",
+        "skipping: no running test cloud for {} (make openstack-up)",
         path.display()
     );
     None
+}
+
+fn keystone_answers(clouds_yaml: &std::path::Path) -> bool {
+    let auth_url = std::fs::read_to_string(clouds_yaml)
+        .ok()
+        .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok())
+        .and_then(|clouds| clouds["clouds"]["nestplane"]["auth"]["auth_url"].as_str().map(str::to_owned));
+    let Some(address) = auth_url
+        .as_deref()
+        .and_then(|url| url.split("://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|host_port| std::net::ToSocketAddrs::to_socket_addrs(host_port).ok())
+        .and_then(|mut addresses| addresses.next())
+    else {
+        return false;
+    };
+    std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok()
 }
 
 #[test]
