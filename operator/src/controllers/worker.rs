@@ -21,6 +21,7 @@ use crate::error::{Error, KubeContext, Result};
 use server::{Observation, Owners};
 
 pub mod server;
+pub mod serving_csr;
 
 pub(crate) const CONTROLLER: &str = "worker";
 const KIND: &str = "Worker";
@@ -173,7 +174,7 @@ async fn step(
                 compute.delete_server(&duplicate.id).await?;
             }
             let node = match (found.status == nestplane_openstack::ServerStatus::Active, hc) {
-                (true, Some(hc)) => observe_node(ctx, hc, &worker.name_any()).await,
+                (true, Some(hc)) => observe_node(ctx, worker, hc, &found).await,
                 _ => None,
             };
             let (phase, failure) = server::phase(&found, node.as_ref());
@@ -204,9 +205,20 @@ async fn step(
 }
 
 /// The Node, when the hosted API answers; an unreachable API leaves the phase as the server says.
-async fn observe_node(ctx: &Context, hc: &HostedCluster, name: &str) -> Option<hosted_nodes::NodeState> {
+/// A registered Node's kubelet serving CSRs are approved on the way.
+async fn observe_node(
+    ctx: &Context,
+    worker: &Worker,
+    hc: &HostedCluster,
+    server: &nestplane_openstack::Server,
+) -> Option<hosted_nodes::NodeState> {
     let hosted = hosted_nodes::client(ctx, hc).await.ok()?;
-    hosted_nodes::state(&hosted, name).await.ok().flatten()
+    let node = hosted_nodes::state(&hosted, &worker.name_any())
+        .await
+        .ok()
+        .flatten()?;
+    serving_csr::approve_for_worker(ctx, worker, &hosted, server).await;
+    Some(node)
 }
 
 fn owners(worker: &Worker, pool: &NodePool, hc: &HostedCluster) -> Result<Owners> {
