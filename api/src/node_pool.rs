@@ -235,7 +235,7 @@ pub struct RegistryMirror {
 }
 
 const REGISTRY_HOST_SHAPE: &str =
-    "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:[0-9]{1,5})?$')";
+    "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:[0-9]{1,5})?$')";
 
 fn mirror_endpoints_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
@@ -246,7 +246,7 @@ fn mirror_endpoints_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schem
             "type": "string",
             "maxLength": 2048,
             "x-kubernetes-validations": [{
-                "rule": "isURL(self) && self.matches('^https://[^/?#@\\s]+(/[^?#\\s]*)?$')",
+                "rule": "isURL(self) && self.matches('^https://[^/?#@\\\\s]+(/[^?#\\\\s]*)?$')",
                 "message": "a mirror endpoint must be an https URL such as https://mirror.example.com or https://mirror.example.com/k8s, without credentials, query or fragment",
             }],
         },
