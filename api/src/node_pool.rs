@@ -416,6 +416,8 @@ pub struct NodePoolStatus {
     printcolumn = r#"{"name":"NodePool","type":"string","jsonPath":".spec.nodePool"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.nodeName"}"#,
+    printcolumn = r#"{"name":"Ready","type":"boolean","jsonPath":".status.nodeReady"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.kubeletVersion"}"#,
     printcolumn = r#"{"name":"Server","type":"string","jsonPath":".status.serverId","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -459,6 +461,12 @@ pub struct WorkerStatus {
     /// When the Node was last seen NotReady after having been Ready (auto-repair's clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_ready_since: Option<Time>,
+    /// Whether the Node's `Ready` condition is True, as last seen; unset while no Node is seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_ready: Option<bool>,
+    /// The kubelet version the Node reports, e.g. `v1.35.4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet_version: Option<String>,
 }
 
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -47,6 +47,12 @@ async fn approves_the_workers_own_request_only(env: &TestEnv, admin: &Client) ->
     Api::<Node>::all(admin.clone())
         .create(&PostParams::default(), &node)
         .await?;
+    // The provider ID as the Worker pass reads it from the registered Node.
+    let provider_id = Api::<Node>::all(admin.clone())
+        .get(NODE)
+        .await?
+        .spec
+        .and_then(|s| s.provider_id);
     let identity = ServingIdentity {
         node_name: NODE.into(),
         provider_id: format!("openstack:///{SERVER_ID}"),
@@ -62,7 +68,7 @@ async fn approves_the_workers_own_request_only(env: &TestEnv, admin: &Client) ->
     )
     .await?;
 
-    let outcomes = approve_serving_csrs(admin, &identity, now()).await?;
+    let outcomes = approve_serving_csrs(admin, &identity, provider_id.as_deref(), now()).await?;
     ensure!(
         outcomes.contains(&Outcome::Approved { csr: good.clone() }),
         "the kubelet's own request was not approved: {outcomes:?}"
@@ -95,7 +101,7 @@ async fn approves_the_workers_own_request_only(env: &TestEnv, admin: &Client) ->
         );
     }
 
-    let again = approve_serving_csrs(admin, &identity, now()).await?;
+    let again = approve_serving_csrs(admin, &identity, provider_id.as_deref(), now()).await?;
     ensure!(
         again
             == vec![Outcome::LeftPending {

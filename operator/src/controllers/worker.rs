@@ -156,6 +156,8 @@ async fn step(
             Ok(Action::requeue(REQUEUE_BUILDING))
         }
         Observation::Gone(id) => {
+            status.node_ready = None;
+            status.kubelet_version = None;
             let (phase, failure) = server::gone(&id);
             let note = failure.as_ref().map(|f| f.1.clone()).unwrap_or_default();
             publish(
@@ -177,7 +179,7 @@ async fn step(
                 (true, Some(hc)) => observe_node(ctx, worker, hc, &found).await,
                 _ => None,
             };
-            let (phase, failure) = server::phase(&found, node.as_ref());
+            let (phase, failure) = server::phase(&found, node.as_ref().map(|n| &n.state));
             if phase == WorkerPhase::Failed {
                 let note = failure.as_ref().map(|f| f.1.clone()).unwrap_or_default();
                 publish(
@@ -188,7 +190,9 @@ async fn step(
                 .await;
             }
             record(status, &found, phase, failure);
-            status.not_ready_since = node.and_then(|n| n.not_ready_since);
+            status.not_ready_since = node.as_ref().and_then(|n| n.state.not_ready_since.clone());
+            status.node_ready = node.as_ref().map(|n| n.state.ready);
+            status.kubelet_version = node.and_then(|n| n.kubelet_version);
             Ok(match phase {
                 WorkerPhase::Running => {
                     ctx.backoff.forget_for(worker);
@@ -204,6 +208,12 @@ async fn step(
     }
 }
 
+/// What a pass sees of the worker's Node.
+struct ObservedNode {
+    state: hosted_nodes::NodeState,
+    kubelet_version: Option<String>,
+}
+
 /// The Node, when the hosted API answers; an unreachable API leaves the phase as the server says.
 /// A registered Node's kubelet serving CSRs are approved on the way.
 async fn observe_node(
@@ -211,14 +221,21 @@ async fn observe_node(
     worker: &Worker,
     hc: &HostedCluster,
     server: &nestplane_openstack::Server,
-) -> Option<hosted_nodes::NodeState> {
+) -> Option<ObservedNode> {
     let hosted = hosted_nodes::client(ctx, hc).await.ok()?;
-    let node = hosted_nodes::state(&hosted, &worker.name_any())
+    let node = hosted_nodes::get(&hosted, &worker.name_any())
         .await
         .ok()
         .flatten()?;
-    serving_csr::approve_for_worker(ctx, worker, &hosted, server).await;
-    Some(node)
+    let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.as_deref());
+    serving_csr::approve_for_worker(ctx, worker, &hosted, server, provider_id).await;
+    Some(ObservedNode {
+        state: hosted_nodes::NodeState::of(&node),
+        kubelet_version: node
+            .status
+            .and_then(|s| s.node_info)
+            .map(|info| info.kubelet_version),
+    })
 }
 
 fn owners(worker: &Worker, pool: &NodePool, hc: &HostedCluster) -> Result<Owners> {

@@ -12,7 +12,6 @@
 use std::net::IpAddr;
 
 use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestCondition};
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::events::EventType;
@@ -161,11 +160,12 @@ pub enum Outcome {
 }
 
 /// Approves the pending serving CSRs of `identity`'s Node that `decide` accepts, through the
-/// hosted cluster's admin client. One list per pass; the Node is read only when a CSR waits.
+/// hosted cluster's admin client; `node_provider_id` is the registered Node's. One list per pass.
 #[instrument(skip_all, fields(node = %identity.node_name))]
 pub async fn approve_serving_csrs(
     hosted: &kube::Client,
     identity: &ServingIdentity,
+    node_provider_id: Option<&str>,
     now: Time,
 ) -> Result<Vec<Outcome>> {
     let csrs: Api<CertificateSigningRequest> = Api::all(hosted.clone());
@@ -177,30 +177,10 @@ pub async fn approve_serving_csrs(
             object: format!("CertificateSigningRequests of signer {KUBELET_SERVING_SIGNER}"),
             source,
         })?;
-    let pending: Vec<&CertificateSigningRequest> = listed
-        .items
-        .iter()
-        .filter(|c| is_pending_of(c, &identity.node_name))
-        .collect();
-    if pending.is_empty() {
-        return Ok(Vec::new());
-    }
-    let node = Api::<Node>::all(hosted.clone())
-        .get_opt(&identity.node_name)
-        .await
-        .map_err(|source| Error::HostedKube {
-            action: "get",
-            object: format!("Node {}", identity.node_name),
-            source,
-        })?;
-    let provider_id = node
-        .as_ref()
-        .and_then(|n| n.spec.as_ref())
-        .and_then(|s| s.provider_id.as_deref());
     let mut outcomes = Vec::new();
-    for csr in pending {
+    for csr in &listed.items {
         let name = csr.name_any();
-        match decide(csr, identity, provider_id) {
+        match decide(csr, identity, node_provider_id) {
             Verdict::Approve => {
                 approve(&csrs, csr, now.clone()).await?;
                 info!(csr = %name, "approved kubelet serving CSR");
@@ -262,19 +242,21 @@ pub(crate) async fn approve_for_worker(
     worker: &Worker,
     hosted: &kube::Client,
     server: &nestplane_openstack::Server,
+    node_provider_id: Option<&str>,
 ) {
     let identity = ServingIdentity {
         node_name: worker.name_any(),
         provider_id: format!("openstack:///{}", server.id),
         addresses: server.fixed_ips().iter().filter_map(|a| a.parse().ok()).collect(),
     };
-    let outcomes = match approve_serving_csrs(hosted, &identity, Time(ctx.clock.timestamp())).await {
-        Ok(outcomes) => outcomes,
-        Err(error) => {
-            warn!(%error, "could not approve kubelet serving CSRs");
-            return;
-        }
-    };
+    let outcomes =
+        match approve_serving_csrs(hosted, &identity, node_provider_id, Time(ctx.clock.timestamp())).await {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                warn!(%error, "could not approve kubelet serving CSRs");
+                return;
+            }
+        };
     for outcome in outcomes {
         let event = match outcome {
             Outcome::Approved { csr } => event(EventType::Normal, "ServingCertificateApproved", "ApproveCSR")
