@@ -61,6 +61,14 @@ pub struct NodePoolSpec {
     #[schemars(schema_with = "kubelet_extra_args_schema")]
     pub kubelet_extra_args: BTreeMap<String, String>,
 
+    /// Registry mirrors the workers' containerd pulls through, for clouds that have one (or a
+    /// pull-through cache). A node's images come from `registry.k8s.io` (kube-proxy, CoreDNS,
+    /// pause), `ghcr.io` (flannel) and `docker.io`. Changing them replaces the workers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["registry"]))]
+    pub registry_mirrors: Vec<RegistryMirror>,
+
     /// Replacement and repair of workers.
     #[serde(default)]
     pub management: ManagementSpec,
@@ -207,6 +215,42 @@ pub struct RootVolume {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 255))]
     pub volume_type: Option<String>,
+}
+
+/// Where containerd pulls one upstream registry's images from: the mirrors in order, then the
+/// registry itself (written to `/etc/containerd/certs.d/<registry>/hosts.toml` on each worker).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryMirror {
+    /// The upstream registry as image references name it: `registry.k8s.io`, `ghcr.io`,
+    /// `docker.io`, `registry.example.com:5000`.
+    #[x_kube(validation = Rule::new(REGISTRY_HOST_SHAPE).message("registry must be a registry host such as registry.k8s.io or registry.example.com:5000, without a scheme or path"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub registry: String,
+
+    /// Mirror endpoints, `https://host[:port][/path]`, tried in this order. containerd appends
+    /// the registry API's `/v2` to the path.
+    #[schemars(schema_with = "mirror_endpoints_schema")]
+    pub endpoints: Vec<String>,
+}
+
+const REGISTRY_HOST_SHAPE: &str =
+    "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:[0-9]{1,5})?$')";
+
+fn mirror_endpoints_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 8,
+        "items": {
+            "type": "string",
+            "maxLength": 2048,
+            "x-kubernetes-validations": [{
+                "rule": "isURL(self) && self.matches('^https://[^/?#@\\\\s]+(/[^?#\\\\s]*)?$')",
+                "message": "a mirror endpoint must be an https URL such as https://mirror.example.com or https://mirror.example.com/k8s, without credentials, query or fragment",
+            }],
+        },
+    })
 }
 
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
@@ -372,6 +416,8 @@ pub struct NodePoolStatus {
     printcolumn = r#"{"name":"NodePool","type":"string","jsonPath":".spec.nodePool"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.nodeName"}"#,
+    printcolumn = r#"{"name":"Ready","type":"boolean","jsonPath":".status.nodeReady"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.kubeletVersion"}"#,
     printcolumn = r#"{"name":"Server","type":"string","jsonPath":".status.serverId","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -415,6 +461,12 @@ pub struct WorkerStatus {
     /// When the Node was last seen NotReady after having been Ready (auto-repair's clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_ready_since: Option<Time>,
+    /// Whether the Node's `Ready` condition is True, as last seen; unset while no Node is seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_ready: Option<bool>,
+    /// The kubelet version the Node reports, e.g. `v1.35.4`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet_version: Option<String>,
 }
 
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]

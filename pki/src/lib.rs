@@ -14,6 +14,7 @@
 mod bundle;
 mod ca;
 mod check;
+mod csr;
 mod kubeconfig;
 mod leaf;
 mod plan;
@@ -27,6 +28,7 @@ pub use check::{
     Verdict, ca_cert_hash, check, check_ca, check_service_account_keys, fingerprint, not_after,
     public_key_fingerprint,
 };
+pub use csr::{CsrRequest, parse_csr};
 pub use kubeconfig::{KubeconfigSpec, cluster_info_kubeconfig, kubeconfig};
 pub use leaf::{LeafSpec, Usage, issue_leaf};
 pub use plan::{
@@ -109,6 +111,8 @@ pub enum Error {
     },
     #[error("parsing certificate PEM: {0}")]
     ParsePem(String),
+    #[error("reading a certificate signing request: {0}")]
+    ParseCsr(String),
     #[error("invalid subject alternative name {0:?}")]
     InvalidSan(String),
     #[error("planning the API server certificate: service CIDR {0:?} is not a CIDR")]

@@ -17,7 +17,10 @@ use k8s_openapi::api::core::v1::Taint;
 use serde::{Deserialize, Serialize};
 
 use super::{BuildError, Endpoint};
-use crate::api::{NodeTaint, TaintEffect};
+use crate::api::{NodeTaint, RegistryMirror, TaintEffect};
+
+mod registry_hosts;
+pub use registry_hosts::CERTS_D;
 
 /// First line of the user-data: cloud-init renders the rest as a Jinja template.
 pub const JINJA_HEADER: &str = "## template: jinja";
@@ -27,9 +30,6 @@ pub const CLOUD_CONFIG_HEADER: &str = "#cloud-config";
 pub const JOIN_CONFIG_PATH: &str = "/etc/kubernetes/kubeadm-join.yaml";
 /// The kubelet's provider ID, completed by cloud-init with the server ID.
 pub const PROVIDER_ID: &str = "openstack:///{{ v1.instance_id }}";
-/// containerd's registry host configuration for `registry.k8s.io` (read when containerd's CRI
-/// registry `config_path` includes `/etc/containerd/certs.d`).
-pub const REGISTRY_MIRROR_PATH: &str = "/etc/containerd/certs.d/registry.k8s.io/hosts.toml";
 /// Nova refuses a `user_data` whose base64 encoding is longer than this.
 pub const NOVA_USER_DATA_LIMIT: usize = 65535;
 
@@ -69,8 +69,8 @@ pub struct JoinInput {
     pub kubelet_extra_args: BTreeMap<String, String>,
     /// Kubernetes version the worker runs, e.g. `v1.35.4`: the image's kubeadm must be it.
     pub version: String,
-    /// A mirror of `registry.k8s.io` (`https://host[:port][/path]`) containerd pulls through.
-    pub registry_mirror: Option<String>,
+    /// Mirrors containerd pulls through, per upstream registry.
+    pub registry_mirrors: Vec<RegistryMirror>,
 }
 
 /// The subset of cloud-config nestplane writes.
@@ -134,18 +134,6 @@ pub struct Arg {
     pub value: String,
 }
 
-/// containerd's `hosts.toml` for one upstream registry.
-#[derive(Serialize)]
-struct RegistryHosts {
-    server: String,
-    host: BTreeMap<String, RegistryHost>,
-}
-
-#[derive(Serialize)]
-struct RegistryHost {
-    capabilities: Vec<&'static str>,
-}
-
 /// Renders the user-data of one worker. It holds the bootstrap token: treat it as a secret.
 pub fn render(input: &JoinInput) -> Result<String, BuildError> {
     let join = join_configuration(input)?;
@@ -156,10 +144,10 @@ pub fn render(input: &JoinInput) -> Result<String, BuildError> {
         // The file holds the token.
         permissions: "0600".into(),
     }];
-    if let Some(mirror) = &input.registry_mirror {
+    for hosts in registry_hosts::hosts_files(&input.registry_mirrors)? {
         write_files.push(WriteFile {
-            path: REGISTRY_MIRROR_PATH.into(),
-            content: registry_hosts(mirror)?,
+            path: hosts.path,
+            content: hosts.content,
             owner: "root:root".into(),
             permissions: "0644".into(),
         });
@@ -334,33 +322,6 @@ fn is_sha256_pin(hash: &str) -> bool {
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-fn registry_hosts(mirror: &str) -> Result<String, BuildError> {
-    let url = mirror.trim_end_matches('/');
-    let host_part = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .unwrap_or_default();
-    if host_part.is_empty() || host_part.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(
-            "registry mirror",
-            format!("{mirror:?} is not an http(s) URL such as https://mirror.example.com"),
-        ));
-    }
-    let hosts = RegistryHosts {
-        server: "https://registry.k8s.io".into(),
-        host: BTreeMap::from([(
-            url.to_string(),
-            RegistryHost {
-                capabilities: vec!["pull", "resolve"],
-            },
-        )]),
-    };
-    toml::to_string(&hosts).map_err(|source| BuildError::EncodeToml {
-        what: "registry mirror hosts.toml",
-        source,
-    })
-}
-
 fn to_yaml<T: Serialize>(what: &'static str, value: &T) -> Result<String, BuildError> {
     serde_yaml::to_string(value).map_err(|source| BuildError::EncodeYaml { what, source })
 }
@@ -372,7 +333,9 @@ fn ensure_no_jinja(body: &str) -> Result<(), BuildError> {
     match ["{{", "{%", "{#"].into_iter().find(|d| rest.contains(d)) {
         Some(delimiter) => Err(invalid(
             "user-data",
-            format!("a label, taint, kubelet argument or name contains the template delimiter {delimiter:?}"),
+            format!(
+                "a label, taint, kubelet argument, registry mirror or name contains the template delimiter {delimiter:?}"
+            ),
         )),
         None => Ok(()),
     }

@@ -75,11 +75,15 @@ pub async fn states(hosted: &kube::Client) -> Result<BTreeMap<String, NodeState>
 
 /// One Node, if registered.
 pub async fn state(hosted: &kube::Client, name: &str) -> Result<Option<NodeState>, String> {
-    let node = Api::<Node>::all(hosted.clone())
+    Ok(get(hosted, name).await?.as_ref().map(NodeState::of))
+}
+
+/// Node `name` itself, if registered.
+pub async fn get(hosted: &kube::Client, name: &str) -> Result<Option<Node>, String> {
+    Api::<Node>::all(hosted.clone())
         .get_opt(name)
         .await
-        .map_err(|e| format!("reading Node {name}: {e}"))?;
-    Ok(node.as_ref().map(NodeState::of))
+        .map_err(|e| format!("reading Node {name}: {e}"))
 }
 
 /// Where a drain stands.

@@ -123,7 +123,7 @@ pub fn user_data(join: &JoinData, pool: &NodePool, worker_name: &str) -> Result<
         node_taints: pool.spec.node_taints.clone(),
         kubelet_extra_args: pool.spec.kubelet_extra_args.clone(),
         version: join.version.clone(),
-        registry_mirror: None,
+        registry_mirrors: pool.spec.registry_mirrors.clone(),
     };
     Ok(user_data::render(&input)?.into_bytes())
 }

@@ -291,13 +291,17 @@ fn newer(a: &str, b: &str) -> bool {
 fn template_hash(pool: &NodePool, version: Option<&str>) -> String {
     let mut openstack = pool.spec.openstack.clone();
     openstack.cloud_secret_ref = Default::default();
-    let fields = json!({
+    let mut fields = json!({
         "openstack": openstack,
         "version": version,
         "nodeLabels": pool.spec.node_labels,
         "nodeTaints": pool.spec.node_taints,
         "kubeletExtraArgs": pool.spec.kubelet_extra_args,
     });
+    // Only when set, so that pools without mirrors keep their digest (and their workers).
+    if !pool.spec.registry_mirrors.is_empty() {
+        fields["registryMirrors"] = json!(pool.spec.registry_mirrors);
+    }
     let mut hash = hash_data([("template", fields.to_string().as_bytes())]);
     hash.truncate(16);
     hash
@@ -536,6 +540,31 @@ mod tests {
         other_image.spec.openstack.image = "nestplane-tiny-2".into();
         assert_ne!(template_hash(&other_image, Some("v1.35.4")), before);
         assert_ne!(template_hash(&pool, Some("v1.35.3")), before);
+    }
+
+    #[test]
+    fn registry_mirrors_change_the_template_and_pools_without_keep_theirs() {
+        let pool = testing::pool();
+        let before = template_hash(&pool, Some("v1.35.4"));
+        // The digest before registryMirrors existed: a pool without mirrors must not roll.
+        let mut openstack = pool.spec.openstack.clone();
+        openstack.cloud_secret_ref = Default::default();
+        let fields = json!({
+            "openstack": openstack,
+            "version": "v1.35.4",
+            "nodeLabels": pool.spec.node_labels,
+            "nodeTaints": pool.spec.node_taints,
+            "kubeletExtraArgs": pool.spec.kubelet_extra_args,
+        });
+        let mut earlier = hash_data([("template", fields.to_string().as_bytes())]);
+        earlier.truncate(16);
+        assert_eq!(before, earlier);
+        let mut mirrored = pool.clone();
+        mirrored.spec.registry_mirrors = vec![crate::api::RegistryMirror {
+            registry: "registry.k8s.io".into(),
+            endpoints: vec!["https://mirror.example.com".into()],
+        }];
+        assert_ne!(template_hash(&mirrored, Some("v1.35.4")), before);
     }
 
     #[test]

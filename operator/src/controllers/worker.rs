@@ -21,6 +21,7 @@ use crate::error::{Error, KubeContext, Result};
 use server::{Observation, Owners};
 
 pub mod server;
+pub mod serving_csr;
 
 pub(crate) const CONTROLLER: &str = "worker";
 const KIND: &str = "Worker";
@@ -155,6 +156,8 @@ async fn step(
             Ok(Action::requeue(REQUEUE_BUILDING))
         }
         Observation::Gone(id) => {
+            status.node_ready = None;
+            status.kubelet_version = None;
             let (phase, failure) = server::gone(&id);
             let note = failure.as_ref().map(|f| f.1.clone()).unwrap_or_default();
             publish(
@@ -173,10 +176,10 @@ async fn step(
                 compute.delete_server(&duplicate.id).await?;
             }
             let node = match (found.status == nestplane_openstack::ServerStatus::Active, hc) {
-                (true, Some(hc)) => observe_node(ctx, hc, &worker.name_any()).await,
+                (true, Some(hc)) => observe_node(ctx, worker, hc, &found).await,
                 _ => None,
             };
-            let (phase, failure) = server::phase(&found, node.as_ref());
+            let (phase, failure) = server::phase(&found, node.as_ref().map(|n| &n.state));
             if phase == WorkerPhase::Failed {
                 let note = failure.as_ref().map(|f| f.1.clone()).unwrap_or_default();
                 publish(
@@ -187,7 +190,9 @@ async fn step(
                 .await;
             }
             record(status, &found, phase, failure);
-            status.not_ready_since = node.and_then(|n| n.not_ready_since);
+            status.not_ready_since = node.as_ref().and_then(|n| n.state.not_ready_since.clone());
+            status.node_ready = node.as_ref().map(|n| n.state.ready);
+            status.kubelet_version = node.and_then(|n| n.kubelet_version);
             Ok(match phase {
                 WorkerPhase::Running => {
                     ctx.backoff.forget_for(worker);
@@ -203,10 +208,34 @@ async fn step(
     }
 }
 
+/// What a pass sees of the worker's Node.
+struct ObservedNode {
+    state: hosted_nodes::NodeState,
+    kubelet_version: Option<String>,
+}
+
 /// The Node, when the hosted API answers; an unreachable API leaves the phase as the server says.
-async fn observe_node(ctx: &Context, hc: &HostedCluster, name: &str) -> Option<hosted_nodes::NodeState> {
+/// A registered Node's kubelet serving CSRs are approved on the way.
+async fn observe_node(
+    ctx: &Context,
+    worker: &Worker,
+    hc: &HostedCluster,
+    server: &nestplane_openstack::Server,
+) -> Option<ObservedNode> {
     let hosted = hosted_nodes::client(ctx, hc).await.ok()?;
-    hosted_nodes::state(&hosted, name).await.ok().flatten()
+    let node = hosted_nodes::get(&hosted, &worker.name_any())
+        .await
+        .ok()
+        .flatten()?;
+    let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.as_deref());
+    serving_csr::approve_for_worker(ctx, worker, &hosted, server, provider_id).await;
+    Some(ObservedNode {
+        state: hosted_nodes::NodeState::of(&node),
+        kubelet_version: node
+            .status
+            .and_then(|s| s.node_info)
+            .map(|info| info.kubelet_version),
+    })
 }
 
 fn owners(worker: &Worker, pool: &NodePool, hc: &HostedCluster) -> Result<Owners> {

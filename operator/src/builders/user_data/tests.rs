@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use super::*;
-use crate::api::TaintEffect;
+use crate::api::{RegistryMirror, TaintEffect};
 
 const SERVER_ID: &str = "3f1c2a9e-5b7d-4e8f-9a0b-1c2d3e4f5a6b";
 const HASH: &str = "sha256:0f8e3c6d1b2a4958f7e6d5c4b3a29180f7e6d5c4b3a29180f7e6d5c4b3a29180";
@@ -43,7 +43,7 @@ fn input() -> JoinInput {
             ),
         ]),
         version: "v1.35.4".into(),
-        registry_mirror: None,
+        registry_mirrors: Vec::new(),
     }
 }
 
@@ -298,38 +298,86 @@ fn ipv6_endpoint_is_bracketed() {
     );
 }
 
+/// The mirrors a platform engineer names for a cloud without internet access.
+fn mirrors() -> Vec<RegistryMirror> {
+    vec![
+        RegistryMirror {
+            registry: "registry.k8s.io".into(),
+            endpoints: vec![
+                "https://mirror.example.com/registry.k8s.io".into(),
+                "https://mirror.example.com:5000".into(),
+            ],
+        },
+        RegistryMirror {
+            registry: "ghcr.io".into(),
+            endpoints: vec!["https://mirror.example.com/ghcr.io".into()],
+        },
+    ]
+}
+
 #[test]
-fn registry_mirror_writes_containerd_hosts_for_registry_k8s_io() {
+fn registry_mirrors_write_one_containerd_hosts_file_per_registry() {
     let mut input = input();
     let config = parse(&render(&input).expect("render"));
     assert!(
-        file(&config, REGISTRY_MIRROR_PATH).is_none(),
+        !config.write_files.iter().any(|f| f.path.starts_with(CERTS_D)),
         "no mirror, no hosts.toml"
     );
 
-    input.registry_mirror = Some("https://mirror.example.com:5000/k8s/".into());
+    input.registry_mirrors = mirrors();
     let config = parse(&render(&input).expect("render"));
-    let hosts = file(&config, REGISTRY_MIRROR_PATH).expect("hosts.toml");
-    let parsed: toml::Table = toml::from_str(&hosts.content).expect("TOML");
-    assert_eq!(parsed["server"].as_str(), Some("https://registry.k8s.io"));
-    let host = parsed["host"].as_table().expect("host table");
-    let mirror = host
-        .get("https://mirror.example.com:5000/k8s")
-        .and_then(|h| h.as_table())
-        .expect("the mirror's entry");
-    let capabilities: Vec<&str> = mirror["capabilities"]
-        .as_array()
-        .expect("capabilities")
+    let hosts: Vec<(&str, &str)> = config
+        .write_files
         .iter()
-        .filter_map(|c| c.as_str())
+        .filter(|f| f.path.starts_with(CERTS_D))
+        .map(|f| (f.path.as_str(), f.permissions.as_str()))
         .collect();
-    assert_eq!(capabilities, ["pull", "resolve"]);
+    assert_eq!(
+        hosts,
+        [
+            ("/etc/containerd/certs.d/registry.k8s.io/hosts.toml", "0644"),
+            ("/etc/containerd/certs.d/ghcr.io/hosts.toml", "0644"),
+        ]
+    );
+    let k8s = file(&config, "/etc/containerd/certs.d/registry.k8s.io/hosts.toml").expect("hosts.toml");
+    let parsed: toml::Table = toml::from_str(&k8s.content).expect("TOML");
+    assert_eq!(parsed["server"].as_str(), Some("https://registry.k8s.io"));
+    assert!(
+        k8s.content.find("mirror.example.com/registry.k8s.io") < k8s.content.find("mirror.example.com:5000"),
+        "mirrors in the pool's order:\n{}",
+        k8s.content
+    );
+    assert_eq!(
+        join_file(&config),
+        join_file(&parse(&render(&self::input()).expect("render")))
+    );
 
-    for bad in ["mirror.example.com", "https://", "https://a b", "ftp://mirror"] {
-        input.registry_mirror = Some(bad.into());
-        let message = invalid_message(render(&input));
-        assert!(message.contains("http(s) URL"), "{bad}: {message}");
+    input.registry_mirrors[1].endpoints = vec!["http://harbor.example.com".into()];
+    let message = invalid_message(render(&input));
+    assert!(message.contains("https URL"), "{message}");
+    input.registry_mirrors[1].endpoints = vec!["https://harbor.example.com/{{v1.region}}".into()];
+    let message = invalid_message(render(&input));
+    assert!(message.contains("template delimiter"), "{message}");
+}
+
+#[test]
+fn user_data_with_registry_mirrors_matches_golden() {
+    let mut input = input();
+    input.registry_mirrors = mirrors();
+    let rendered = render(&input).expect("render");
+    let path = format!(
+        "{}/src/builders/testdata/user-data-registry-mirrors.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &rendered).expect("write golden file");
+        return;
     }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == rendered,
+        "user-data differs from {path} (run with UPDATE_GOLDEN=1 and review the diff):\n{rendered}"
+    );
 }
 
 #[test]
