@@ -73,11 +73,6 @@ pub async fn states(hosted: &kube::Client) -> Result<BTreeMap<String, NodeState>
     Ok(nodes.iter().map(|n| (n.name_any(), NodeState::of(n))).collect())
 }
 
-/// One Node, if registered.
-pub async fn state(hosted: &kube::Client, name: &str) -> Result<Option<NodeState>, String> {
-    Ok(get(hosted, name).await?.as_ref().map(NodeState::of))
-}
-
 /// Node `name` itself, if registered.
 pub async fn get(hosted: &kube::Client, name: &str) -> Result<Option<Node>, String> {
     Api::<Node>::all(hosted.clone())
