@@ -163,11 +163,18 @@ def network(conn):
         net = conn.network.create_network(
             name="nestplane-net", provider_network_type="flat", provider_physical_network="physnet1",
             is_shared=True, is_router_external=False)
-    if conn.network.find_subnet("nestplane-subnet") is None:
+    # Guests get a DNS server as on a real cloud's subnet: the gateway, where nothing answers (guests
+    # reach nothing beyond this machine), but CoreDNS on a worker forwards to the node's resolv.conf
+    # and refuses to start when it names no server.
+    dns = [E["OS_NET_GATEWAY"]]
+    subnet = conn.network.find_subnet("nestplane-subnet")
+    if subnet is None:
         conn.network.create_subnet(
             name="nestplane-subnet", network_id=net.id, ip_version=4, cidr=E["OS_NET_CIDR"],
-            gateway_ip=E["OS_NET_GATEWAY"], is_dhcp_enabled=False,
+            gateway_ip=E["OS_NET_GATEWAY"], is_dhcp_enabled=False, dns_nameservers=dns,
             allocation_pools=[{"start": E["OS_NET_POOL_START"], "end": E["OS_NET_POOL_END"]}])
+    elif subnet.dns_nameservers != dns:
+        conn.network.update_subnet(subnet, dns_nameservers=dns)
 
 
 def images(conn):
