@@ -17,7 +17,7 @@ help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 ##@ Cluster
-.PHONY: up down cluster-up operator-up binaries images
+.PHONY: up down cluster-up operator-up binaries images worker-image
 up: cluster-up operator-up ## A fresh machine to a running management cluster, the operator and a hosted cluster
 
 operator-up: ## Build the operator image, install the Helm chart, apply the sample HostedCluster
@@ -34,6 +34,9 @@ binaries: ## Build the pinned Kubernetes, etcd, CoreDNS, provisioner, helm and f
 
 images: ## Assemble and import the container images (containerd must run)
 	hack/images.sh
+
+worker-image: binaries ## The worker VM image (hack/worker-image), rebuilt only when an input changed
+	hack/worker-image/build.sh
 
 ##@ Development
 .PHONY: fmt lint unit

@@ -3,7 +3,12 @@
 # registry names, and imports them into containerd's k8s.io namespace.
 # Archives are cached by name; an image already in containerd is not imported again.
 # $NESTPLANE_CACHE/images/node-images.list names the images a worker node needs and their archives.
+# Usage: hack/images.sh [--archives-only]   (--archives-only: build the archives and the list, import
+# nothing; the worker image needs no containerd on this machine)
 . "$(dirname "$0")/lib/common.sh"
+
+IMPORT=1
+[ "${1:-}" != --archives-only ] || IMPORT=0
 
 K8S_BIN="$NESTPLANE_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
 ETCD_BIN="$NESTPLANE_CACHE/etcd-$ETCD_VERSION/bin"
@@ -47,6 +52,7 @@ image() {
     mv "$archive.tmp" "$archive"
   fi
   IMAGE_ARCHIVE[$name]=$archive
+  [ "$IMPORT" = 1 ] || return 0
   if [ "$(cat "$marker" 2>/dev/null)" != "$key" ] \
     || ! "${CTR[@]}" images ls -q "name==$name" | grep -qx "$name"; then
     "${CTR[@]}" images import "$archive" >/dev/null

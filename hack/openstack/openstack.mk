@@ -7,7 +7,8 @@ export NESTPLANE_E2E_TOXIPROXY ?= http://127.0.0.1:8474
 ##@ OpenStack
 .PHONY: openstack-up openstack-down openstack-status test-openstack
 
-openstack-up: ## Start the test OpenStack cloud on this machine (cold ~10 min, warm ~45 s); writes clouds.yaml
+# The worker image is uploaded to Glance as `nestplane-worker` (replaced when its content changes).
+openstack-up: worker-image ## Start the test OpenStack cloud on this machine (cold ~10 min, warm ~45 s); writes clouds.yaml
 	hack/openstack/up.sh
 
 openstack-down: ## Stop every process openstack-up started, by PID; WIPE=1 also deletes the cloud's state

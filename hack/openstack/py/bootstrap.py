@@ -7,6 +7,7 @@
 Settings come from NSP_* variables that hack/openstack/up.sh sets (see lib.sh).
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -144,8 +145,14 @@ def compute_hosts(conn):
     wait("both compute hosts' inventories in placement", 180, inventories)
 
 
+# nestplane.worker runs the worker image (hack/worker-image): kubeadm's preflight wants 2 CPUs on
+# a control-plane node only, but the kubelet, containerd, kube-proxy, flannel and CoreDNS want
+# about 1 GiB; the disk holds the image (grown to it on first boot) and the node's images.
+FLAVORS = (("nestplane.tiny", 128, 1, 1), ("nestplane.small", 512, 1, 4), ("nestplane.worker", 2048, 2, 8))
+
+
 def flavors(conn):
-    for name, ram, vcpus, disk in (("nestplane.tiny", 128, 1, 1), ("nestplane.small", 512, 1, 4)):
+    for name, ram, vcpus, disk in FLAVORS:
         if conn.compute.find_flavor(name) is None:
             conn.compute.create_flavor(name=name, ram=ram, vcpus=vcpus, disk=disk, is_public=True)
 
@@ -156,11 +163,18 @@ def network(conn):
         net = conn.network.create_network(
             name="nestplane-net", provider_network_type="flat", provider_physical_network="physnet1",
             is_shared=True, is_router_external=False)
-    if conn.network.find_subnet("nestplane-subnet") is None:
+    # Guests get a DNS server as on a real cloud's subnet: the gateway, where nothing answers (guests
+    # reach nothing beyond this machine), but CoreDNS on a worker forwards to the node's resolv.conf
+    # and refuses to start when it names no server.
+    dns = [E["OS_NET_GATEWAY"]]
+    subnet = conn.network.find_subnet("nestplane-subnet")
+    if subnet is None:
         conn.network.create_subnet(
             name="nestplane-subnet", network_id=net.id, ip_version=4, cidr=E["OS_NET_CIDR"],
-            gateway_ip=E["OS_NET_GATEWAY"], is_dhcp_enabled=False,
+            gateway_ip=E["OS_NET_GATEWAY"], is_dhcp_enabled=False, dns_nameservers=dns,
             allocation_pools=[{"start": E["OS_NET_POOL_START"], "end": E["OS_NET_POOL_END"]}])
+    elif subnet.dns_nameservers != dns:
+        conn.network.update_subnet(subnet, dns_nameservers=dns)
 
 
 def images(conn):
@@ -177,12 +191,28 @@ def images(conn):
         wanted.append(("nestplane-worker", worker))
     for name, path in wanted:
         existing = conn.image.find_image(name)
-        if existing is not None and existing.status == "active":
+        if existing is not None and existing.status == "active" and same_content(existing, path):
             continue
         if existing is not None:
+            log(f"replacing image {name}: its content changed")
             conn.image.delete_image(existing)
         conn.image.create_image(name=name, filename=path, disk_format="qcow2", container_format="bare",
                                 visibility="public", wait=True)
+
+
+def file_digest(path, algo):
+    digest = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def same_content(image, path):
+    """Whether Glance holds the file's bytes: by its multihash (sha512 by default), else its md5."""
+    if image.hash_algo and image.hash_value:
+        return file_digest(path, image.hash_algo) == image.hash_value
+    return image.checksum is not None and file_digest(path, "md5") == image.checksum
 
 
 def quotas(conn):
