@@ -55,7 +55,11 @@ fn keystone_answers(clouds_yaml: &std::path::Path) -> bool {
     let auth_url = std::fs::read_to_string(clouds_yaml)
         .ok()
         .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok())
-        .and_then(|clouds| clouds["clouds"]["nestplane"]["auth"]["auth_url"].as_str().map(str::to_owned));
+        .and_then(|clouds| {
+            clouds["clouds"]["nestplane"]["auth"]["auth_url"]
+                .as_str()
+                .map(str::to_owned)
+        });
     let Some(address) = auth_url
         .as_deref()
         .and_then(|url| url.split("://").nth(1))
