@@ -482,7 +482,7 @@ impl Compute for Client {
     }
 
     fn create_port<'a>(&'a self, spec: &'a PortSpec) -> BoxFuture<'a, Result<Port>> {
-        Box::pin(self.create_port_request(spec))
+        Box::pin(self.ensure_port(spec))
     }
 
     fn list_ports_by_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Result<Vec<Port>>> {

@@ -258,6 +258,14 @@ impl Compute for Cloud {
 
     fn create_port<'a>(&'a self, spec: &'a PortSpec) -> BoxFuture<'a, Result<Port>> {
         let result = self.answer("create port", |state| {
+            if let Some(named) = state
+                .ports
+                .values_mut()
+                .find(|p| p.name == spec.name && p.network_id == spec.network_id)
+            {
+                named.tags = spec.tags.clone();
+                return Ok(named.clone());
+            }
             let taken: Vec<&String> = state
                 .ports
                 .values()
@@ -420,8 +428,15 @@ mod tests {
             ..PortSpec::default()
         };
         let port = block_on(cloud.create_port(&asked)).expect("create port");
-        let taken = block_on(cloud.create_port(&asked)).expect_err("the address is taken");
+        let again = block_on(cloud.create_port(&asked)).expect("a second create of the same name");
+        assert_eq!(again, port, "the port of that name is returned, not made again");
+        let other = PortSpec {
+            name: "pool-1-0".into(),
+            ..asked.clone()
+        };
+        let taken = block_on(cloud.create_port(&other)).expect_err("the address is taken");
         assert_eq!(taken.status(), Some(409));
+        assert_eq!(cloud.ports_created(), 1);
 
         let server = block_on(cloud.create_server(&ServerSpec {
             port_ids: vec![port.id.clone()],

@@ -90,7 +90,7 @@ pub struct PortSpec {
     pub fixed_ips: Vec<FixedIp>,
     /// Security groups of the port; the project's `default` when empty.
     pub security_group_ids: Vec<String>,
-    /// Port tags (Neutron's `tag-creation` extension sets them in the create itself).
+    /// Port tags, set right after the create (Neutron's `standard-attr-tag`).
     pub tags: Vec<String>,
 }
 
@@ -194,7 +194,8 @@ pub trait Compute: Send + Sync {
     fn find_subnet<'a>(&'a self, network_id: &'a str, name_or_id: &'a str) -> BoxFuture<'a, Result<String>>;
     /// Security group ID for a name or ID (Neutron).
     fn find_security_group<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>>;
-    /// Creates a port; returns it as Neutron reports it.
+    /// Creates a port tagged `spec.tags`, or returns the one already named `spec.name` on that
+    /// network (made by a create whose answer was lost), tagged.
     fn create_port<'a>(&'a self, spec: &'a PortSpec) -> BoxFuture<'a, Result<Port>>;
     /// Every port of the project that carries `tag`.
     fn list_ports_by_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Result<Vec<Port>>>;

@@ -1,6 +1,7 @@
-//! Neutron ports for workers that ask for fixed subnets or addresses: created before the server,
-//! tagged in the create itself (the `tag-creation` extension) so that a create whose answer was
-//! lost is found by its tag, and deleted once their server is gone.
+//! Neutron ports for workers that ask for fixed subnets or addresses: created before the server
+//! and deleted once it is gone. As Cluster API's OpenStack provider does, a port is looked up by
+//! name and network before one is created (so a create whose answer was lost is not sent again),
+//! and tagged with `PUT /ports/{id}/tags` afterwards: Neutron ignores tags in a port create.
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -49,12 +50,44 @@ impl Client {
         )
     }
 
-    pub(super) async fn create_port_request(&self, spec: &PortSpec) -> Result<Port> {
+    /// The port named `spec.name` on its network, created if there is none, with `spec.tags`.
+    pub(super) async fn ensure_port(&self, spec: &PortSpec) -> Result<Port> {
+        const OP: &str = "create port";
+        let path = format!(
+            "/ports?name={}&network_id={}",
+            enc(&spec.name),
+            enc(&spec.network_id)
+        );
+        let list = self
+            .call(OP, "network", Method::GET, &path, None)
+            .await?
+            .unwrap_or(Value::Null);
+        let named: Vec<Port> = list["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["name"].as_str() == Some(spec.name.as_str()))
+            .map(|p| parse_port(p).map_err(|message| Error::op(OP, decode_failure("/ports", &message))))
+            .collect::<Result<_>>()?;
+        let mut port = match named.into_iter().next() {
+            Some(port) => port,
+            None => self.create_port_request(spec).await?,
+        };
+        if spec.tags.iter().any(|t| !port.tags.contains(t)) {
+            let path = format!("/ports/{}/tags", enc(&port.id));
+            let body = json!({ "tags": spec.tags });
+            self.call("tag port", "network", Method::PUT, &path, Some(&body))
+                .await?;
+            port.tags = spec.tags.clone();
+        }
+        Ok(port)
+    }
+
+    async fn create_port_request(&self, spec: &PortSpec) -> Result<Port> {
         const OP: &str = "create port";
         let mut port = json!({
             "name": spec.name,
             "network_id": spec.network_id,
-            "tags": spec.tags,
         });
         if !spec.fixed_ips.is_empty() {
             port["fixed_ips"] = spec
