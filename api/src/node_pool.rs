@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
     validation = Rule::new(NODE_POOL_NAME_SHAPE).message(NODE_POOL_NAME_MESSAGE)
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(FIXED_ADDRESS_ONE_WORKER).message(FIXED_ADDRESS_ONE_WORKER_MESSAGE))]
 pub struct NodePoolSpec {
     /// The HostedCluster, in this namespace, whose workers these are. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("clusterName is immutable"))]
@@ -81,6 +82,14 @@ pub struct NodePoolSpec {
 fn default_replicas() -> i32 {
     1
 }
+
+/// A fixed `ipAddress` belongs to one port, hence to one worker at a time: at most one replica,
+/// and rollouts delete the old worker before making the new one.
+const FIXED_ADDRESS_ONE_WORKER: &str = "!has(self.openstack.ports) || \
+     self.openstack.ports.all(p, !has(p.fixedIps) || p.fixedIps.all(f, !has(f.ipAddress))) || \
+     (self.replicas <= 1 && has(self.management) && self.management.maxSurge == 0)";
+const FIXED_ADDRESS_ONE_WORKER_MESSAGE: &str = "openstack.ports[].fixedIps[].ipAddress gives every worker the same address: \
+     it needs replicas <= 1 and management.maxSurge 0 (leave ipAddress out to let Neutron pick from the subnet)";
 
 /// NodePool names: DNS labels that leave room for `<pool>-<5 chars>` server and Node names.
 pub const MAX_NODE_POOL_NAME_LENGTH: usize = 50;

@@ -3,7 +3,7 @@
 //! Why not the `openstack` crate (0.6.0): its server API cannot set or filter by tags, cannot read
 //! `OS-EXT-SRV-ATTR:user_data`, picks microversions per call instead of letting us pin one, does not
 //! re-export application-credential auth, and reads clouds.yaml only from fixed paths. What we need
-//! is five Nova calls, three look-ups and Keystone's token API, so we speak HTTP directly.
+//! is a few Nova and Neutron calls, a few look-ups and Keystone's token API, so we speak HTTP directly.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,9 +18,10 @@ use serde_json::{Value, json};
 pub use config::{Auth, CloudConfig};
 use wire::{decode_failure, enc, join, not_found, parse_server, read_json, send, transport};
 
-use super::{COMPUTE_MICROVERSION, Compute, Error, Failure, Result, Server, ServerSpec};
+use super::{COMPUTE_MICROVERSION, Compute, Error, Failure, Port, PortSpec, Result, Server, ServerSpec};
 
 mod config;
+mod network;
 mod wire;
 
 /// Tokens are renewed well before Keystone's default one-hour expiry, and on any 401.
@@ -260,7 +261,12 @@ impl Client {
             "name": spec.name,
             "flavorRef": spec.flavor_id,
             "imageRef": spec.image_id,
-            "networks": spec.network_ids.iter().map(|id| json!({"uuid": id})).collect::<Vec<_>>(),
+            "networks": spec
+                .network_ids
+                .iter()
+                .map(|id| json!({ "uuid": id }))
+                .chain(spec.port_ids.iter().map(|id| json!({ "port": id })))
+                .collect::<Vec<_>>(),
             "metadata": spec.metadata,
         });
         if !spec.user_data.is_empty() {
@@ -465,5 +471,25 @@ impl Compute for Client {
 
     fn find_network<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {
         Box::pin(self.find("find network", "network", name_or_id))
+    }
+
+    fn find_subnet<'a>(&'a self, network_id: &'a str, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {
+        Box::pin(self.subnet(network_id, name_or_id))
+    }
+
+    fn find_security_group<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {
+        Box::pin(self.security_group(name_or_id))
+    }
+
+    fn create_port<'a>(&'a self, spec: &'a PortSpec) -> BoxFuture<'a, Result<Port>> {
+        Box::pin(self.ensure_port(spec))
+    }
+
+    fn list_ports_by_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Result<Vec<Port>>> {
+        Box::pin(self.ports_by_tag(tag))
+    }
+
+    fn delete_port<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.delete_port_request(id))
     }
 }

@@ -2,14 +2,15 @@
 //! delete. It answers as [`Client`](crate::Client) does (a new server is BUILD, a deleted one is
 //! gone, look-ups by name or ID with the same failures), keeps no time and makes no request.
 //! Tests move servers along with [`Cloud::set_status`] and make the next call of an operation
-//! fail with [`Cloud::fail_next`].
+//! fail with [`Cloud::fail_next`]. Ports are kept as Neutron keeps them: an address is taken by
+//! one port only, a server's ports name it as their device, and deleting the server leaves them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use futures::future::{self, BoxFuture};
 
-use crate::{Compute, Error, Failure, Result, Server, ServerSpec, ServerStatus};
+use crate::{Compute, Error, Failure, FixedIp, Port, PortSpec, Result, Server, ServerSpec, ServerStatus};
 
 /// A cloud with flavors, images and networks registered by the test, and the servers created
 /// through [`Compute`].
@@ -27,6 +28,9 @@ struct State {
     created: usize,
     /// Server groups by ID: (name, policy).
     groups: BTreeMap<String, (String, String)>,
+    ports: BTreeMap<String, Port>,
+    /// How many ports were ever created.
+    ports_created: usize,
 }
 
 impl Cloud {
@@ -78,6 +82,16 @@ impl Cloud {
         self.state().created
     }
 
+    /// Every port, by ID.
+    pub fn ports(&self) -> Vec<Port> {
+        self.state().ports.values().cloned().collect()
+    }
+
+    /// How many ports were ever created.
+    pub fn ports_created(&self) -> usize {
+        self.state().ports_created
+    }
+
     /// A poisoned lock only means another test thread panicked; the state is still consistent,
     /// as every change below is a single insert, remove or assignment.
     fn state(&self) -> MutexGuard<'_, State> {
@@ -111,8 +125,31 @@ impl Cloud {
 impl Compute for Cloud {
     fn create_server<'a>(&'a self, spec: &'a ServerSpec) -> BoxFuture<'a, Result<Server>> {
         let result = self.answer("create server", |state| {
+            if let Some(missing) = spec.port_ids.iter().find(|id| !state.ports.contains_key(*id)) {
+                return Err(Error::op(
+                    "create server",
+                    Failure::Status {
+                        method: "POST".into(),
+                        url: "/servers".into(),
+                        status: 400,
+                        message: format!("Port {missing} could not be found."),
+                        request_id: None,
+                    },
+                ));
+            }
             state.created += 1;
-            let server = Server::building(format!("server-{}", state.created), spec);
+            let mut server = Server::building(format!("server-{}", state.created), spec);
+            for id in &spec.port_ids {
+                if let Some(port) = state.ports.get_mut(id) {
+                    port.device_id = Some(server.id.clone());
+                    let addresses = port.fixed_ips.iter().filter_map(|ip| ip.ip_address.clone());
+                    server
+                        .addresses
+                        .entry(port.network_id.clone())
+                        .or_default()
+                        .extend(addresses);
+                }
+            }
             state
                 .servers
                 .insert(server.id.clone(), (server.clone(), spec.user_data.clone()));
@@ -144,6 +181,12 @@ impl Compute for Cloud {
     fn delete_server<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
         let result = self.answer("delete server", |state| {
             state.servers.remove(id);
+            // Nova detaches the ports it did not make; they stay until deleted.
+            for port in state.ports.values_mut() {
+                if port.device_id.as_deref() == Some(id) {
+                    port.device_id = None;
+                }
+            }
             Ok(())
         });
         Box::pin(future::ready(result))
@@ -197,6 +240,93 @@ impl Compute for Cloud {
 
     fn find_network<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {
         Box::pin(future::ready(self.find("find network", "network", name_or_id)))
+    }
+
+    /// Subnets are registered without their network: the fake trusts the test to name one of
+    /// the network's.
+    fn find_subnet<'a>(&'a self, _network_id: &'a str, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {
+        Box::pin(future::ready(self.find("find subnet", "subnet", name_or_id)))
+    }
+
+    fn find_security_group<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {
+        Box::pin(future::ready(self.find(
+            "find security group",
+            "security group",
+            name_or_id,
+        )))
+    }
+
+    fn create_port<'a>(&'a self, spec: &'a PortSpec) -> BoxFuture<'a, Result<Port>> {
+        let result = self.answer("create port", |state| {
+            if let Some(named) = state
+                .ports
+                .values_mut()
+                .find(|p| p.name == spec.name && p.network_id == spec.network_id)
+            {
+                named.tags = spec.tags.clone();
+                return Ok(named.clone());
+            }
+            let taken: Vec<&String> = state
+                .ports
+                .values()
+                .flat_map(|p| &p.fixed_ips)
+                .filter_map(|ip| ip.ip_address.as_ref())
+                .collect();
+            if let Some(address) = spec
+                .fixed_ips
+                .iter()
+                .filter_map(|ip| ip.ip_address.as_ref())
+                .find(|a| taken.contains(a))
+            {
+                return Err(Error::op(
+                    "create port",
+                    Failure::Status {
+                        method: "POST".into(),
+                        url: "/ports".into(),
+                        status: 409,
+                        message: format!("IP address {address} already allocated in subnet"),
+                        request_id: None,
+                    },
+                ));
+            }
+            state.ports_created += 1;
+            let n = state.ports_created;
+            let mut port = Port::requested(format!("port-{n}"), spec);
+            // Neutron picks a free address where none was asked for.
+            for ip in &mut port.fixed_ips {
+                ip.ip_address
+                    .get_or_insert_with(|| format!("10.0.{}.{}", n / 250, n % 250 + 2));
+            }
+            if port.fixed_ips.is_empty() {
+                port.fixed_ips.push(FixedIp {
+                    subnet_id: "subnet-default".into(),
+                    ip_address: Some(format!("10.0.{}.{}", n / 250, n % 250 + 2)),
+                });
+            }
+            state.ports.insert(port.id.clone(), port.clone());
+            Ok(port)
+        });
+        Box::pin(future::ready(result))
+    }
+
+    fn list_ports_by_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Result<Vec<Port>>> {
+        let result = self.answer("list ports by tag", |state| {
+            Ok(state
+                .ports
+                .values()
+                .filter(|p| p.tags.iter().any(|t| t == tag))
+                .cloned()
+                .collect())
+        });
+        Box::pin(future::ready(result))
+    }
+
+    fn delete_port<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        let result = self.answer("delete port", |state| {
+            state.ports.remove(id);
+            Ok(())
+        });
+        Box::pin(future::ready(result))
     }
 }
 
@@ -282,5 +412,48 @@ mod tests {
         assert!(cloud.servers().is_empty(), "a failed create makes no server");
         block_on(cloud.create_server(&spec("pool-0", "uid-1"))).expect("the retry succeeds");
         assert_eq!(cloud.servers().len(), 1);
+    }
+
+    #[test]
+    fn a_port_keeps_its_address_for_one_port_and_outlives_its_server() {
+        let cloud = Cloud::new();
+        let asked = PortSpec {
+            name: "pool-0-0".into(),
+            network_id: "net-1".into(),
+            fixed_ips: vec![FixedIp {
+                subnet_id: "sub-1".into(),
+                ip_address: Some("10.9.0.7".into()),
+            }],
+            tags: vec!["uid-1".into()],
+            ..PortSpec::default()
+        };
+        let port = block_on(cloud.create_port(&asked)).expect("create port");
+        let again = block_on(cloud.create_port(&asked)).expect("a second create of the same name");
+        assert_eq!(again, port, "the port of that name is returned, not made again");
+        let other = PortSpec {
+            name: "pool-1-0".into(),
+            ..asked.clone()
+        };
+        let taken = block_on(cloud.create_port(&other)).expect_err("the address is taken");
+        assert_eq!(taken.status(), Some(409));
+        assert_eq!(cloud.ports_created(), 1);
+
+        let server = block_on(cloud.create_server(&ServerSpec {
+            port_ids: vec![port.id.clone()],
+            ..spec("pool-0", "uid-1")
+        }))
+        .expect("create server");
+        assert_eq!(server.fixed_ips(), ["10.9.0.7"]);
+        let tagged = block_on(cloud.list_ports_by_tag("uid-1")).expect("list");
+        assert_eq!(tagged.len(), 1);
+        assert_eq!(tagged[0].device_id.as_deref(), Some(server.id.as_str()));
+
+        block_on(cloud.delete_server(&server.id)).expect("delete server");
+        let left = block_on(cloud.list_ports_by_tag("uid-1")).expect("list");
+        assert_eq!(left.len(), 1, "Nova leaves a port it did not make");
+        assert_eq!(left[0].device_id, None);
+        block_on(cloud.delete_port(&port.id)).expect("delete port");
+        block_on(cloud.delete_port(&port.id)).expect("deleting a gone port is no error");
+        assert!(cloud.ports().is_empty());
     }
 }

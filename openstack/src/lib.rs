@@ -30,6 +30,8 @@ pub struct ServerSpec {
     pub flavor_id: String,
     pub image_id: String,
     pub network_ids: Vec<String>,
+    /// Ports made beforehand with [`Compute::create_port`], attached after `network_ids`.
+    pub port_ids: Vec<String>,
     /// Raw user-data (cloud-init); the client base64-encodes it. Nova allows 64 KiB encoded.
     pub user_data: Vec<u8>,
     /// Server tags, e.g. the owning NodePool's UID. Nova allows 50 tags of 60 characters.
@@ -76,6 +78,52 @@ impl Server {
     /// Every fixed IP, in network-name order.
     pub fn fixed_ips(&self) -> Vec<String> {
         self.addresses.values().flatten().cloned().collect()
+    }
+}
+
+/// A Neutron port to create. Network, subnets and security groups are IDs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortSpec {
+    pub name: String,
+    pub network_id: String,
+    /// Addresses to take; empty lets Neutron pick one from any subnet of the network.
+    pub fixed_ips: Vec<FixedIp>,
+    /// Security groups of the port; the project's `default` when empty.
+    pub security_group_ids: Vec<String>,
+    /// Port tags, set right after the create (Neutron's `standard-attr-tag`).
+    pub tags: Vec<String>,
+}
+
+/// An address of a port: from this subnet, and this exact address when given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FixedIp {
+    pub subnet_id: String,
+    pub ip_address: Option<String>,
+}
+
+/// A port as Neutron reports it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Port {
+    pub id: String,
+    pub name: String,
+    pub network_id: String,
+    pub fixed_ips: Vec<FixedIp>,
+    /// The server it is attached to, if any.
+    pub device_id: Option<String>,
+    pub tags: Vec<String>,
+}
+
+impl Port {
+    /// What a create answers when Neutron's body is not read back: the port as asked for.
+    pub fn requested(id: String, spec: &PortSpec) -> Port {
+        Port {
+            id,
+            name: spec.name.clone(),
+            network_id: spec.network_id.clone(),
+            fixed_ips: spec.fixed_ips.clone(),
+            device_id: None,
+            tags: spec.tags.clone(),
+        }
     }
 }
 
@@ -142,6 +190,17 @@ pub trait Compute: Send + Sync {
     fn ensure_server_group<'a>(&'a self, name: &'a str, policy: &'a str) -> BoxFuture<'a, Result<String>>;
     /// Deletes every server group named `name`; none is not an error.
     fn delete_server_groups<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Subnet ID for a name or ID (Neutron), on the network with ID `network_id`.
+    fn find_subnet<'a>(&'a self, network_id: &'a str, name_or_id: &'a str) -> BoxFuture<'a, Result<String>>;
+    /// Security group ID for a name or ID (Neutron).
+    fn find_security_group<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>>;
+    /// Creates a port tagged `spec.tags`, or returns the one already named `spec.name` on that
+    /// network (made by a create whose answer was lost), tagged.
+    fn create_port<'a>(&'a self, spec: &'a PortSpec) -> BoxFuture<'a, Result<Port>>;
+    /// Every port of the project that carries `tag`.
+    fn list_ports_by_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Result<Vec<Port>>>;
+    /// Deletes a port; one that is already gone is not an error.
+    fn delete_port<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>>;
 }
 
 /// Every failure carries the operation it belongs to.

@@ -413,7 +413,7 @@ pub mod node_pools {
     use k8s_openapi::api::core::v1::Secret;
     use kube::api::{ListParams, Patch, PatchParams, PostParams};
     use kube::{Api, Client, ResourceExt};
-    use nestplane_api::{NodePool, Worker};
+    use nestplane_api::{HostedCluster, NodePool, Worker};
     use nestplane_openstack::{Compute, ServerStatus};
     use serde_json::json;
 
@@ -485,7 +485,8 @@ pub mod node_pools {
             .collect())
     }
 
-    /// Deletes the pool and checks that it goes and leaves no server with its tag.
+    /// Deletes the pool and checks that it goes and leaves no server and no port with its tag or
+    /// its cluster's (`np-cluster:<uid>`, when the pool was the cluster's only one).
     pub async fn delete_leaves_nothing(client: &Client, nova: &dyn Compute, pool: &NodePool) -> Result<()> {
         let api: Api<NodePool> = Api::namespaced(client.clone(), &pool.namespace().unwrap_or_default());
         api.delete(&pool.name_any(), &kube::api::DeleteParams::default())
@@ -500,6 +501,26 @@ pub mod node_pools {
         .await?;
         let left = servers(nova, &pool_tag(pool)).await?;
         ensure!(left.is_empty(), "servers left: {left:?}");
+        let ports = nova.list_ports_by_tag(&pool_tag(pool)).await?;
+        ensure!(ports.is_empty(), "ports left: {ports:?}");
+        let namespace = pool.namespace().unwrap_or_default();
+        let others = api.list(&ListParams::default()).await?.items;
+        let cluster_has_others = others
+            .iter()
+            .any(|p| p.spec.cluster_name == pool.spec.cluster_name);
+        if !cluster_has_others
+            && let Some(hc) = Api::<HostedCluster>::namespaced(client.clone(), &namespace)
+                .get_opt(&pool.spec.cluster_name)
+                .await?
+        {
+            let tag = format!("np-cluster:{}", hc.uid().unwrap_or_default());
+            let servers = servers(nova, &tag).await?;
+            let ports = nova.list_ports_by_tag(&tag).await?;
+            ensure!(
+                servers.is_empty() && ports.is_empty(),
+                "the cluster's last pool is gone, yet servers {servers:?} and ports {ports:?} remain"
+            );
+        }
         Ok(())
     }
 

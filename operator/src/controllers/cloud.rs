@@ -118,7 +118,8 @@ pub fn openstack_reason(error: &nestplane_openstack::Error) -> &'static str {
         Some(Failure::NotFound { kind, .. }) => match *kind {
             "flavor" => reasons::REASON_FLAVOR_NOT_FOUND,
             "image" => reasons::REASON_IMAGE_NOT_FOUND,
-            "network" => reasons::REASON_NETWORK_NOT_FOUND,
+            // A subnet or security group of `ports` is part of the network the user named.
+            "network" | "subnet" | "security group" => reasons::REASON_NETWORK_NOT_FOUND,
             _ => reasons::REASON_CLOUD_REQUEST_FAILED,
         },
         Some(Failure::Status { status: 401, .. }) => reasons::REASON_AUTHENTICATION_FAILED,

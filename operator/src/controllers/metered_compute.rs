@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use tracing::debug;
 
 use crate::metrics::Metrics;
-use crate::openstack::{Compute, Error, Failure, Result, Server, ServerSpec};
+use crate::openstack::{Compute, Error, Failure, Port, PortSpec, Result, Server, ServerSpec};
 
 /// Each operation of [`Compute`]: the service that answers it, its `operation` label, and
 /// whether it changes the cloud (the benchmark counts writes and reads apart).
@@ -36,8 +36,13 @@ pub const FIND_NETWORK: Operation = operation("network", "find_network", false);
 // Looks the group up by name; creates it once per pool, so it counts as a read.
 pub const ENSURE_SERVER_GROUP: Operation = operation("compute", "ensure_server_group", false);
 pub const DELETE_SERVER_GROUPS: Operation = operation("compute", "delete_server_groups", true);
+pub const FIND_SUBNET: Operation = operation("network", "find_subnet", false);
+pub const FIND_SECURITY_GROUP: Operation = operation("network", "find_security_group", false);
+pub const CREATE_PORT: Operation = operation("network", "create_port", true);
+pub const LIST_PORTS_BY_TAG: Operation = operation("network", "list_ports_by_tag", false);
+pub const DELETE_PORT: Operation = operation("network", "delete_port", true);
 
-pub const OPERATIONS: [Operation; 10] = [
+pub const OPERATIONS: [Operation; 15] = [
     CREATE_SERVER,
     GET_SERVER,
     LIST_SERVERS_BY_TAG,
@@ -48,6 +53,11 @@ pub const OPERATIONS: [Operation; 10] = [
     FIND_NETWORK,
     ENSURE_SERVER_GROUP,
     DELETE_SERVER_GROUPS,
+    FIND_SUBNET,
+    FIND_SECURITY_GROUP,
+    CREATE_PORT,
+    LIST_PORTS_BY_TAG,
+    DELETE_PORT,
 ];
 
 /// Every `outcome` label: `ok` or the class of the error, bounded so that a message never
@@ -171,6 +181,26 @@ impl Compute for MeteredCompute {
 
     fn delete_server_groups<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<()>> {
         self.metered(DELETE_SERVER_GROUPS, self.inner.delete_server_groups(name))
+    }
+
+    fn find_subnet<'a>(&'a self, network_id: &'a str, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {
+        self.metered(FIND_SUBNET, self.inner.find_subnet(network_id, name_or_id))
+    }
+
+    fn find_security_group<'a>(&'a self, name_or_id: &'a str) -> BoxFuture<'a, Result<String>> {
+        self.metered(FIND_SECURITY_GROUP, self.inner.find_security_group(name_or_id))
+    }
+
+    fn create_port<'a>(&'a self, spec: &'a PortSpec) -> BoxFuture<'a, Result<Port>> {
+        self.metered(CREATE_PORT, self.inner.create_port(spec))
+    }
+
+    fn list_ports_by_tag<'a>(&'a self, tag: &'a str) -> BoxFuture<'a, Result<Vec<Port>>> {
+        self.metered(LIST_PORTS_BY_TAG, self.inner.list_ports_by_tag(tag))
+    }
+
+    fn delete_port<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        self.metered(DELETE_PORT, self.inner.delete_port(id))
     }
 }
 

@@ -264,13 +264,6 @@ fn unsupported(pool: &NodePool) -> Option<String> {
                 .into(),
         );
     }
-    if openstack.ports.iter().any(|p| !p.fixed_ips.is_empty()) {
-        return Some(
-            "openstack.ports[].fixedIPs are not supported yet: name the networks in \
-             openstack.networks (or ports without fixedIPs)"
-                .into(),
-        );
-    }
     None
 }
 
@@ -441,6 +434,13 @@ async fn cleanup(pool: &NodePool, ctx: &Context, api: &Api<NodePool>) -> Result<
         act(pool, ctx, &plan, "").await?;
         return Ok(Action::requeue(REQUEUE_DELETING));
     }
+    if !pool.spec.openstack.ports.is_empty() {
+        // Each Worker deletes its ports; this catches those of a Worker whose finalizer was
+        // removed by hand.
+        let compute = ctx.clouds.compute(&ctx.client, pool).await?;
+        let uid = pool.uid().ok_or(Error::MissingField("metadata.uid"))?;
+        worker::server::delete_unattached_ports(compute.as_ref(), &worker::server::pool_tag(&uid)).await?;
+    }
     if pool.spec.openstack.server_group_policy.is_some() {
         let compute = ctx.clouds.compute(&ctx.client, pool).await?;
         let uid = pool.uid().ok_or(Error::MissingField("metadata.uid"))?;
@@ -568,7 +568,7 @@ mod tests {
     }
 
     #[test]
-    fn a_root_volume_or_fixed_ips_are_refused_not_ignored() {
+    fn a_root_volume_is_refused_not_ignored_and_fixed_ips_are_not() {
         assert_eq!(unsupported(&testing::pool()), None);
         let mut volume = testing::pool();
         volume.spec.openstack.root_volume = Some(crate::api::RootVolume {
@@ -585,7 +585,7 @@ mod tests {
                 ip_address: None,
             }],
         }];
-        assert!(unsupported(&fixed).is_some_and(|m| m.contains("fixedIPs")));
+        assert_eq!(unsupported(&fixed), None);
     }
 
     #[test]

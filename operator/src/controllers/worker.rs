@@ -143,6 +143,9 @@ async fn step(
             let user_data = join::user_data(&join, pool, &worker.name_any())?;
             let mut spec = server::spec(pool, &owners, ids, user_data);
             spec.server_group_id = server::server_group(compute, pool, &owners.pool_uid).await?;
+            // Last before the server, so a missing flavor or image leaves no port behind; ports
+            // of a create that failed are found again on the next pass, or deleted with the Worker.
+            spec.port_ids = server::ensure_ports(compute, pool, &owners).await?;
             let created = compute.create_server(&spec).await?;
             info!(server = %created.id, "created server");
             let note = format!("created server {} ({})", created.name, created.id);
@@ -294,7 +297,7 @@ async fn write_status(worker: &Worker, ctx: &Context, status: &WorkerStatus) -> 
 }
 
 /// Drain (within the pool's drain timeout), delete the Node, delete every server of the Worker,
-/// and release the finalizer once Nova lists none.
+/// and once Nova lists none, delete the Worker's ports and release the finalizer.
 async fn cleanup(worker: &Worker, ctx: &Context, api: &Api<Worker>) -> Result<Action> {
     if !worker.finalizers().iter().any(|f| f == finalizers::FINALIZER) {
         return Ok(Action::await_change());
@@ -324,6 +327,11 @@ async fn cleanup(worker: &Worker, ctx: &Context, api: &Api<Worker>) -> Result<Ac
         }
         info!(servers = ?remaining, "deleting servers");
         return Ok(Action::requeue(REQUEUE_DELETING));
+    }
+    // Nova leaves the ports it did not make: delete them once no server holds them.
+    for port in server::ports_of(compute.as_ref(), &uid).await? {
+        compute.delete_port(&port.id).await?;
+        info!(port = %port.id, name = %port.name, "deleted port");
     }
     if let Some(id) = &status.server_id {
         let note = format!("server {} ({id}) is deleted", worker.name_any());

@@ -3,7 +3,7 @@
 //! a Worker phase. Talks only to `Compute`, so the fake cloud tests it.
 use std::collections::BTreeMap;
 
-use nestplane_openstack::{Compute, Result, Server, ServerSpec, ServerStatus};
+use nestplane_openstack::{Compute, FixedIp, Port, PortSpec, Result, Server, ServerSpec, ServerStatus};
 
 use crate::api::conditions as reasons;
 use crate::api::{NodePool, ServerGroupPolicy, WorkerPhase};
@@ -45,19 +45,7 @@ pub fn spec(
     user_data: Vec<u8>,
 ) -> ServerSpec {
     let openstack = &pool.spec.openstack;
-    let mut tags = vec![
-        cluster_tag(&owners.cluster_uid),
-        pool_tag(&owners.pool_uid),
-        worker_tag(&owners.worker_uid),
-    ];
-    tags.extend(
-        openstack
-            .tags
-            .iter()
-            .filter(|t| !tags.contains(t))
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
+    let tags = tags(pool, owners);
     // Nova allows only `[a-zA-Z0-9-_:. ]` in metadata keys: `nestplane.io:` stands for the
     // `nestplane.io/` prefix of Kubernetes keys.
     let mut metadata: BTreeMap<String, String> = openstack.metadata.clone();
@@ -80,9 +68,100 @@ pub fn spec(
         metadata,
         availability_zone: openstack.availability_zone.clone(),
         key_name: openstack.key_name.clone(),
-        security_groups: openstack.security_groups.clone(),
+        // Nova applies security groups only to the ports it makes: those of `ports` get them
+        // when they are created.
+        security_groups: if openstack.ports.is_empty() {
+            openstack.security_groups.clone()
+        } else {
+            Vec::new()
+        },
         server_group_id: None,
+        port_ids: Vec::new(),
     }
+}
+
+/// The tags of a worker's server and ports: nestplane's (cluster, pool, worker), then the user's.
+fn tags(pool: &NodePool, owners: &Owners) -> Vec<String> {
+    let mut tags = vec![
+        cluster_tag(&owners.cluster_uid),
+        pool_tag(&owners.pool_uid),
+        worker_tag(&owners.worker_uid),
+    ];
+    tags.extend(
+        pool.spec
+            .openstack
+            .tags
+            .iter()
+            .filter(|t| !tags.contains(t))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    tags
+}
+
+/// The name of a worker's port for `ports[index]`: `<worker>-<index>`, as Cluster API's
+/// OpenStack provider names them, so a look at Neutron tells whose port it is.
+pub fn port_name(worker: &str, index: usize) -> String {
+    format!("{worker}-{index}")
+}
+
+/// The worker's ports for the pool's `ports`, in spec order: those a previous pass made (found by
+/// the worker's tag and their name, so a create whose answer was lost is not sent again) and the
+/// missing ones created. Empty when the pool names `networks` instead: Nova makes those ports.
+pub async fn ensure_ports(compute: &dyn Compute, pool: &NodePool, owners: &Owners) -> Result<Vec<String>> {
+    let openstack = &pool.spec.openstack;
+    if openstack.ports.is_empty() {
+        return Ok(Vec::new());
+    }
+    let existing = compute.list_ports_by_tag(&worker_tag(&owners.worker_uid)).await?;
+    let mut security_groups = Vec::with_capacity(openstack.security_groups.len());
+    let mut ids = Vec::with_capacity(openstack.ports.len());
+    for (index, wanted) in openstack.ports.iter().enumerate() {
+        let name = port_name(&owners.worker, index);
+        if let Some(port) = existing.iter().find(|p| p.name == name) {
+            ids.push(port.id.clone());
+            continue;
+        }
+        if security_groups.is_empty() {
+            for group in &openstack.security_groups {
+                security_groups.push(compute.find_security_group(group).await?);
+            }
+        }
+        let network_id = compute.find_network(&wanted.network).await?;
+        let mut fixed_ips = Vec::with_capacity(wanted.fixed_ips.len());
+        for fixed in &wanted.fixed_ips {
+            fixed_ips.push(FixedIp {
+                subnet_id: compute.find_subnet(&network_id, &fixed.subnet).await?,
+                ip_address: fixed.ip_address.clone(),
+            });
+        }
+        let spec = PortSpec {
+            name,
+            network_id,
+            fixed_ips,
+            security_group_ids: security_groups.clone(),
+            tags: tags(pool, owners),
+        };
+        ids.push(compute.create_port(&spec).await?.id);
+    }
+    Ok(ids)
+}
+
+/// Deletes every port tagged `tag` that no server holds; returns how many.
+pub async fn delete_unattached_ports(compute: &dyn Compute, tag: &str) -> Result<usize> {
+    let mut deleted = 0;
+    for port in compute.list_ports_by_tag(tag).await? {
+        if port.device_id.is_none() {
+            compute.delete_port(&port.id).await?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// The worker's ports once its server is gone (an unattached port of a failed create included).
+pub async fn ports_of(compute: &dyn Compute, worker_uid: &str) -> Result<Vec<Port>> {
+    compute.list_ports_by_tag(&worker_tag(worker_uid)).await
 }
 
 /// The server group of a pool with a `serverGroupPolicy`, made on its first server: its ID, or
@@ -100,19 +179,14 @@ pub async fn server_group(compute: &dyn Compute, pool: &NodePool, pool_uid: &str
     ))
 }
 
-/// Flavor, image and network IDs of `pool`'s spec. Networks come from `networks`, or from the
-/// networks of `ports` (fixed IPs are not passed yet: the client creates ports on networks).
+/// Flavor, image and network IDs of `pool`'s spec. Networks come from `networks` only: the
+/// networks of `ports` are resolved by [`ensure_ports`], which makes those ports.
 pub async fn resolve(compute: &dyn Compute, pool: &NodePool) -> Result<(String, String, Vec<String>)> {
     let openstack = &pool.spec.openstack;
     let flavor = compute.find_flavor(&openstack.flavor).await?;
     let image = compute.find_image(&openstack.image).await?;
-    let names: Vec<&String> = if openstack.networks.is_empty() {
-        openstack.ports.iter().map(|p| &p.network).collect()
-    } else {
-        openstack.networks.iter().collect()
-    };
-    let mut networks = Vec::with_capacity(names.len());
-    for name in names {
+    let mut networks = Vec::with_capacity(openstack.networks.len());
+    for name in &openstack.networks {
         networks.push(compute.find_network(name).await?);
     }
     Ok((flavor, image, networks))
@@ -228,8 +302,113 @@ mod tests {
         cloud
             .add("flavor", "f-1", "nestplane.tiny")
             .add("image", "i-1", "nestplane-tiny")
-            .add("network", "n-1", "nestplane-net");
+            .add("network", "n-1", "nestplane-net")
+            .add("subnet", "s-1", "nestplane-subnet")
+            .add("security group", "sg-1", "default");
         cloud
+    }
+
+    /// A pool whose workers get a port on `nestplane-subnet`, at `address` when given.
+    fn pool_with_port(address: Option<&str>) -> NodePool {
+        let mut pool = pool();
+        pool.spec.openstack.networks.clear();
+        pool.spec.openstack.security_groups = vec!["default".into()];
+        pool.spec.openstack.ports = vec![crate::api::PortSpec {
+            network: "nestplane-net".into(),
+            fixed_ips: vec![crate::api::FixedIp {
+                subnet: "nestplane-subnet".into(),
+                ip_address: address.map(str::to_string),
+            }],
+        }];
+        pool
+    }
+
+    #[test]
+    fn a_worker_with_ports_boots_on_its_own_port_with_the_asked_address() {
+        let cloud = cloud();
+        let pool = pool_with_port(Some("172.31.250.40"));
+        let ids = block_on(resolve(&cloud, &pool)).expect("resolve");
+        let mut spec = spec(&pool, &owners(), ids, Vec::new());
+        spec.port_ids = block_on(ensure_ports(&cloud, &pool, &owners())).expect("ports");
+        assert!(spec.network_ids.is_empty(), "no second interface from Nova");
+        assert!(
+            spec.security_groups.is_empty(),
+            "the groups go on the port, where Nova would not put them"
+        );
+        let server = block_on(cloud.create_server(&spec)).expect("create");
+        assert_eq!(server.fixed_ips(), ["172.31.250.40"]);
+
+        let ports = cloud.ports();
+        assert_eq!(ports.len(), 1);
+        let port = &ports[0];
+        assert_eq!(port.name, "workers-abcde-0");
+        assert_eq!(
+            (port.network_id.as_str(), port.fixed_ips[0].subnet_id.as_str()),
+            ("n-1", "s-1")
+        );
+        assert_eq!(
+            port.tags[..3],
+            ["np-cluster:c-uid", "np-pool:p-uid", "np-worker:w-uid"]
+        );
+        assert_eq!(port.device_id.as_deref(), Some(server.id.as_str()));
+    }
+
+    #[test]
+    fn ports_made_by_an_earlier_pass_are_used_again_not_made_twice() {
+        let cloud = cloud();
+        let pool = pool_with_port(None);
+        // The server create failed (or the port create's answer was lost) after the port was made.
+        let first = block_on(ensure_ports(&cloud, &pool, &owners())).expect("ports");
+        let again = block_on(ensure_ports(&cloud, &pool, &owners())).expect("ports");
+        assert_eq!(first, again);
+        assert_eq!(cloud.ports_created(), 1);
+
+        let mut other = owners();
+        other.worker = "workers-fghij".into();
+        other.worker_uid = "w-uid-2".into();
+        let second_worker = block_on(ensure_ports(&cloud, &pool, &other)).expect("ports");
+        assert_ne!(second_worker, first, "each worker has its own port");
+        assert_eq!(block_on(ports_of(&cloud, "w-uid")).expect("ports").len(), 1);
+    }
+
+    #[test]
+    fn a_missing_subnet_is_a_network_failure_and_makes_no_port() {
+        let cloud = cloud();
+        let mut pool = pool_with_port(None);
+        pool.spec.openstack.ports[0].fixed_ips[0].subnet = "no-such-subnet".into();
+        let error = block_on(ensure_ports(&cloud, &pool, &owners())).expect_err("no such subnet");
+        assert_eq!(
+            crate::controllers::cloud::openstack_reason(&error),
+            "NetworkNotFound"
+        );
+        assert!(error.to_string().contains("no-such-subnet"));
+        assert!(cloud.ports().is_empty());
+    }
+
+    #[test]
+    fn only_ports_no_server_holds_are_swept() {
+        let cloud = cloud();
+        let pool = pool_with_port(None);
+        let held = block_on(ensure_ports(&cloud, &pool, &owners())).expect("ports");
+        let mut spec = spec(
+            &pool,
+            &owners(),
+            (String::new(), String::new(), Vec::new()),
+            Vec::new(),
+        );
+        spec.port_ids = held.clone();
+        block_on(cloud.create_server(&spec)).expect("create");
+        let mut other = owners();
+        other.worker = "workers-fghij".into();
+        other.worker_uid = "w-uid-2".into();
+        let leaked = block_on(ensure_ports(&cloud, &pool, &other)).expect("ports");
+        assert_eq!(
+            block_on(delete_unattached_ports(&cloud, &pool_tag("p-uid"))).expect("sweep"),
+            1
+        );
+        let left: Vec<String> = cloud.ports().into_iter().map(|p| p.id).collect();
+        assert_eq!(left, held);
+        assert!(!left.contains(&leaked[0]));
     }
 
     #[test]
