@@ -22,9 +22,7 @@ fi
 daemon_stop containerd
 
 # kubelet turns its root dir and each volume into mount points; pod network namespaces are mounts too.
-awk '$2 ~ "^(/var/lib/kubelet|/run/netns|/run/containerd)" {print $2}' /proc/mounts | sort -r | while read -r m; do
-  umount -l "$m" 2>/dev/null || true
-done
+unmount_runtime_mounts
 
 if [ "${WIPE:-0}" = 1 ]; then
   log "wiping cluster state"

@@ -49,6 +49,10 @@ ln -sf "$NESTPLANE_CACHE/etcd-$ETCD_VERSION/bin/etcdctl" /usr/local/bin/etcdctl
 
 render "$HACK_DIR/manifests/cni.conflist" >/etc/cni/net.d/10-nestplane.conflist
 render "$HACK_DIR/manifests/containerd.toml" >"$NESTPLANE_STATE/config/containerd.toml"
+# Runtime processes that died without `make down` (a reboot, a killed session) leave their mounts.
+if ! daemon_running containerd && ! daemon_running kubelet && ! pgrep -f containerd-shim >/dev/null; then
+  unmount_runtime_mounts
+fi
 daemon_start containerd containerd --config "$NESTPLANE_STATE/config/containerd.toml"
 wait_for "containerd" 60 ctr --address "$CONTAINERD_SOCK" version
 

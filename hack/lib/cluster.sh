@@ -23,3 +23,13 @@ node_ip() {
 }
 
 node_name() { hostname | tr '[:upper:]' '[:lower:]'; }
+
+# Unmounts what the kubelet and containerd mounted (the kubelet's root dir and volumes, pod
+# network namespaces, container rootfs). Only safe with both stopped: a mount left from a runtime
+# that died without `make down` is stale, and a pod netns mount shadowed by a later bind mount of
+# /run/netns can never be unlinked by the new runtime (every teardown fails with EBUSY).
+unmount_runtime_mounts() {
+  awk '$2 ~ "^(/var/lib/kubelet|/run/netns|/run/containerd)" {print $2}' /proc/mounts | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+}
