@@ -354,10 +354,14 @@ async fn pods_reach_each_other(hosted: &Client, nodes: &[Node]) -> Result<()> {
         .as_ref()
         .and_then(|s| s.pod_ip.clone())
         .context("web[1] pod IP")?;
+    // busybox from Debian's busybox-static: its wget crashes in glibc's static resolver, so the
+    // client resolves with nslookup (busybox's own resolver) and speaks HTTP through nc.
     let fetch = format!(
-        "set -e; a=$(wget -q -T 10 -O- http://{there_ip}:8080/); \
-         b=$(wget -q -T 10 -O- http://web.{namespace}.svc.cluster.local/); \
-         echo \"$a $b\" > /dev/termination-log"
+        "set -e; get() {{ printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 10 \"$1\" \"$2\" | tail -n 1; }}; \
+         a=$(get {there_ip} 8080); \
+         ip=$(nslookup web.{namespace}.svc.cluster.local | awk '/^Address: / {{print $2}}' | tail -n 1); \
+         b=$(get \"$ip\" 80); \
+         echo \"$a $b $ip\" > /dev/termination-log"
     );
     let client_pod: Pod = serde_json::from_value(json!({
         "metadata": { "name": "client" },
@@ -400,11 +404,21 @@ async fn pods_reach_each_other(hosted: &Client, nodes: &[Node]) -> Result<()> {
     );
     let answers = terminated.message.unwrap_or_default();
     let mut words = answers.split_whitespace();
-    let (by_ip, by_service) = (words.next(), words.next());
+    let (by_ip, by_service, resolved) = (words.next(), words.next(), words.next());
     ensure!(
         by_ip == Some(there.name_any().as_str()),
         "{there_ip} answered {by_ip:?}, not {}",
         there.name_any()
+    );
+    let cluster_ip = Api::<Service>::namespaced(hosted.clone(), namespace)
+        .get("web")
+        .await?
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .context("the web Service has no ClusterIP")?;
+    ensure!(
+        resolved == Some(cluster_ip.as_str()),
+        "web.{namespace}.svc.cluster.local resolved to {resolved:?}, the Service's ClusterIP is {cluster_ip}"
     );
     let web_names: BTreeSet<String> = web.iter().map(ResourceExt::name_any).collect();
     ensure!(
