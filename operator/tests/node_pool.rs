@@ -615,14 +615,16 @@ async fn nodes_ready_and_not_ready(client: &Client, nova: &dyn Compute, pool: &N
 /// the test project does not own `nestplane-net`.)
 async fn fixed_port(client: &Client, nova: &dyn Compute) -> Result<()> {
     let api = Api::<NodePool>::namespaced(client.clone(), NAMESPACE);
-    let spec = |replicas: i32, max_surge: i32, address: Option<&str>| {
+    // The second pool has its own name: testenv runs no garbage collector, so Workers of the
+    // deleted first pool would still carry its name.
+    let spec = |name: &str, replicas: i32, max_surge: i32, address: Option<&str>| {
         let mut fixed = json!({ "subnet": "nestplane-subnet" });
         if let Some(address) = address {
             fixed["ipAddress"] = json!(address);
         }
         json!({
             "apiVersion": "nestplane.io/v1alpha1", "kind": "NodePool",
-            "metadata": { "name": "pinned", "namespace": NAMESPACE },
+            "metadata": { "name": name, "namespace": NAMESPACE },
             "spec": {
                 "clusterName": CLUSTER,
                 "replicas": replicas,
@@ -642,7 +644,7 @@ async fn fixed_port(client: &Client, nova: &dyn Compute) -> Result<()> {
         let refused = api
             .create(
                 &PostParams::default(),
-                &serde_json::from_value(spec(replicas, max_surge, Some("172.31.250.247")))?,
+                &serde_json::from_value(spec("pinned", replicas, max_surge, Some("172.31.250.247")))?,
             )
             .await
             .err()
@@ -659,7 +661,7 @@ async fn fixed_port(client: &Client, nova: &dyn Compute) -> Result<()> {
     let pinned = api
         .create(
             &PostParams::default(),
-            &serde_json::from_value(spec(1, 0, Some("172.31.250.247")))?,
+            &serde_json::from_value(spec("pinned", 1, 0, Some("172.31.250.247")))?,
         )
         .await?;
     let scaled = api
@@ -685,7 +687,10 @@ async fn fixed_port(client: &Client, nova: &dyn Compute) -> Result<()> {
     ensure!(left.is_empty(), "ports left after the pinned pool: {left:?}");
 
     let pool = api
-        .create(&PostParams::default(), &serde_json::from_value(spec(2, 1, None))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(spec("ported", 2, 1, None))?,
+        )
         .await?;
     let workers = agree(client, nova, &pool, 2).await?;
     let pool_tag = format!("np-pool:{}", pool.uid().unwrap_or_default());
