@@ -32,10 +32,15 @@ pub fn inputs() -> Inputs {
 
 /// Compares `object` with `testdata/<name>.yaml`; `UPDATE_GOLDEN=1` rewrites the file.
 pub fn assert_golden<T: serde::Serialize>(name: &str, object: &T) {
+    assert_golden_text(name, &serde_yaml::to_string(object).expect("yaml"));
+}
+
+/// Compares `actual`, a rendered document, with `testdata/<name>.yaml`; `UPDATE_GOLDEN=1`
+/// rewrites the file.
+pub fn assert_golden_text(name: &str, actual: &str) {
     let path = format!("{}/src/builders/testdata/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
-    let actual = serde_yaml::to_string(object).expect("yaml");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &actual).expect("write golden file");
+        std::fs::write(&path, actual).expect("write golden file");
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();

@@ -3,6 +3,7 @@ use std::process::Command;
 
 use super::*;
 use crate::api::{RegistryMirror, TaintEffect};
+use crate::builders::testing::assert_golden_text;
 
 const SERVER_ID: &str = "3f1c2a9e-5b7d-4e8f-9a0b-1c2d3e4f5a6b";
 const HASH: &str = "sha256:0f8e3c6d1b2a4958f7e6d5c4b3a29180f7e6d5c4b3a29180f7e6d5c4b3a29180";
@@ -105,19 +106,7 @@ fn invalid_message(result: Result<String, BuildError>) -> String {
 #[test]
 fn user_data_matches_golden() {
     let rendered = render(&input()).expect("render");
-    let path = format!(
-        "{}/src/builders/testdata/user-data.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &rendered).expect("write golden file");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        expected == rendered,
-        "user-data differs from {path} (run with UPDATE_GOLDEN=1 and review the diff):\n{rendered}"
-    );
+    assert_golden_text("user-data", &rendered);
 }
 
 #[test]
@@ -365,19 +354,7 @@ fn user_data_with_registry_mirrors_matches_golden() {
     let mut input = input();
     input.registry_mirrors = mirrors();
     let rendered = render(&input).expect("render");
-    let path = format!(
-        "{}/src/builders/testdata/user-data-registry-mirrors.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::write(&path, &rendered).expect("write golden file");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        expected == rendered,
-        "user-data differs from {path} (run with UPDATE_GOLDEN=1 and review the diff):\n{rendered}"
-    );
+    assert_golden_text("user-data-registry-mirrors", &rendered);
 }
 
 #[test]
