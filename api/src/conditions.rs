@@ -111,15 +111,14 @@ pub const REASON_QUOTA_EXCEEDED: &str = "QuotaExceeded";
 pub const REASON_FLAVOR_NOT_FOUND: &str = "FlavorNotFound";
 pub const REASON_IMAGE_NOT_FOUND: &str = "ImageNotFound";
 pub const REASON_NETWORK_NOT_FOUND: &str = "NetworkNotFound";
+/// `rootVolume.volumeType` names no Cinder volume type (Nova refuses the server).
+pub const REASON_VOLUME_TYPE_NOT_FOUND: &str = "VolumeTypeNotFound";
 /// No answer, a timeout, or a 5xx from the cloud.
 pub const REASON_CLOUD_UNREACHABLE: &str = "CloudUnreachable";
 /// Any other refusal of the cloud; the message has its answer.
 pub const REASON_CLOUD_REQUEST_FAILED: &str = "CloudRequestFailed";
 /// The hosted cluster could not be made ready for joins.
 pub const REASON_JOIN_PREPARATION_FAILED: &str = "JoinPreparationFailed";
-/// The spec asks for something this version of nestplane cannot do yet (named in the message):
-/// refused rather than silently ignored.
-pub const REASON_UNSUPPORTED: &str = "Unsupported";
 /// Nova put the server in ERROR.
 pub const REASON_SERVER_ERROR: &str = "ServerError";
 /// The server was deleted behind nestplane's back.

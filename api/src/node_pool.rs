@@ -149,7 +149,8 @@ pub struct OpenStackMachineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_group_policy: Option<ServerGroupPolicy>,
 
-    /// Boot from a Cinder volume of this size instead of the flavor's disk.
+    /// Boot from a Cinder volume of this size instead of the flavor's disk: Nova makes it from the
+    /// image while it builds the server and deletes it with the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_volume: Option<RootVolume>,
 

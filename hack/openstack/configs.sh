@@ -42,15 +42,17 @@ render_configs() {
   local etc=$1 host
   # The keystonemiddleware section that validates tokens for a service, and keystoneauth sections
   # for service-to-service calls on internal endpoints.
-  local glance_authtoken placement_authtoken nova_authtoken neutron_authtoken
+  local glance_authtoken placement_authtoken nova_authtoken neutron_authtoken cinder_authtoken
   glance_authtoken="$(render sections/keystone_authtoken SERVICE_USER=glance)"
   placement_authtoken="$(render sections/keystone_authtoken SERVICE_USER=placement)"
   nova_authtoken="$(render sections/keystone_authtoken SERVICE_USER=nova)"
   neutron_authtoken="$(render sections/keystone_authtoken SERVICE_USER=neutron)"
-  local nova_placement_auth nova_neutron_auth neutron_nova_auth
+  cinder_authtoken="$(render sections/keystone_authtoken SERVICE_USER=cinder)"
+  local nova_placement_auth nova_neutron_auth neutron_nova_auth cinder_nova_auth
   nova_placement_auth="$(render sections/service_auth SECTION=placement SERVICE_USER=nova)"
   nova_neutron_auth="$(render sections/service_auth SECTION=neutron SERVICE_USER=nova)"
   neutron_nova_auth="$(render sections/service_auth SECTION=nova SERVICE_USER=neutron)"
+  cinder_nova_auth="$(render sections/service_auth SECTION=nova SERVICE_USER=cinder)"
 
   render_to "$etc" mariadb/my.cnf
   render_to "$etc" rabbitmq/rabbitmq.conf
@@ -70,6 +72,8 @@ render_configs() {
   render_to "$etc" neutron/neutron.conf DB_URL="$(os_db_url neutron)" \
     KEYSTONE_AUTHTOKEN="$neutron_authtoken" NOVA_AUTH="$neutron_nova_auth"
   render_to "$etc" neutron/plugins/ml2/ml2_conf.ini
+  render_to "$etc" cinder/cinder.conf DB_URL="$(os_db_url cinder)" \
+    KEYSTONE_AUTHTOKEN="$cinder_authtoken" NOVA_AUTH="$cinder_nova_auth"
   # One macvtap agent per compute host name, each with its own host.
   for host in "$OS_FAKE_HOST" "$OS_LIBVIRT_HOST"; do
     render neutron/macvtap.ini HOST="$host" >"$etc/neutron/macvtap-$host.ini"
@@ -86,11 +90,13 @@ render_configs() {
 # every rendered file under $OS_ETC, and libvirt's qemu.conf in /etc/libvirt.
 write_all_configs() {
   mkdir -p "$OS_LIB/glance/images" "$OS_LIB/glance/staging" "$OS_LIB/glance/tasks" \
-    "$OS_LIB/nova/compute-fake/instances" "$OS_LIB/nova/compute-qemu/instances" "$OS_LIB/neutron"
-  mkdir -p "$OS_ETC/glance" "$OS_ETC/nova" "$OS_ETC/neutron"
+    "$OS_LIB/nova/compute-fake/instances" "$OS_LIB/nova/compute-qemu/instances" "$OS_LIB/neutron" \
+    "$OS_LIB/cinder/volumes" "$OS_LIB/cinder/conversion" "$OS_LIB/cinder/coordination"
+  mkdir -p "$OS_ETC/glance" "$OS_ETC/nova" "$OS_ETC/neutron" "$OS_ETC/cinder"
   cp "$OS_VENV/etc/glance/glance-api-paste.ini" "$OS_ETC/glance/"
   cp "$OS_VENV/etc/nova/api-paste.ini" "$OS_ETC/nova/"
   cp "$OS_VENV/etc/neutron/api-paste.ini" "$OS_ETC/neutron/"
+  cp "$OS_VENV/etc/cinder/api-paste.ini" "$OS_ETC/cinder/"
   render_configs "$OS_ETC"
   # libvirtd reads qemu.conf only from /etc/libvirt.
   mkdir -p /etc/libvirt

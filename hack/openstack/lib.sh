@@ -37,6 +37,7 @@ PORT_GLANCE=9292
 PORT_PLACEMENT=8778
 PORT_NOVA=8774
 PORT_NEUTRON=9696
+PORT_CINDER=8776
 PORT_TOXIPROXY=8474
 PORT_NOVA_PROXY=18774
 PORT_NEUTRON_PROXY=19696
@@ -56,6 +57,8 @@ OS_FAKE_HOST=nestplane-fake
 OS_FAKE_AZ=nestplane-fake
 OS_LIBVIRT_HOST=nestplane-qemu
 OS_LIBVIRT_AZ=nestplane-qemu
+# The one cinder-volume service (its backend is py/cinder_file_driver.py).
+OS_CINDER_HOST=nestplane-cinder
 
 OS_PASSWORD=nestplane-admin
 OS_DB_PASSWORD=nestplane-db

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts the test cloud: MariaDB, RabbitMQ, Keystone, Glance, Placement, Nova (two compute hosts),
-# Neutron (ML2/macvtap) and toxiproxy, on loopback, with the public endpoints also on
+# Neutron (ML2/macvtap), Cinder and toxiproxy, on loopback, with the public endpoints also on
 # $OS_PUBLIC_HOST; then creates what tests need (bootstrap.py).
 # Idempotent: configuration is rendered anew and a daemon is restarted only when its command line
 # or configuration changed (os_daemon_start); databases are synced once per release.
@@ -11,6 +11,8 @@
 start_time=$SECONDS
 "$OS_DIR/install.sh"
 mkdir -p "$OS_ETC" "$OS_RUN" "$OS_LOGS" "$OS_LIB"
+# A stable path to the current virtualenv, for the `openstack` CLI in scripts and tests.
+ln -sfn "$OS_VENV" "$OS_STATE/venv"
 write_all_configs
 export PATH="$OS_STATE/bin:$OS_BIN:$PATH"
 # Privileged helpers (privsep, rootwrap) run as `sudo CMD`; as root that is just CMD. The shim is on
@@ -65,14 +67,15 @@ start_mariadb() {
   os_daemon_start mariadb "$OS_ETC/mariadb" -- mariadbd --defaults-file="$OS_ETC/mariadb/my.cnf"
   wait_for "MariaDB" 60 mariadb --socket="$OS_RUN/mysqld.sock" -e 'SELECT 1'
   local db sql=""
-  for db in keystone glance placement nova_api nova nova_cell0 neutron; do
+  for db in keystone glance placement nova_api nova nova_cell0 neutron cinder; do
     sql+="CREATE DATABASE IF NOT EXISTS $db CHARACTER SET utf8mb4;"
   done
-  for db in keystone glance placement nova_api nova neutron; do
+  for db in keystone glance placement nova_api nova neutron cinder; do
     sql+="CREATE USER IF NOT EXISTS '$db'@'127.0.0.1' IDENTIFIED BY '$OS_DB_PASSWORD';"
   done
   sql+="GRANT ALL ON keystone.* TO 'keystone'@'127.0.0.1'; GRANT ALL ON glance.* TO 'glance'@'127.0.0.1';"
   sql+="GRANT ALL ON placement.* TO 'placement'@'127.0.0.1'; GRANT ALL ON neutron.* TO 'neutron'@'127.0.0.1';"
+  sql+="GRANT ALL ON cinder.* TO 'cinder'@'127.0.0.1';"
   sql+="GRANT ALL ON nova_api.* TO 'nova_api'@'127.0.0.1'; GRANT ALL ON nova.* TO 'nova'@'127.0.0.1';"
   sql+="GRANT ALL ON nova_cell0.* TO 'nova'@'127.0.0.1'; GRANT ALL ON nova_api.* TO 'nova'@'127.0.0.1';"
   mariadb --socket="$OS_RUN/mysqld.sock" -e "$sql"
@@ -183,6 +186,17 @@ start_neutron() {
   os_daemon_start neutron-rpc "$OS_ETC/neutron" -- neutron-rpc-server "${neutron_conf[@]}" --log-file "$OS_LOGS/neutron-rpc.log"
 }
 
+# Cinder: the API, its scheduler and one volume service whose backend stores each volume as a file.
+start_cinder() {
+  local conf="$OS_ETC/cinder/cinder.conf"
+  db_sync cinder cinder-manage --config-file "$conf" db sync
+  gunicorn_start cinder-api "$OS_HOST $OS_PUBLIC_HOST" "$PORT_CINDER" cinder.wsgi.api "$OS_ETC/cinder" \
+    NSP_WSGI_ARGS="--config-file $conf"
+  os_daemon_start cinder-scheduler "$conf" -- cinder-scheduler --config-file "$conf" --log-file "$OS_LOGS/cinder-scheduler.log"
+  os_daemon_start cinder-volume "$conf" "$OS_DIR/py/cinder_file_driver.py" -- env PYTHONPATH="$OS_DIR/py" \
+    cinder-volume --config-file "$conf" --log-file "$OS_LOGS/cinder-volume.log"
+}
+
 start_libvirt() {
   mkdir -p /var/lib/libvirt/qemu /var/log/libvirt/qemu /var/cache/libvirt /run/libvirt
   os_daemon_start libvirtd "$OS_ETC/libvirt" /etc/libvirt/qemu.conf -- libvirtd --config "$OS_ETC/libvirt/libvirtd.conf"
@@ -215,10 +229,10 @@ start_toxiproxy() {
 # openstacksdk reads OS_* variables as credentials.
 bootstrap() {
   local v args=()
-  for v in OS_HOST OS_PUBLIC_HOST PORT_KEYSTONE PORT_GLANCE PORT_PLACEMENT PORT_NOVA PORT_NEUTRON PORT_NOVA_PROXY \
+  for v in OS_HOST OS_PUBLIC_HOST PORT_KEYSTONE PORT_GLANCE PORT_PLACEMENT PORT_NOVA PORT_NEUTRON PORT_CINDER PORT_NOVA_PROXY \
     PORT_NEUTRON_PROXY OS_STATE OS_ETC OS_LOGS OS_IMAGES OS_PASSWORD OS_SERVICE_PASSWORD OS_CLOUDS_YAML \
     OS_ADMIN_CLOUDS_YAML OS_SECRET_YAML OS_FAKE_HOST OS_LIBVIRT_HOST OS_FAKE_AZ OS_LIBVIRT_AZ OS_NET_CIDR \
-    OS_NET_GATEWAY OS_NET_POOL_START OS_NET_POOL_END; do
+    OS_NET_GATEWAY OS_NET_POOL_START OS_NET_POOL_END OS_CINDER_HOST; do
     args+=("NSP_$v=${!v}")
   done
   env "${args[@]}" "$OS_BIN/python3" "$OS_DIR/py/bootstrap.py" "$1"
@@ -239,11 +253,13 @@ start_glance
 start_placement
 start_neutron
 start_nova_control
+start_cinder
 wait_for "Placement" 120 os_http_up "http://$OS_HOST:$PORT_PLACEMENT/"
 wait_for "Neutron API" 180 os_http_up "http://$OS_HOST:$PORT_NEUTRON/"
 start_computes
 wait_for "Nova API" 180 os_http_up "http://$OS_HOST:$PORT_NOVA/"
 wait_for "Glance" 120 os_http_up "http://$OS_HOST:$PORT_GLANCE/versions"
+wait_for "Cinder API" 120 os_http_up "http://$OS_HOST:$PORT_CINDER/"
 # Compute hosts, agents, cells, zones, flavors, network, images, quotas, nestplane's credential.
 bootstrap resources
 log "OpenStack is up in $((SECONDS - start_time))s; clouds.yaml: $OS_CLOUDS_YAML (cloud 'nestplane'), admin: $OS_ADMIN_CLOUDS_YAML"

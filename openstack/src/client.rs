@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 pub use config::{Auth, CloudConfig};
-use wire::{decode_failure, enc, join, not_found, parse_server, read_json, send, transport};
+use wire::{
+    decode_failure, enc, join, not_found, parse_server, read_json, root_volume_mapping, send, transport,
+};
 
 use super::{COMPUTE_MICROVERSION, Compute, Error, Failure, Port, PortSpec, Result, Server, ServerSpec};
 
@@ -260,7 +262,6 @@ impl Client {
         let mut server = json!({
             "name": spec.name,
             "flavorRef": spec.flavor_id,
-            "imageRef": spec.image_id,
             "networks": spec
                 .network_ids
                 .iter()
@@ -269,6 +270,10 @@ impl Client {
                 .collect::<Vec<_>>(),
             "metadata": spec.metadata,
         });
+        match &spec.root_volume {
+            None => server["imageRef"] = json!(spec.image_id),
+            Some(volume) => server["block_device_mapping_v2"] = json!([root_volume_mapping(spec, volume)]),
+        }
         if !spec.user_data.is_empty() {
             server["user_data"] = json!(BASE64.encode(&spec.user_data));
         }

@@ -139,6 +139,9 @@ impl Compute for Cloud {
             }
             state.created += 1;
             let mut server = Server::building(format!("server-{}", state.created), spec);
+            if spec.root_volume.is_some() {
+                server.volume_ids.push(format!("volume-{}", state.created));
+            }
             for id in &spec.port_ids {
                 if let Some(port) = state.ports.get_mut(id) {
                     port.device_id = Some(server.id.clone());

@@ -18,7 +18,7 @@ pub use client::{Client, CloudConfig};
 
 /// The Nova microversion every compute request pins: tags on create and in `GET /servers?tags=`
 /// (2.26, 2.52), `OS-EXT-SRV-ATTR:user_data` in server show (2.3, subject to the cloud's policy)
-/// and `hostname` (2.90). Supported by every Nova since Xena (2021.2).
+/// `hostname` (2.90), and `volume_type` in a block device mapping (2.67). Supported by every Nova since Xena (2021.2).
 pub const COMPUTE_MICROVERSION: &str = "2.90";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -43,6 +43,17 @@ pub struct ServerSpec {
     pub security_groups: Vec<String>,
     /// The server group to schedule into (its policy spreads the servers), by ID.
     pub server_group_id: Option<String>,
+    /// Boot from a Cinder volume that Nova makes from the image, instead of the flavor's disk.
+    pub root_volume: Option<RootVolumeSpec>,
+}
+
+/// A root volume: Nova asks Cinder for it while it builds the server (block device mapping
+/// image → volume) and deletes it with the server, so it never outlives its server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RootVolumeSpec {
+    pub size_gib: u32,
+    /// The Cinder volume type (name or ID); the cloud's default when `None`.
+    pub volume_type: Option<String>,
 }
 
 /// A server as Nova reports it.
@@ -58,6 +69,8 @@ pub struct Server {
     pub availability_zone: Option<String>,
     /// Nova's fault message for a server in ERROR.
     pub fault: Option<String>,
+    /// The Cinder volumes attached to it (its root volume among them).
+    pub volume_ids: Vec<String>,
 }
 
 impl Server {
@@ -72,6 +85,7 @@ impl Server {
             addresses: BTreeMap::new(),
             availability_zone: spec.availability_zone.clone(),
             fault: None,
+            volume_ids: Vec::new(),
         }
     }
 

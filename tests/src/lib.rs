@@ -267,6 +267,46 @@ pub mod openstack {
         std::env::var("NESTPLANE_E2E_CLOUDS_YAML").unwrap_or_else(|_| DEFAULT_CLOUDS_YAML.into())
     }
 
+    /// Cinder's view of volume `id` in cloud `cloud` (`openstack volume show -f json`), `None`
+    /// once the project has no such volume. Through the `openstack` CLI: nestplane itself never
+    /// calls Cinder (Nova makes and deletes root volumes).
+    pub async fn volume(cloud: &str, id: &str) -> Result<Option<serde_json::Value>> {
+        // `volume show` of a missing ID falls back to a search by name, which Cinder refuses:
+        // presence is read from the list.
+        let listed = openstack_cli(cloud, &["volume", "list", "-f", "json"]).await?;
+        let present = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v["ID"].as_str() == Some(id));
+        if !present {
+            return Ok(None);
+        }
+        openstack_cli(cloud, &["volume", "show", id, "-f", "json"])
+            .await
+            .map(Some)
+    }
+
+    async fn openstack_cli(cloud: &str, args: &[&str]) -> Result<serde_json::Value> {
+        let output = tokio::process::Command::new(OPENSTACK_CLI)
+            .args(args)
+            .env("OS_CLIENT_CONFIG_FILE", clouds_yaml_path())
+            .env("OS_CLOUD", cloud)
+            .output()
+            .await
+            .with_context(|| format!("running {OPENSTACK_CLI} (from `make openstack-up`)"))?;
+        anyhow::ensure!(
+            output.status.success(),
+            "openstack {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(serde_json::from_slice(&output.stdout)?)
+    }
+
+    /// The `openstack` CLI of the test cloud's virtualenv (a link that `make openstack-up` keeps).
+    pub const OPENSTACK_CLI: &str = "/var/lib/nestplane/openstack/venv/bin/openstack";
+
     /// The test cloud's clouds.yaml as text, for a NodePool's cloud Secret.
     pub fn clouds_yaml() -> Result<String> {
         let path = clouds_yaml_path();

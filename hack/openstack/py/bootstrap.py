@@ -1,7 +1,7 @@
 """Creates what the test cloud's users need, idempotently, in one process (the CLI costs ~2 s a call).
 
   bootstrap.py identity   services, endpoints, service users, projects, roles; clouds-admin.yaml
-  bootstrap.py resources  compute hosts, zones, flavors, network, images, quotas, nestplane's
+  bootstrap.py resources  compute hosts, zones, flavors, network, volume types, images, quotas, nestplane's
                           application credential, clouds.yaml and its Kubernetes Secret form
 
 Settings come from NSP_* variables that hack/openstack/up.sh sets (see lib.sh).
@@ -35,12 +35,16 @@ SERVICES = [
     ("placement", "placement", f"http://{PUBLIC}:{E['PORT_PLACEMENT']}", f"http://{HOST}:{E['PORT_PLACEMENT']}"),
     ("nova", "compute", f"http://{PUBLIC}:{E['PORT_NOVA_PROXY']}/v2.1", f"http://{HOST}:{E['PORT_NOVA']}/v2.1"),
     ("neutron", "network", f"http://{PUBLIC}:{E['PORT_NEUTRON_PROXY']}", f"http://{HOST}:{E['PORT_NEUTRON']}"),
+    # Cinder's v3 API without a project ID in the URL (microversion 3.67 and later allow it).
+    ("cinderv3", "block-storage", f"http://{PUBLIC}:{E['PORT_CINDER']}/v3", f"http://{HOST}:{E['PORT_CINDER']}/v3"),
 ]
 # Projects for nestplane: the main one, and one with tiny quotas that tests can exceed on purpose.
 PROJECTS = {
-    "nestplane": {"instances": 100, "cores": 200, "ram": 204800, "ports": 300},
-    "nestplane-quota": {"instances": 2, "cores": 4, "ram": 4096, "ports": 10},
+    "nestplane": {"instances": 100, "cores": 200, "ram": 204800, "ports": 300, "volumes": 100, "gigabytes": 1000},
+    "nestplane-quota": {"instances": 2, "cores": 4, "ram": 4096, "ports": 10, "volumes": 2, "gigabytes": 4},
 }
+# Volume types besides Cinder's __DEFAULT__, for root volumes that name one.
+VOLUME_TYPES = ("nestplane-standard",)
 USER_PASSWORD = "nestplane-user"
 
 
@@ -83,7 +87,7 @@ def identity():
              for r in ("admin", "member", "reader", "service")}
     service_project = ensure(lambda: idn.find_project("service"),
                              lambda: idn.create_project(name="service", domain_id="default"))
-    for name in ("glance", "placement", "nova", "neutron"):
+    for name in ("glance", "placement", "nova", "neutron", "cinder"):
         user = ensure(lambda: idn.find_user(name),
                       lambda: idn.create_user(name=name, password=E["OS_SERVICE_PASSWORD"], domain_id="default"))
         for role in ("admin", "service"):
@@ -165,6 +169,18 @@ def flavors(conn):
             conn.compute.create_flavor(name=name, ram=ram, vcpus=vcpus, disk=disk, is_public=True)
 
 
+def volumes(conn):
+    def volume_service_up():
+        return any(s.binary == "cinder-volume" and s.state == "up" and s.host.startswith(E["OS_CINDER_HOST"])
+                   for s in conn.block_storage.services())
+
+    # A volume asked for before the volume service reports its backend would go to "error".
+    wait("cinder-volume", 120, volume_service_up)
+    for name in VOLUME_TYPES:
+        if conn.block_storage.find_type(name) is None:
+            conn.block_storage.create_type(name=name, is_public=True)
+
+
 def network(conn):
     net = conn.network.find_network("nestplane-net")
     if net is None:
@@ -228,6 +244,7 @@ def quotas(conn):
         project = conn.identity.find_project(name)
         conn.set_compute_quotas(project.id, instances=q["instances"], cores=q["cores"], ram=q["ram"])
         conn.network.update_quota(project.id, ports=q["ports"])
+        conn.set_volume_quotas(project.id, volumes=q["volumes"], gigabytes=q["gigabytes"])
 
 
 def application_credentials(conn):
@@ -276,6 +293,7 @@ def resources():
     compute_hosts(conn)
     flavors(conn)
     network(conn)
+    volumes(conn)
     images(conn)
     quotas(conn)
     application_credentials(conn)

@@ -1,9 +1,9 @@
 //! What goes over the wire: sending a request, reading OpenStack's error bodies and servers.
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::super::{Error, Failure, Result, Server, ServerStatus};
+use super::super::{Error, Failure, Result, RootVolumeSpec, Server, ServerSpec, ServerStatus};
 
 /// Sends a request; any non-2xx answer becomes [`Failure::Status`] with the service's message.
 pub(super) async fn send(
@@ -167,14 +167,36 @@ pub(super) fn parse_server(v: &Value) -> Result<Server, Failure> {
         addresses,
         availability_zone: text("OS-EXT-AZ:availability_zone").filter(|z| !z.is_empty()),
         fault: v["fault"]["message"].as_str().map(str::to_string),
+        volume_ids: v["os-extended-volumes:volumes_attached"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["id"].as_str().map(str::to_string))
+            .collect(),
         id,
     })
+}
+
+/// The block device mapping that boots a server from a new volume made from its image; the
+/// volume goes with the server, so deleting the server leaves no volume behind.
+pub(super) fn root_volume_mapping(spec: &ServerSpec, volume: &RootVolumeSpec) -> Value {
+    let mut mapping = json!({
+        "boot_index": 0,
+        "uuid": spec.image_id,
+        "source_type": "image",
+        "destination_type": "volume",
+        "volume_size": volume.size_gib,
+        "delete_on_termination": true,
+    });
+    if let Some(volume_type) = &volume.volume_type {
+        mapping["volume_type"] = json!(volume_type);
+    }
+    mapping
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn error_messages_come_from_the_service_body() {
@@ -202,6 +224,44 @@ mod tests {
         assert_eq!(server.status, ServerStatus::Active);
         assert_eq!(server.fixed_ips(), vec!["172.31.250.11".to_string()]);
         assert_eq!(server.availability_zone.as_deref(), Some("nestplane-fake"));
+    }
+
+    #[test]
+    fn a_root_volume_is_made_from_the_image_and_deleted_with_the_server() {
+        let spec = ServerSpec {
+            image_id: "img".into(),
+            ..Default::default()
+        };
+        let volume = RootVolumeSpec {
+            size_gib: 20,
+            volume_type: Some("ssd".into()),
+        };
+        let mapping = root_volume_mapping(&spec, &volume);
+        assert_eq!(
+            mapping,
+            json!({"boot_index": 0, "uuid": "img", "source_type": "image",
+                   "destination_type": "volume", "volume_size": 20,
+                   "delete_on_termination": true, "volume_type": "ssd"})
+        );
+        let default_type = RootVolumeSpec {
+            volume_type: None,
+            ..volume
+        };
+        assert!(
+            root_volume_mapping(&spec, &default_type)
+                .get("volume_type")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn attached_volumes_are_read() {
+        let server = parse_server(&json!({
+            "id": "1", "status": "ACTIVE",
+            "os-extended-volumes:volumes_attached": [{"id": "v-1", "delete_on_termination": true}],
+        }))
+        .unwrap();
+        assert_eq!(server.volume_ids, vec!["v-1".to_string()]);
     }
 
     #[test]

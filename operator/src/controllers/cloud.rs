@@ -122,6 +122,11 @@ pub fn openstack_reason(error: &nestplane_openstack::Error) -> &'static str {
             "network" | "subnet" | "security group" => reasons::REASON_NETWORK_NOT_FOUND,
             _ => reasons::REASON_CLOUD_REQUEST_FAILED,
         },
+        Some(Failure::Status {
+            status: 400, message, ..
+        }) if message.starts_with("Volume type ") && message.contains("could not be found") => {
+            reasons::REASON_VOLUME_TYPE_NOT_FOUND
+        }
         Some(Failure::Status { status: 401, .. }) => reasons::REASON_AUTHENTICATION_FAILED,
         Some(Failure::Status { status: 413, .. }) => reasons::REASON_QUOTA_EXCEEDED,
         Some(Failure::Status {
@@ -168,6 +173,14 @@ mod tests {
             "AuthenticationFailed"
         );
         assert_eq!(openstack_reason(&status(503, "unavailable")), "CloudUnreachable");
+        assert_eq!(
+            openstack_reason(&status(400, "Volume type fast could not be found.")),
+            "VolumeTypeNotFound"
+        );
+        assert_eq!(
+            openstack_reason(&status(400, "Invalid input for field/attribute volume_size.")),
+            "CloudRequestFailed"
+        );
         let transport = nestplane_openstack::Error::OpenStack {
             op: "list servers by tag",
             source: Failure::Transport {

@@ -232,9 +232,6 @@ async fn gate(
             None,
         );
     }
-    if let Some(message) = unsupported(pool) {
-        return (Some((reasons::REASON_UNSUPPORTED, message)), None);
-    }
     if let Err(error) = ctx.clouds.compute(&ctx.client, pool).await {
         return (Some((cloud::reason(&error), error.to_string())), None);
     }
@@ -251,20 +248,6 @@ async fn gate(
             None,
         ),
     }
-}
-
-/// What of the spec the Worker controller cannot create yet: such a pool gets no server rather
-/// than one that differs from what was asked for.
-fn unsupported(pool: &NodePool) -> Option<String> {
-    let openstack = &pool.spec.openstack;
-    if openstack.root_volume.is_some() {
-        return Some(
-            "openstack.rootVolume (boot from a Cinder volume) is not supported yet: remove it to boot \
-             from the flavor's disk"
-                .into(),
-        );
-    }
-    None
 }
 
 /// `a` is a later Kubernetes version than `b` (`vMAJOR.MINOR.PATCH`).
@@ -434,19 +417,8 @@ async fn cleanup(pool: &NodePool, ctx: &Context, api: &Api<NodePool>) -> Result<
         act(pool, ctx, &plan, "").await?;
         return Ok(Action::requeue(REQUEUE_DELETING));
     }
-    if !pool.spec.openstack.ports.is_empty() {
-        // Each Worker deletes its ports; this catches those of a Worker whose finalizer was
-        // removed by hand.
-        let compute = ctx.clouds.compute(&ctx.client, pool).await?;
-        let uid = pool.uid().ok_or(Error::MissingField("metadata.uid"))?;
-        worker::server::delete_unattached_ports(compute.as_ref(), &worker::server::pool_tag(&uid)).await?;
-    }
-    if pool.spec.openstack.server_group_policy.is_some() {
-        let compute = ctx.clouds.compute(&ctx.client, pool).await?;
-        let uid = pool.uid().ok_or(Error::MissingField("metadata.uid"))?;
-        compute
-            .delete_server_groups(&worker::server::pool_tag(&uid))
-            .await?;
+    if !pool.spec.openstack.ports.is_empty() || pool.spec.openstack.server_group_policy.is_some() {
+        sweep(pool, ctx).await?;
     }
     let namespace = pool.namespace().unwrap_or_default();
     if let Some(hc) = Api::<HostedCluster>::namespaced(ctx.client.clone(), &namespace)
@@ -461,6 +433,37 @@ async fn cleanup(pool: &NodePool, ctx: &Context, api: &Api<NodePool>) -> Result<
         .forget_node_pool(&pool.namespace().unwrap_or_default(), &pool.name_any());
     ctx.backoff.forget_for(pool);
     Ok(Action::await_change())
+}
+
+/// Deletes what a gone pool may have left in the cloud besides servers: ports of a Worker whose
+/// finalizer was removed by hand, and the pool's server group. With no Worker left and no
+/// usable cloud Secret (a pool of a cluster that never existed, deleted with its namespace),
+/// there is nothing to sweep with: the pool goes, with a warning, rather than never.
+async fn sweep(pool: &NodePool, ctx: &Context) -> Result<()> {
+    let compute = match ctx.clouds.compute(&ctx.client, pool).await {
+        Ok(compute) => compute,
+        Err(error @ Error::CloudSecret { .. }) => {
+            warn!(%error, "not sweeping the pool's ports and server groups");
+            let note =
+                format!("unattached ports and server groups of the pool, if any, were not swept: {error}");
+            publish(
+                ctx,
+                pool,
+                event(EventType::Warning, reasons::REASON_CLOUD_SECRET_INVALID, "Delete").note(note),
+            )
+            .await;
+            return Ok(());
+        }
+        Err(error) => return Err(error),
+    };
+    let tag = worker::server::pool_tag(&pool.uid().ok_or(Error::MissingField("metadata.uid"))?);
+    if !pool.spec.openstack.ports.is_empty() {
+        worker::server::delete_unattached_ports(compute.as_ref(), &tag).await?;
+    }
+    if pool.spec.openstack.server_group_policy.is_some() {
+        compute.delete_server_groups(&tag).await?;
+    }
+    Ok(())
 }
 
 /// The NodePools of `hc`, for the HostedCluster's cleanup: deletes them and says which remain.
@@ -565,27 +568,6 @@ mod tests {
             endpoints: vec!["https://mirror.example.com".into()],
         }];
         assert_ne!(template_hash(&mirrored, Some("v1.35.4")), before);
-    }
-
-    #[test]
-    fn a_root_volume_is_refused_not_ignored_and_fixed_ips_are_not() {
-        assert_eq!(unsupported(&testing::pool()), None);
-        let mut volume = testing::pool();
-        volume.spec.openstack.root_volume = Some(crate::api::RootVolume {
-            size_gi_b: 20,
-            volume_type: None,
-        });
-        assert!(unsupported(&volume).is_some_and(|m| m.contains("rootVolume")));
-        let mut fixed = testing::pool();
-        fixed.spec.openstack.networks.clear();
-        fixed.spec.openstack.ports = vec![crate::api::PortSpec {
-            network: "nestplane-net".into(),
-            fixed_ips: vec![crate::api::FixedIp {
-                subnet: "nestplane-subnet".into(),
-                ip_address: None,
-            }],
-        }];
-        assert_eq!(unsupported(&fixed), None);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! a Worker phase. Talks only to `Compute`, so the fake cloud tests it.
 use std::collections::BTreeMap;
 
-use nestplane_openstack::{Compute, FixedIp, Port, PortSpec, Result, Server, ServerSpec, ServerStatus};
+use nestplane_openstack::{
+    Compute, FixedIp, Port, PortSpec, Result, RootVolumeSpec, Server, ServerSpec, ServerStatus,
+};
 
 use crate::api::conditions as reasons;
 use crate::api::{NodePool, ServerGroupPolicy, WorkerPhase};
@@ -77,6 +79,11 @@ pub fn spec(
         },
         server_group_id: None,
         port_ids: Vec::new(),
+        root_volume: openstack.root_volume.as_ref().map(|volume| RootVolumeSpec {
+            // The schema keeps the size in 1..=16384.
+            size_gib: volume.size_gi_b.unsigned_abs(),
+            volume_type: volume.volume_type.clone(),
+        }),
     }
 }
 
@@ -436,6 +443,24 @@ mod tests {
             Some("workers-abcde")
         );
         assert_eq!(spec.metadata.get("cost-center").map(String::as_str), Some("42"));
+    }
+
+    #[test]
+    fn a_root_volume_is_asked_of_nova_with_its_size_and_type() {
+        let ids = || ("f".to_string(), "i".to_string(), vec!["n".to_string()]);
+        let mut pool = pool();
+        assert_eq!(spec(&pool, &owners(), ids(), Vec::new()).root_volume, None);
+        pool.spec.openstack.root_volume = Some(crate::api::RootVolume {
+            size_gi_b: 20,
+            volume_type: Some("nestplane-standard".into()),
+        });
+        assert_eq!(
+            spec(&pool, &owners(), ids(), Vec::new()).root_volume,
+            Some(RootVolumeSpec {
+                size_gib: 20,
+                volume_type: Some("nestplane-standard".into()),
+            })
+        );
     }
 
     #[test]
