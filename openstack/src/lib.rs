@@ -58,6 +58,9 @@ pub struct Server {
     pub availability_zone: Option<String>,
     /// Nova's fault message for a server in ERROR.
     pub fault: Option<String>,
+    /// When Nova created it, as Nova writes it (ISO 8601, e.g. `2026-01-01T00:00:00Z`); kept as
+    /// text because this crate has no time library and callers parse it with theirs.
+    pub created: Option<String>,
 }
 
 impl Server {
@@ -72,6 +75,8 @@ impl Server {
             addresses: BTreeMap::new(),
             availability_zone: spec.availability_zone.clone(),
             fault: None,
+            // A create's answer does not carry it; the next show does.
+            created: None,
         }
     }
 
