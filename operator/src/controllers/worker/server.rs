@@ -199,7 +199,8 @@ pub async fn resolve(compute: &dyn Compute, pool: &NodePool) -> Result<(String, 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Observation {
     /// The server, and any other server with the Worker's tag (to delete: there must be one).
-    Found(Server, Vec<Server>),
+    /// Boxed: a server is large next to the other variants.
+    Found(Box<Server>, Vec<Server>),
     /// The server the Worker recorded is gone.
     Gone(String),
     /// No server was ever recorded and none carries the tag: create one.
@@ -214,7 +215,9 @@ pub async fn observe(
 ) -> Result<Observation> {
     if let Some(id) = server_id {
         return Ok(match compute.get_server(id).await? {
-            Some(server) if server.status != ServerStatus::Deleted => Observation::Found(server, Vec::new()),
+            Some(server) if server.status != ServerStatus::Deleted => {
+                Observation::Found(Box::new(server), Vec::new())
+            }
             _ => Observation::Gone(id.to_string()),
         });
     }
@@ -228,7 +231,7 @@ pub async fn observe(
     servers.sort_by_key(|s| (s.status != ServerStatus::Active, s.id.clone()));
     let mut servers = servers.into_iter();
     Ok(match servers.next() {
-        Some(first) => Observation::Found(first, servers.collect()),
+        Some(first) => Observation::Found(Box::new(first), servers.collect()),
         None => Observation::Missing,
     })
 }
