@@ -157,7 +157,8 @@ async fn step(
                 event(EventType::Normal, "ServerCreated", "CreateServer").note(note),
             )
             .await;
-            record(status, &created, WorkerPhase::Provisioning, ctx.clock.timestamp());
+            record(status, &created, ctx.clock.timestamp());
+            set_phase(status, WorkerPhase::Provisioning, None);
             Ok(Action::requeue(REQUEUE_BUILDING))
         }
         Observation::Gone(id) => {
@@ -199,7 +200,7 @@ async fn step(
                 .await;
             }
             let previous = status.failure_reason.clone().zip(status.failure_message.clone());
-            record(status, &found, phase, ctx.clock.timestamp());
+            record(status, &found, ctx.clock.timestamp());
             if failure.is_none() && no_node {
                 failure = node_startup_failure(worker, ctx, pool, &found, status).await;
             } else if failure.is_none() && unknown {
@@ -297,13 +298,8 @@ fn owners(worker: &Worker, pool: &NodePool, hc: &HostedCluster) -> Result<Owners
     })
 }
 
-/// Records `server` and `phase` (with no failure) in `status`.
-fn record(
-    status: &mut WorkerStatus,
-    server: &nestplane_openstack::Server,
-    phase: WorkerPhase,
-    now: Timestamp,
-) {
+/// Records `server` in `status`: its ID, state, addresses and creation time.
+fn record(status: &mut WorkerStatus, server: &nestplane_openstack::Server, now: Timestamp) {
     // A time recorded for another server (there is one per Worker, but be sure) is not this one's.
     let recorded = status
         .server_created
@@ -314,7 +310,6 @@ fn record(
     status.server_status = Some(server.status.to_string());
     status.addresses = server.fixed_ips();
     status.node_name = Some(server.name.clone());
-    set_phase(status, phase, None);
 }
 
 fn set_phase(status: &mut WorkerStatus, phase: WorkerPhase, failure: Option<server::Failure>) {
