@@ -123,6 +123,9 @@ pub const REASON_JOIN_PREPARATION_FAILED: &str = "JoinPreparationFailed";
 pub const REASON_SERVER_ERROR: &str = "ServerError";
 /// The server was deleted behind nestplane's back.
 pub const REASON_SERVER_GONE: &str = "ServerGone";
+/// The server exists but its Node did not register within `nodeStartupTimeoutSeconds` of its
+/// creation (shut off, or `kubeadm join` failed).
+pub const REASON_NODE_STARTUP_TIMEOUT: &str = "NodeStartupTimeout";
 /// At least one worker failed; auto-repair is off or waits for its turn.
 pub const REASON_WORKERS_FAILED: &str = "WorkersFailed";
 /// Some workers' Nodes are not registered or not Ready.

@@ -286,8 +286,9 @@ pub enum TaintEffect {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.maxSurge > 0 || self.maxUnavailable > 0").message("maxSurge and maxUnavailable cannot both be 0: a rollout could then never replace a worker"))]
 pub struct ManagementSpec {
-    /// Replace a worker whose server is in ERROR or gone, or whose Node stays NotReady past
-    /// `notReadyTimeoutSeconds`.
+    /// Replace a worker whose server is in ERROR or gone, whose Node stays NotReady past
+    /// `notReadyTimeoutSeconds`, or whose Node does not register within
+    /// `nodeStartupTimeoutSeconds`.
     #[serde(default = "default_true")]
     pub auto_repair: bool,
 
@@ -295,6 +296,16 @@ pub struct ManagementSpec {
     #[serde(default = "default_not_ready_timeout")]
     #[schemars(range(min = 30, max = 86400))]
     pub not_ready_timeout_seconds: i32,
+
+    /// How long a worker's Node may take to register, counted from the creation of its server
+    /// (not of the Worker: a Worker may wait long for its server in a cloud outage). A server
+    /// that is shut off, or whose `kubeadm join` fails, gets no Node: past this timeout the
+    /// worker reports `NodeStartupTimeout` and auto-repair replaces it. Leave room for the
+    /// image's boot and the pulls of a node's first images (Cluster API's `nodeStartupTimeout`
+    /// defaults to 10 minutes).
+    #[serde(default = "default_node_startup_timeout")]
+    #[schemars(range(min = 30, max = 86400))]
+    pub node_startup_timeout_seconds: i32,
 
     /// Workers created above `replicas` during a rollout.
     #[serde(default = "default_max_surge")]
@@ -317,6 +328,7 @@ impl Default for ManagementSpec {
         ManagementSpec {
             auto_repair: true,
             not_ready_timeout_seconds: default_not_ready_timeout(),
+            node_startup_timeout_seconds: default_node_startup_timeout(),
             max_surge: default_max_surge(),
             max_unavailable: 0,
             drain_timeout_seconds: default_drain_timeout(),
@@ -329,6 +341,9 @@ fn default_true() -> bool {
 }
 fn default_not_ready_timeout() -> i32 {
     300
+}
+fn default_node_startup_timeout() -> i32 {
+    1200
 }
 fn default_max_surge() -> i32 {
     1
@@ -428,6 +443,7 @@ pub struct NodePoolStatus {
     printcolumn = r#"{"name":"Node","type":"string","jsonPath":".status.nodeName"}"#,
     printcolumn = r#"{"name":"Ready","type":"boolean","jsonPath":".status.nodeReady"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.kubeletVersion"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.failureReason"}"#,
     printcolumn = r#"{"name":"Server","type":"string","jsonPath":".status.serverId","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -463,11 +479,16 @@ pub struct WorkerStatus {
     /// The server's fixed IPs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
-    /// A machine-readable reason when the worker failed, e.g. `ServerError`, `QuotaExceeded`.
+    /// A machine-readable reason when the worker failed, e.g. `ServerError`, `QuotaExceeded`,
+    /// `NodeStartupTimeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_message: Option<String>,
+    /// When its server was created (Nova's `created`; when Nova does not say, when the Worker
+    /// first recorded the server): the clock of `nodeStartupTimeoutSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_created: Option<Time>,
     /// When the Node was last seen NotReady after having been Ready (auto-repair's clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_ready_since: Option<Time>,

@@ -71,6 +71,9 @@ pub struct Server {
     pub fault: Option<String>,
     /// The Cinder volumes attached to it (its root volume among them).
     pub volume_ids: Vec<String>,
+    /// When Nova created it, as Nova writes it (ISO 8601, e.g. `2026-01-01T00:00:00Z`); kept as
+    /// text because this crate has no time library and callers parse it with theirs.
+    pub created: Option<String>,
 }
 
 impl Server {
@@ -86,6 +89,8 @@ impl Server {
             availability_zone: spec.availability_zone.clone(),
             fault: None,
             volume_ids: Vec::new(),
+            // A create's answer does not carry it; the next show does.
+            created: None,
         }
     }
 

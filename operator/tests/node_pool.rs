@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
@@ -109,7 +109,8 @@ fn node_pools_on_a_real_api_server_and_the_test_cloud() -> Result<()> {
             quota_exceeded(&client, &quota).await?;
             wrong_flavor(&client, &nova).await?;
             wrong_credentials(&client, &nova, &clouds_text).await?;
-            deleted_cloud_secret(&client, &nova, &clouds_text).await
+            deleted_cloud_secret(&client, &nova, &clouds_text).await?;
+            node_startup_timeout(&client, &nova).await
         }
         .await;
         controller.abort();
@@ -744,4 +745,88 @@ async fn server_group(client: &Client, nova: &dyn Compute) -> Result<()> {
         "the pool's server group {group} outlived the pool"
     );
     Ok(())
+}
+
+/// The fake host's servers never boot, so their Nodes never register: with a 30 s start-up
+/// timeout the worker is replaced (the old server gone from Nova, the event saying why); with
+/// auto-repair then off the next one stays, Joining, with `NodeStartupTimeout` on the Worker and
+/// its name in the pool's `AllMachinesReady`.
+async fn node_startup_timeout(client: &Client, nova: &dyn Compute) -> Result<()> {
+    let pool = create_pool(client, "late", "nestplane", "nestplane.tiny", 0).await?;
+    let api = Api::<NodePool>::namespaced(client.clone(), NAMESPACE);
+    let management = json!({ "spec": { "replicas": 1, "management": { "nodeStartupTimeoutSeconds": 30 } } });
+    api.patch("late", &PatchParams::default(), &Patch::Merge(&management))
+        .await?;
+    let (first, first_server) = eventually("the first worker's server", || async {
+        let current = workers(client, "late").await?;
+        ensure!(current.len() == 1, "{} Workers", current.len());
+        let status = current[0].status.clone().unwrap_or_default();
+        ensure!(status.server_created.is_some(), "no serverCreated yet");
+        let id = status.server_id.ok_or_else(|| anyhow!("no server yet"))?;
+        Ok((current[0].name_any(), id))
+    })
+    .await?;
+    eventually("the unjoined worker replaced", || async {
+        let names: Vec<String> = workers(client, "late")
+            .await?
+            .iter()
+            .map(|w| w.name_any())
+            .collect();
+        ensure!(!names.contains(&first) && !names.is_empty(), "Workers {names:?}");
+        let left = servers(nova, &pool).await?;
+        ensure!(
+            !left.iter().any(|(id, _)| *id == first_server),
+            "server {first_server} is still in Nova"
+        );
+        Ok(())
+    })
+    .await?;
+    let events = Api::<Event>::namespaced(client.clone(), NAMESPACE)
+        .list(&ListParams::default().fields("involvedObject.name=late,reason=WorkerDeleting"))
+        .await?;
+    let wanted =
+        format!("deleting worker {first}: auto-repair: no Node registered within 30s of server creation");
+    ensure!(
+        events
+            .items
+            .iter()
+            .any(|e| e.message.as_deref() == Some(wanted.as_str())),
+        "no event {wanted:?} among {:?}",
+        events.items.iter().map(|e| e.message.clone()).collect::<Vec<_>>()
+    );
+
+    let off = json!({ "spec": { "management": { "autoRepair": false } } });
+    api.patch("late", &PatchParams::default(), &Patch::Merge(&off))
+        .await?;
+    let kept = agree(client, nova, &pool, 1).await?[0].name_any();
+    eventually("the late worker named, not replaced", || async {
+        let current = workers(client, "late").await?;
+        ensure!(
+            current.len() == 1 && current[0].name_any() == kept,
+            "Workers {:?}",
+            current.iter().map(|w| w.name_any()).collect::<Vec<_>>()
+        );
+        let status = current[0].status.clone().unwrap_or_default();
+        ensure!(
+            status.phase == Some(nestplane::api::WorkerPhase::Joining),
+            "phase {:?}",
+            status.phase
+        );
+        ensure!(
+            status.failure_reason.as_deref() == Some("NodeStartupTimeout"),
+            "failure {:?}",
+            status.failure_reason
+        );
+        let machines = condition(&api.get("late").await?, "AllMachinesReady")
+            .ok_or_else(|| anyhow!("no AllMachinesReady"))?;
+        ensure!(
+            machines.1 == "NodeStartupTimeout"
+                && machines.2 == format!("no Node registered within 30s of server creation: {kept}"),
+            "AllMachinesReady {machines:?}"
+        );
+        Ok(())
+    })
+    .await?;
+    ensure!(servers(nova, &pool).await?.len() == 1, "not one server");
+    delete_pool(client, nova, &pool).await
 }

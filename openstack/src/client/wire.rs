@@ -173,6 +173,7 @@ pub(super) fn parse_server(v: &Value) -> Result<Server, Failure> {
             .flatten()
             .filter_map(|a| a["id"].as_str().map(str::to_string))
             .collect(),
+        created: text("created").filter(|c| !c.is_empty()),
         id,
     })
 }
@@ -216,6 +217,7 @@ mod tests {
         let server = parse_server(&json!({
             "id": "1", "name": "w-0", "status": "ACTIVE", "tags": ["np"],
             "OS-EXT-AZ:availability_zone": "nestplane-fake",
+            "created": "2026-01-01T00:00:00Z",
             "addresses": {"net": [
                 {"addr": "172.31.250.11", "OS-EXT-IPS:type": "fixed"},
                 {"addr": "203.0.113.5", "OS-EXT-IPS:type": "floating"}]},
@@ -224,6 +226,7 @@ mod tests {
         assert_eq!(server.status, ServerStatus::Active);
         assert_eq!(server.fixed_ips(), vec!["172.31.250.11".to_string()]);
         assert_eq!(server.availability_zone.as_deref(), Some("nestplane-fake"));
+        assert_eq!(server.created.as_deref(), Some("2026-01-01T00:00:00Z"));
     }
 
     #[test]

@@ -154,7 +154,8 @@ async fn apply(pool: &NodePool, ctx: &Context) -> Result<Action> {
         None => (BTreeMap::new(), None),
     };
     let template_hash = template_hash(pool, version.as_deref());
-    let views: Vec<WorkerView> = workers.iter().map(|w| view(w, &nodes)).collect();
+    let nodes_read = hc.as_ref().is_some_and(available) && nodes_error.is_none();
+    let views: Vec<WorkerView> = workers.iter().map(|w| view(w, &nodes, nodes_read)).collect();
     let mut plan = plan::plan(&pool.spec, &template_hash, &views, ctx.clock.timestamp());
     if let Some((reason, message)) = &gate {
         // Nothing new while blocked; deleting (scale down, repair) needs no join.
@@ -303,7 +304,7 @@ async fn list_workers(ctx: &Context, pool: &NodePool) -> Result<Vec<Worker>> {
         .collect())
 }
 
-fn view(worker: &Worker, nodes: &BTreeMap<String, hosted_nodes::NodeState>) -> WorkerView {
+fn view(worker: &Worker, nodes: &BTreeMap<String, hosted_nodes::NodeState>, nodes_read: bool) -> WorkerView {
     let status = worker.status.clone().unwrap_or_default();
     WorkerView {
         name: worker.name_any(),
@@ -312,6 +313,12 @@ fn view(worker: &Worker, nodes: &BTreeMap<String, hosted_nodes::NodeState>) -> W
         created: worker.metadata.creation_timestamp.as_ref().map(|t| t.0),
         deleting: worker.metadata.deletion_timestamp.is_some(),
         node: nodes.get(&worker.name_any()).cloned(),
+        nodes_read,
+        server_created: status
+            .server_id
+            .as_ref()
+            .and(status.server_created.as_ref())
+            .map(|t| t.0),
         failure: status.failure_reason.zip(status.failure_message),
     }
 }
@@ -322,12 +329,12 @@ async fn act(pool: &NodePool, ctx: &Context, plan: &plan::Plan, template_hash: &
     let api: Api<Worker> = Api::namespaced(ctx.client.clone(), &namespace);
     for (name, why) in &plan.delete {
         let because = match why {
-            Removal::ScaleDown => "scaling down",
-            Removal::Outdated => "replacing a worker of an older spec",
-            Removal::Repair => "auto-repair of a failed or NotReady worker",
+            Removal::ScaleDown => "scaling down".to_string(),
+            Removal::Outdated => "replacing a worker of an older spec".to_string(),
+            Removal::Repair(fault) => format!("auto-repair: {fault}"),
         };
         match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => info!(worker = %name, because, "deleting worker"),
+            Ok(_) => info!(worker = %name, %because, "deleting worker"),
             Err(kube::Error::Api(s)) if s.code == 404 => continue,
             Err(source) => return Err(source).context("delete", "Worker", name),
         }

@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use nestplane_openstack::Compute;
+use nestplane_openstack::{Compute, ServerStatus};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
@@ -16,6 +17,7 @@ use super::events::{EventExt, event, publish};
 use super::hosted_nodes::{self, Drain};
 use super::owned::FIELD_MANAGER;
 use super::{Context, cloud, finalizers, join};
+use crate::api::conditions as reasons;
 use crate::api::{HostedCluster, NodePool, Worker, WorkerPhase, WorkerStatus};
 use crate::error::{Error, KubeContext, Result};
 use server::{Observation, Owners};
@@ -155,7 +157,8 @@ async fn step(
                 event(EventType::Normal, "ServerCreated", "CreateServer").note(note),
             )
             .await;
-            record(status, &created, WorkerPhase::Provisioning, None);
+            record(status, &created, ctx.clock.timestamp());
+            set_phase(status, WorkerPhase::Provisioning, None);
             Ok(Action::requeue(REQUEUE_BUILDING))
         }
         Observation::Gone(id) => {
@@ -178,11 +181,15 @@ async fn step(
                 warn!(server = %duplicate.id, "deleting a second server of the same worker");
                 compute.delete_server(&duplicate.id).await?;
             }
-            let node = match (found.status == nestplane_openstack::ServerStatus::Active, hc) {
-                (true, Some(hc)) => observe_node(ctx, worker, hc, &found).await,
-                _ => None,
+            // A shut-off server keeps the Node it registered; a building or failed one has none
+            // worth a look.
+            let look = match (&found.status, hc) {
+                (ServerStatus::Build | ServerStatus::Error, _) | (_, None) => None,
+                (_, Some(hc)) => Some(observe_node(ctx, worker, hc, &found).await),
             };
-            let (phase, failure) = server::phase(&found, node.as_ref().map(|n| &n.state));
+            let (no_node, unknown) = (matches!(look, Some(Ok(None))), matches!(look, Some(Err(_))));
+            let node = look.and_then(|l| l.ok()).flatten();
+            let (phase, mut failure) = server::phase(&found, node.as_ref().map(|n| &n.state));
             if phase == WorkerPhase::Failed {
                 let note = failure.as_ref().map(|f| f.1.clone()).unwrap_or_default();
                 publish(
@@ -192,7 +199,17 @@ async fn step(
                 )
                 .await;
             }
-            record(status, &found, phase, failure);
+            let previous = status.failure_reason.clone().zip(status.failure_message.clone());
+            record(status, &found, ctx.clock.timestamp());
+            if failure.is_none() && no_node {
+                failure = node_startup_failure(worker, ctx, pool, &found, status).await;
+            } else if failure.is_none() && unknown {
+                // An unreachable hosted API says nothing about the Node: keep what was seen.
+                failure = previous
+                    .filter(|(reason, _)| reason == reasons::REASON_NODE_STARTUP_TIMEOUT)
+                    .map(|(_, message)| (reasons::REASON_NODE_STARTUP_TIMEOUT, message));
+            }
+            set_phase(status, phase, failure);
             status.not_ready_since = node.as_ref().and_then(|n| n.state.not_ready_since.clone());
             status.node_ready = node.as_ref().map(|n| n.state.ready);
             status.kubelet_version = node.and_then(|n| n.kubelet_version);
@@ -211,34 +228,60 @@ async fn step(
     }
 }
 
+/// `NodeStartupTimeout` once the pool's start-up timeout has passed since the server's creation
+/// and a look found no Node; a Warning event the first time.
+async fn node_startup_failure(
+    worker: &Worker,
+    ctx: &Context,
+    pool: &NodePool,
+    server: &nestplane_openstack::Server,
+    status: &WorkerStatus,
+) -> Option<server::Failure> {
+    let created = status.server_created.as_ref()?.0;
+    let timeout = pool.spec.management.node_startup_timeout_seconds;
+    let (reason, message) = server::node_startup(server, created, timeout, ctx.clock.timestamp())?;
+    let already = worker.status.as_ref().and_then(|s| s.failure_reason.as_deref()) == Some(reason);
+    if !already {
+        warn!(%message, "no Node registered in time");
+        let note = format!("worker {}: {message}", worker.name_any());
+        publish(
+            ctx,
+            worker,
+            event(EventType::Warning, reason, "ObserveNode").note(note),
+        )
+        .await;
+    }
+    Some((reason, message))
+}
+
 /// What a pass sees of the worker's Node.
 struct ObservedNode {
     state: hosted_nodes::NodeState,
     kubelet_version: Option<String>,
 }
 
-/// The Node, when the hosted API answers; an unreachable API leaves the phase as the server says.
-/// A registered Node's kubelet serving CSRs are approved on the way.
+/// The Node (`None`: not registered), or why the hosted API could not tell; an unreachable API
+/// leaves the phase as the server says. A registered Node's kubelet serving CSRs are approved on
+/// the way.
 async fn observe_node(
     ctx: &Context,
     worker: &Worker,
     hc: &HostedCluster,
     server: &nestplane_openstack::Server,
-) -> Option<ObservedNode> {
-    let hosted = hosted_nodes::client(ctx, hc).await.ok()?;
-    let node = hosted_nodes::get(&hosted, &worker.name_any())
-        .await
-        .ok()
-        .flatten()?;
+) -> std::result::Result<Option<ObservedNode>, String> {
+    let hosted = hosted_nodes::client(ctx, hc).await?;
+    let Some(node) = hosted_nodes::get(&hosted, &worker.name_any()).await? else {
+        return Ok(None);
+    };
     let provider_id = node.spec.as_ref().and_then(|s| s.provider_id.as_deref());
     serving_csr::approve_for_worker(ctx, worker, &hosted, server, provider_id).await;
-    Some(ObservedNode {
+    Ok(Some(ObservedNode {
         state: hosted_nodes::NodeState::of(&node),
         kubelet_version: node
             .status
             .and_then(|s| s.node_info)
             .map(|info| info.kubelet_version),
-    })
+    }))
 }
 
 fn owners(worker: &Worker, pool: &NodePool, hc: &HostedCluster) -> Result<Owners> {
@@ -255,17 +298,18 @@ fn owners(worker: &Worker, pool: &NodePool, hc: &HostedCluster) -> Result<Owners
     })
 }
 
-fn record(
-    status: &mut WorkerStatus,
-    server: &nestplane_openstack::Server,
-    phase: WorkerPhase,
-    failure: Option<server::Failure>,
-) {
+/// Records `server` in `status`: its ID, state, addresses and creation time.
+fn record(status: &mut WorkerStatus, server: &nestplane_openstack::Server, now: Timestamp) {
+    // A time recorded for another server (there is one per Worker, but be sure) is not this one's.
+    let recorded = status
+        .server_created
+        .as_ref()
+        .filter(|_| status.server_id.as_deref() == Some(server.id.as_str()));
+    status.server_created = Some(server::created_at(server, recorded, now));
     status.server_id = Some(server.id.clone());
     status.server_status = Some(server.status.to_string());
     status.addresses = server.fixed_ips();
     status.node_name = Some(server.name.clone());
-    set_phase(status, phase, failure);
 }
 
 fn set_phase(status: &mut WorkerStatus, phase: WorkerPhase, failure: Option<server::Failure>) {

@@ -3,7 +3,7 @@
 //! Pure: the controller observes, this decides, the controller acts.
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{NodePoolSpec, WorkerPhase};
+use crate::api::{ManagementSpec, NodePoolSpec, WorkerPhase};
 
 use super::super::hosted_nodes::NodeState;
 
@@ -18,6 +18,11 @@ pub struct WorkerView {
     pub deleting: bool,
     /// Its Node, if registered.
     pub node: Option<NodeState>,
+    /// Whether this pass read the hosted cluster's Nodes: when it could not, `node: None` says
+    /// nothing about the worker.
+    pub nodes_read: bool,
+    /// When its server was created; `None` while it has none.
+    pub server_created: Option<Timestamp>,
     /// `failureReason` and `failureMessage` of its status.
     pub failure: Option<(String, String)>,
 }
@@ -29,13 +34,27 @@ impl WorkerView {
     pub fn ready(&self) -> bool {
         self.node.as_ref().is_some_and(|n| n.ready)
     }
-    /// NotReady for longer than `timeout_s` (a Node that never registered is not counted here:
-    /// a server that does not boot is the fake host's normal case, and ERROR catches real ones).
+    /// NotReady for longer than `timeout_s` (a Node that never registered is the start-up
+    /// timeout's: [`WorkerView::node_startup_timed_out`]).
     fn not_ready_for(&self, timeout_s: i64, now: Timestamp) -> bool {
         self.node
             .as_ref()
             .and_then(|n| n.not_ready_since.as_ref())
             .is_some_and(|since| now.duration_since(since.0).as_secs() >= timeout_s)
+    }
+    /// Has a server whose Node has not registered `timeout_s` after the server's creation (shut
+    /// off, or `kubeadm join` failed). Only from a read of the Nodes, so an unreachable hosted
+    /// API replaces nothing; a worker whose own controller saw its Node is not counted either.
+    pub fn node_startup_timed_out(&self, timeout_s: i64, now: Timestamp) -> bool {
+        self.nodes_read
+            && self.node.is_none()
+            && !matches!(
+                self.phase,
+                Some(WorkerPhase::Running | WorkerPhase::Failed | WorkerPhase::Deleting)
+            )
+            && self
+                .server_created
+                .is_some_and(|created| now.duration_since(created).as_secs() >= timeout_s)
     }
     /// Scale-down order: failed, then not joined, then oldest.
     fn removal_key(&self) -> (u8, Option<Timestamp>, String) {
@@ -55,7 +74,35 @@ impl WorkerView {
 pub enum Removal {
     ScaleDown,
     Outdated,
-    Repair,
+    Repair(Fault),
+}
+
+/// What auto-repair replaces a worker for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Its server is in ERROR or gone.
+    Failed,
+    /// Its Node stayed NotReady for the pool's `notReadyTimeoutSeconds`.
+    NotReady { timeout_s: i32 },
+    /// Its Node did not register within the pool's `nodeStartupTimeoutSeconds` of the server's
+    /// creation.
+    NodeStartup { timeout_s: i32 },
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Failed => f.write_str("its server is in ERROR or gone"),
+            Fault::NotReady { timeout_s } => write!(f, "its Node was NotReady for {timeout_s}s"),
+            Fault::NodeStartup { timeout_s } => f.write_str(&no_node_within(*timeout_s)),
+        }
+    }
+}
+
+/// The words for a worker whose Node did not register in time, shared by its event, its
+/// status and the pool's conditions.
+pub fn no_node_within(timeout_s: i32) -> String {
+    format!("no Node registered within {timeout_s}s of server creation")
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -80,16 +127,17 @@ pub fn plan(spec: &NodePoolSpec, template_hash: &str, workers: &[WorkerView], no
 
     if management.auto_repair {
         let budget = max_unavailable.max(1).saturating_sub(deleting);
-        let timeout = i64::from(management.not_ready_timeout_seconds);
-        let broken: Vec<String> = active
+        let broken: Vec<(String, Fault)> = active
             .iter()
-            .filter(|w| w.failed() || w.not_ready_for(timeout, now))
+            .filter_map(|w| Some((w.name.clone(), fault(w, management, now)?)))
             .take(budget)
-            .map(|w| w.name.clone())
             .collect();
-        active.retain(|w| !broken.contains(&w.name));
-        out.delete
-            .extend(broken.into_iter().map(|n| (n, Removal::Repair)));
+        active.retain(|w| !broken.iter().any(|(name, _)| *name == w.name));
+        out.delete.extend(
+            broken
+                .into_iter()
+                .map(|(name, fault)| (name, Removal::Repair(fault))),
+        );
     }
 
     let (current, outdated): (Vec<&WorkerView>, Vec<&WorkerView>) =
@@ -133,6 +181,21 @@ pub fn plan(spec: &NodePoolSpec, template_hash: &str, workers: &[WorkerView], no
     out
 }
 
+/// What auto-repair would replace `worker` for, if anything.
+fn fault(worker: &WorkerView, management: &ManagementSpec, now: Timestamp) -> Option<Fault> {
+    let not_ready = management.not_ready_timeout_seconds;
+    let startup = management.node_startup_timeout_seconds;
+    if worker.failed() {
+        Some(Fault::Failed)
+    } else if worker.not_ready_for(i64::from(not_ready), now) {
+        Some(Fault::NotReady { timeout_s: not_ready })
+    } else if worker.node_startup_timed_out(i64::from(startup), now) {
+        Some(Fault::NodeStartup { timeout_s: startup })
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -161,8 +224,18 @@ mod tests {
                 ready,
                 not_ready_since: None,
             }),
+            nodes_read: true,
+            // A minute before NOW: well within the default start-up timeout.
+            server_created: Some("2026-01-01T00:59:00Z".parse().expect("ts")),
             failure: None,
         }
+    }
+
+    /// A worker whose server was created `age_s` before NOW and whose Node never registered.
+    fn unjoined(name: &str, age_s: i64) -> WorkerView {
+        let mut worker = worker(name, WorkerPhase::Joining, "h", None);
+        worker.server_created = Some(now() - k8s_openapi::jiff::SignedDuration::from_secs(age_s));
+        worker
     }
 
     fn spec(replicas: i32) -> NodePoolSpec {
@@ -218,7 +291,10 @@ mod tests {
             stale,
         ];
         let first = plan(&spec(3), "h", &workers, now());
-        assert_eq!(first.delete, [("failed".to_string(), Removal::Repair)]);
+        assert_eq!(
+            first.delete,
+            [("failed".to_string(), Removal::Repair(Fault::Failed))]
+        );
         assert_eq!(first.create, 1, "the repaired worker's replacement");
         let mut wider = spec(3);
         wider.management.max_unavailable = 2;
@@ -260,5 +336,93 @@ mod tests {
         assert_eq!(replace.delete.len(), 1, "{replace:?}");
         assert_eq!(replace.delete[0].1, Removal::Outdated);
         assert_eq!(replace.create, 0);
+    }
+
+    #[test]
+    fn a_worker_without_a_node_is_replaced_once_its_server_is_older_than_the_startup_timeout() {
+        let early = [unjoined("early", 1199)];
+        assert_eq!(plan(&spec(1), "h", &early, now()), Plan::default());
+        let late = [unjoined("late", 1200)];
+        let repair = plan(&spec(1), "h", &late, now());
+        assert_eq!(
+            repair.delete,
+            [(
+                "late".to_string(),
+                Removal::Repair(Fault::NodeStartup { timeout_s: 1200 })
+            )]
+        );
+        assert_eq!(repair.create, 1, "the replacement");
+        let Removal::Repair(fault) = repair.delete[0].1 else {
+            panic!("not a repair");
+        };
+        assert_eq!(
+            fault.to_string(),
+            "no Node registered within 1200s of server creation"
+        );
+        let mut shorter = spec(1);
+        shorter.management.node_startup_timeout_seconds = 30;
+        assert_eq!(deleted(&plan(&shorter, "h", &[unjoined("w", 30)], now())), ["w"]);
+    }
+
+    #[test]
+    fn startup_repairs_stay_within_max_unavailable_and_count_workers_being_deleted() {
+        let workers = [unjoined("a", 5000), unjoined("b", 5000), unjoined("c", 5000)];
+        assert_eq!(deleted(&plan(&spec(3), "h", &workers, now())).len(), 1);
+        let mut wider = spec(3);
+        wider.management.max_unavailable = 2;
+        assert_eq!(deleted(&plan(&wider, "h", &workers, now())).len(), 2);
+        let mut going = worker("going", WorkerPhase::Deleting, "h", None);
+        going.deleting = true;
+        let busy = [going, unjoined("a", 5000)];
+        assert!(
+            plan(&spec(1), "h", &busy, now()).delete.is_empty(),
+            "the budget is spent on the worker being deleted"
+        );
+    }
+
+    #[test]
+    fn a_registered_node_is_judged_by_the_not_ready_timeout_not_the_startup_one() {
+        let mut joined = unjoined("joined", 5000);
+        joined.phase = Some(WorkerPhase::Running);
+        joined.node = Some(NodeState {
+            ready: false,
+            not_ready_since: Some(Time("2026-01-01T00:58:00Z".parse().expect("ts"))),
+        });
+        assert!(
+            plan(&spec(1), "h", std::slice::from_ref(&joined), now())
+                .delete
+                .is_empty(),
+            "NotReady for 120s of 300s"
+        );
+        joined.node = Some(NodeState {
+            ready: false,
+            not_ready_since: Some(Time("2026-01-01T00:55:00Z".parse().expect("ts"))),
+        });
+        assert_eq!(
+            plan(&spec(1), "h", &[joined], now()).delete,
+            [(
+                "joined".to_string(),
+                Removal::Repair(Fault::NotReady { timeout_s: 300 })
+            )]
+        );
+    }
+
+    #[test]
+    fn without_auto_repair_or_a_read_of_the_nodes_no_unjoined_worker_is_replaced() {
+        let late = [unjoined("late", 5000)];
+        let mut off = spec(1);
+        off.management.auto_repair = false;
+        assert_eq!(plan(&off, "h", &late, now()), Plan::default());
+        let mut unread = unjoined("late", 5000);
+        unread.nodes_read = false;
+        assert_eq!(
+            plan(&spec(1), "h", &[unread], now()),
+            Plan::default(),
+            "an unreachable hosted API is not a worker that did not join"
+        );
+        let mut no_server = unjoined("pending", 5000);
+        no_server.server_created = None;
+        no_server.phase = Some(WorkerPhase::Pending);
+        assert_eq!(plan(&spec(1), "h", &[no_server], now()), Plan::default());
     }
 }

@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
-use super::plan::WorkerView;
+use super::plan::{WorkerView, no_node_within};
 use crate::api::conditions::*;
 use crate::api::{NodePool, NodePoolStatus, WorkerPhase};
 use crate::controllers::status::condition as make_condition;
@@ -104,13 +104,27 @@ pub fn compute_status(pool: &NodePool, observed: &Observed<'_>, now: Timestamp) 
         .filter(|w| !w.ready())
         .map(|w| format!("{} ({})", w.name, phase_name(w.phase)))
         .collect();
-    let machines = if !failed.is_empty() {
-        condition(
-            ALL_MACHINES_READY,
-            false,
-            REASON_WORKERS_FAILED,
-            format!("failed: {}", failed.join(", ")),
-        )
+    let startup_timeout = pool.spec.management.node_startup_timeout_seconds;
+    let unjoined: Vec<&str> = active
+        .iter()
+        .filter(|w| w.node_startup_timed_out(i64::from(startup_timeout), now))
+        .map(|w| w.name.as_str())
+        .collect();
+    let machines = if !failed.is_empty() || !unjoined.is_empty() {
+        let mut problems = Vec::new();
+        if !failed.is_empty() {
+            problems.push(format!("failed: {}", failed.join(", ")));
+        }
+        if !unjoined.is_empty() {
+            let late = truncated(&unjoined.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+            problems.push(format!("{}: {late}", no_node_within(startup_timeout)));
+        }
+        let reason = if failed.is_empty() {
+            REASON_NODE_STARTUP_TIMEOUT
+        } else {
+            REASON_WORKERS_FAILED
+        };
+        condition(ALL_MACHINES_READY, false, reason, problems.join("; "))
     } else if not_ready.is_empty() {
         condition(
             ALL_MACHINES_READY,
@@ -145,8 +159,10 @@ pub fn compute_status(pool: &NodePool, observed: &Observed<'_>, now: Timestamp) 
     let management = &pool.spec.management;
     let autorepair = if management.auto_repair {
         let message = format!(
-            "failed workers and Nodes NotReady for {}s are replaced, {} at a time",
+            "failed workers, Nodes NotReady for {}s and Nodes not registered within {}s of server \
+             creation are replaced, {} at a time",
             management.not_ready_timeout_seconds,
+            management.node_startup_timeout_seconds,
             management.max_unavailable.max(1)
         );
         condition(AUTOREPAIR_ENABLED, true, REASON_ENABLED, message)
@@ -275,6 +291,8 @@ mod tests {
                 ready: true,
                 not_ready_since: None,
             }),
+            nodes_read: true,
+            server_created: None,
             failure: failure.map(|(r, m)| (r.to_string(), m.to_string())),
         }
     }
@@ -425,6 +443,53 @@ mod tests {
         assert_eq!(
             find(&again, "Ready").last_transition_time,
             ready.last_transition_time
+        );
+    }
+
+    #[test]
+    fn a_worker_past_the_startup_timeout_is_named_while_auto_repair_is_off() {
+        let mut pool = pool();
+        pool.spec.replicas = 2;
+        pool.spec.management.auto_repair = false;
+        pool.spec.management.node_startup_timeout_seconds = 30;
+        let created = |s: &str| Some(s.parse::<Timestamp>().expect("ts"));
+        let mut late = view("w-late", WorkerPhase::Joining, false, None);
+        late.server_created = created("2025-12-31T23:59:30Z");
+        let mut early = view("w-early", WorkerPhase::Joining, false, None);
+        early.server_created = created("2025-12-31T23:59:31Z");
+        let workers = [late, early];
+        let status = compute_status(&pool, &observed(&workers, None), now());
+        let machines = find(&status, "AllMachinesReady");
+        assert_eq!(
+            (machines.status.as_str(), machines.reason.as_str()),
+            ("False", "NodeStartupTimeout")
+        );
+        assert_eq!(
+            machines.message,
+            "no Node registered within 30s of server creation: w-late"
+        );
+        let autorepair = find(&status, "AutorepairEnabled");
+        assert_eq!(
+            (autorepair.status.as_str(), autorepair.reason.as_str()),
+            ("False", "Disabled")
+        );
+
+        let mut unread = workers.clone();
+        unread.iter_mut().for_each(|w| w.nodes_read = false);
+        let status = compute_status(&pool, &observed(&unread, None), now());
+        assert_eq!(find(&status, "AllMachinesReady").reason, "NodesNotReady");
+    }
+
+    #[test]
+    fn the_autorepair_condition_names_both_timeouts() {
+        let mut pool = pool();
+        pool.spec.management.not_ready_timeout_seconds = 120;
+        pool.spec.management.node_startup_timeout_seconds = 900;
+        let status = compute_status(&pool, &observed(&[], None), now());
+        let message = &find(&status, "AutorepairEnabled").message;
+        assert!(
+            message.contains("NotReady for 120s") && message.contains("within 900s of server creation"),
+            "{message}"
         );
     }
 }

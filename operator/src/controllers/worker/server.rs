@@ -3,6 +3,8 @@
 //! a Worker phase. Talks only to `Compute`, so the fake cloud tests it.
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use nestplane_openstack::{
     Compute, FixedIp, Port, PortSpec, Result, RootVolumeSpec, Server, ServerSpec, ServerStatus,
 };
@@ -11,6 +13,7 @@ use crate::api::conditions as reasons;
 use crate::api::{NodePool, ServerGroupPolicy, WorkerPhase};
 
 use super::super::hosted_nodes::NodeState;
+use super::super::node_pool::plan::no_node_within;
 
 /// Who a server belongs to: the UIDs that go into its tags, and the names into its metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,7 +206,8 @@ pub async fn resolve(compute: &dyn Compute, pool: &NodePool) -> Result<(String, 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Observation {
     /// The server, and any other server with the Worker's tag (to delete: there must be one).
-    Found(Server, Vec<Server>),
+    /// Boxed: a server is large next to the other variants.
+    Found(Box<Server>, Vec<Server>),
     /// The server the Worker recorded is gone.
     Gone(String),
     /// No server was ever recorded and none carries the tag: create one.
@@ -218,7 +222,9 @@ pub async fn observe(
 ) -> Result<Observation> {
     if let Some(id) = server_id {
         return Ok(match compute.get_server(id).await? {
-            Some(server) if server.status != ServerStatus::Deleted => Observation::Found(server, Vec::new()),
+            Some(server) if server.status != ServerStatus::Deleted => {
+                Observation::Found(Box::new(server), Vec::new())
+            }
             _ => Observation::Gone(id.to_string()),
         });
     }
@@ -232,7 +238,7 @@ pub async fn observe(
     servers.sort_by_key(|s| (s.status != ServerStatus::Active, s.id.clone()));
     let mut servers = servers.into_iter();
     Ok(match servers.next() {
-        Some(first) => Observation::Found(first, servers.collect()),
+        Some(first) => Observation::Found(Box::new(first), servers.collect()),
         None => Observation::Missing,
     })
 }
@@ -276,6 +282,34 @@ pub fn phase(server: &Server, node: Option<&NodeState>) -> (WorkerPhase, Option<
         // SHUTOFF and the transient states: the Node's readiness (and auto-repair) decides.
         _ => (WorkerPhase::Provisioning, None),
     }
+}
+
+/// When `server` was created: Nova's `created` when it says, else when the Worker first recorded
+/// it (`recorded`), else `now` (a create's answer carries no time).
+pub fn created_at(server: &Server, recorded: Option<&Time>, now: Timestamp) -> Time {
+    server
+        .created
+        .as_deref()
+        .and_then(|text| text.parse::<Timestamp>().ok())
+        .map(Time)
+        .or_else(|| recorded.cloned())
+        .unwrap_or(Time(now))
+}
+
+/// `NodeStartupTimeout` for a server created at `created` whose Node has not registered (the
+/// caller saw that it has not) when `timeout_s` have passed since.
+pub fn node_startup(server: &Server, created: Timestamp, timeout_s: i32, now: Timestamp) -> Option<Failure> {
+    if now.duration_since(created).as_secs() < i64::from(timeout_s) {
+        return None;
+    }
+    let message = format!(
+        "{}: server {} ({}) is {}, created {created}",
+        no_node_within(timeout_s),
+        server.name,
+        server.id,
+        server.status
+    );
+    Some((reasons::REASON_NODE_STARTUP_TIMEOUT, message))
 }
 
 /// A server that vanished behind nestplane's back.
@@ -532,6 +566,43 @@ mod tests {
         assert_eq!(
             cloud.server_groups(),
             [("np-pool:p-uid".to_string(), "soft-anti-affinity".to_string())]
+        );
+    }
+
+    #[test]
+    fn the_startup_clock_is_novas_created_else_the_recorded_time_else_now() {
+        let now: Timestamp = "2026-01-01T01:00:00Z".parse().expect("ts");
+        let recorded = Time("2026-01-01T00:30:00Z".parse().expect("ts"));
+        let mut server = Server::building("s-1".into(), &ServerSpec::default());
+        assert_eq!(created_at(&server, None, now), Time(now), "a create's answer");
+        assert_eq!(created_at(&server, Some(&recorded), now), recorded);
+        server.created = Some("2026-01-01T00:29:58Z".into());
+        assert_eq!(
+            created_at(&server, Some(&recorded), now).0.to_string(),
+            "2026-01-01T00:29:58Z"
+        );
+        server.created = Some("not a time".into());
+        assert_eq!(created_at(&server, Some(&recorded), now), recorded);
+    }
+
+    #[test]
+    fn a_server_without_a_node_times_out_only_once_the_startup_timeout_has_passed() {
+        let mut server = Server::building("s-1".into(), &ServerSpec::default());
+        server.name = "workers-abcde".into();
+        server.status = ServerStatus::ShutOff;
+        let created: Timestamp = "2026-01-01T00:00:00Z".parse().expect("ts");
+        let at = |s: &str| s.parse::<Timestamp>().expect("ts");
+        assert_eq!(
+            node_startup(&server, created, 1200, at("2026-01-01T00:19:59Z")),
+            None
+        );
+        let (reason, message) =
+            node_startup(&server, created, 1200, at("2026-01-01T00:20:00Z")).expect("timed out");
+        assert_eq!(reason, "NodeStartupTimeout");
+        assert_eq!(
+            message,
+            "no Node registered within 1200s of server creation: server workers-abcde (s-1) is \
+             SHUTOFF, created 2026-01-01T00:00:00Z"
         );
     }
 
