@@ -564,6 +564,17 @@ pub mod node_pools {
         Ok(())
     }
 
+    /// The pool's Workers, by its label.
+    pub async fn workers(client: &Client, pool: &NodePool) -> Result<Vec<Worker>> {
+        let selector = format!("nestplane.io/node-pool={}", pool.name_any());
+        Ok(
+            Api::<Worker>::namespaced(client.clone(), &pool.namespace().unwrap_or_default())
+                .list(&ListParams::default().labels(&selector))
+                .await?
+                .items,
+        )
+    }
+
     pub fn pool_tag(pool: &NodePool) -> String {
         format!("np-pool:{}", pool.uid().unwrap_or_default())
     }

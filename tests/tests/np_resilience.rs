@@ -27,6 +27,7 @@ use nestplane_api::{NodePool, Worker};
 use nestplane_e2e::hosted::{self, eventually};
 use nestplane_e2e::node_pools::{
     STEP, agree, condition, create_cloud_secret, delete_leaves_nothing, pool, pool_tag, scale, servers,
+    workers,
 };
 use nestplane_e2e::openstack::{cloud_config, clouds_yaml};
 use nestplane_e2e::toxiproxy::Toxiproxy;
@@ -95,16 +96,6 @@ async fn tagged(nova: &dyn Compute, pool: &NodePool) -> Result<Vec<Server>> {
         .into_iter()
         .filter(|s| s.status != ServerStatus::Deleted)
         .collect())
-}
-
-async fn workers(client: &Client, pool: &NodePool) -> Result<Vec<Worker>> {
-    let selector = format!("nestplane.io/node-pool={}", pool.name_any());
-    Ok(
-        Api::<Worker>::namespaced(client.clone(), &pool.namespace().unwrap_or_default())
-            .list(&ListParams::default().labels(&selector))
-            .await?
-            .items,
-    )
 }
 
 /// Where in a scale-up the leader dies.

@@ -12,7 +12,7 @@ use kube::{Api, Client, ResourceExt};
 use nestplane_api::{NodePool, Worker, WorkerPhase};
 use nestplane_e2e::hosted::{self, eventually};
 use nestplane_e2e::node_pools::{
-    STEP, agree, condition, create_cloud_secret, delete_leaves_nothing, pool, pool_tag, servers,
+    STEP, agree, condition, create_cloud_secret, delete_leaves_nothing, pool, pool_tag, servers, workers,
 };
 use nestplane_e2e::openstack::{cloud_config, clouds_yaml};
 use nestplane_e2e::with_temp_namespace;
@@ -36,16 +36,6 @@ async fn create_pool(
     Ok(Api::<NodePool>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &spec)
         .await?)
-}
-
-async fn workers(client: &Client, pool: &NodePool) -> Result<Vec<Worker>> {
-    let selector = format!("nestplane.io/node-pool={}", pool.name_any());
-    Ok(
-        Api::<Worker>::namespaced(client.clone(), &pool.namespace().unwrap_or_default())
-            .list(&ListParams::default().labels(&selector))
-            .await?
-            .items,
-    )
 }
 
 /// The pool's first Worker once it has recorded its server: (Worker, server ID, server created).
