@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use nestplane_api::{NodePool, Worker, WorkerPhase};
+use nestplane_api::{NodePool, WorkerPhase};
 use nestplane_e2e::hosted::{self, eventually};
 use nestplane_e2e::node_pools::{
     STEP, agree, condition, create_cloud_secret, delete_leaves_nothing, pool, pool_tag, servers, workers,
