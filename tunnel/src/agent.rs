@@ -23,8 +23,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::metrics::DialFailure;
 use crate::relay::relay;
 use crate::{
-    Error, HEADER_DIAL_FAILURE, HEADER_NODE_ADDRESSES, HEADER_NODE_NAME, HEADER_SERVER_COUNT, HEADER_SERVER_ID,
-    Metrics, TUNNEL_PATH, Tuning, UPGRADE_PROTOCOL,
+    Error, HEADER_DIAL_FAILURE, HEADER_NODE_ADDRESSES, HEADER_NODE_NAME, HEADER_SERVER_COUNT,
+    HEADER_SERVER_ID, Metrics, TUNNEL_PATH, Tuning, UPGRADE_PROTOCOL,
 };
 
 /// Where the agent's bearer token comes from. A projected service-account token is rotated by
@@ -42,7 +42,10 @@ impl TokenSource {
             Self::File(path) => tokio::fs::read_to_string(path)
                 .await
                 .map(|t| t.trim().to_string())
-                .map_err(|source| Error::ReadToken { path: path.display().to_string(), source }),
+                .map_err(|source| Error::ReadToken {
+                    path: path.display().to_string(),
+                    source,
+                }),
         }
     }
 }
@@ -81,12 +84,25 @@ struct Upgrade {
 
 impl Agent {
     pub fn new(config: AgentConfig, metrics: Metrics) -> Result<Self, Error> {
-        let invalid = |reason: &str| Error::InvalidEndpoint { endpoint: config.endpoint.clone(), reason: reason.into() };
-        let (host, port) = config.endpoint.rsplit_once(':').ok_or_else(|| invalid("expected host:port"))?;
-        port.parse::<u16>().map_err(|_| invalid("the port is not a number"))?;
+        let invalid = |reason: &str| Error::InvalidEndpoint {
+            endpoint: config.endpoint.clone(),
+            reason: reason.into(),
+        };
+        let (host, port) = config
+            .endpoint
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("expected host:port"))?;
+        port.parse::<u16>()
+            .map_err(|_| invalid("the port is not a number"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let server_name = ServerName::try_from(host.to_string()).map_err(|e| invalid(&e.to_string()))?;
-        Ok(Self { shared: Arc::new(AgentShared { config, server_name, metrics }) })
+        Ok(Self {
+            shared: Arc::new(AgentShared {
+                config,
+                server_name,
+                metrics,
+            }),
+        })
     }
 
     /// Keeps one connection to each server behind the endpoint, reconnecting with backoff,
@@ -171,12 +187,17 @@ impl AgentShared {
         let endpoint = &self.config.endpoint;
         let token = self.config.token.read().await?;
         let timeout = self.config.tuning.dial_timeout;
-        let timed_out = || Error::ConnectTimeout { endpoint: endpoint.clone() };
+        let timed_out = || Error::ConnectTimeout {
+            endpoint: endpoint.clone(),
+        };
 
         let tcp = tokio::time::timeout(timeout, TcpStream::connect(endpoint.as_str()))
             .await
             .map_err(|_| timed_out())?
-            .map_err(|source| Error::Connect { endpoint: endpoint.clone(), source })?;
+            .map_err(|source| Error::Connect {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
         if let Err(error) = tcp.set_nodelay(true) {
             debug!(%error, "setting TCP_NODELAY");
         }
@@ -184,11 +205,18 @@ impl AgentShared {
         let tls = tokio::time::timeout(timeout, connector.connect(self.server_name.clone(), tcp))
             .await
             .map_err(|_| timed_out())?
-            .map_err(|source| Error::Handshake { endpoint: endpoint.clone(), source })?;
+            .map_err(|source| Error::Handshake {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
 
-        let request_failed = |source| Error::UpgradeRequest { endpoint: endpoint.clone(), source };
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(request_failed)?;
+        let request_failed = |source| Error::UpgradeRequest {
+            endpoint: endpoint.clone(),
+            source,
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(request_failed)?;
         let _connection = AbortOnDrop(tokio::spawn(async move {
             if let Err(error) = connection.with_upgrades().await {
                 debug!(%error, "upgrade connection ended with an error");
@@ -205,7 +233,11 @@ impl AgentShared {
                 Ok(body) => String::from_utf8_lossy(&body.to_bytes()).trim().to_string(),
                 Err(error) => format!("(reading the answer: {error})"),
             };
-            return Err(Error::Refused { endpoint: endpoint.clone(), status, reason });
+            return Err(Error::Refused {
+                endpoint: endpoint.clone(),
+                status,
+                reason,
+            });
         }
         let header = |name: &'static str| {
             response
@@ -213,13 +245,20 @@ impl AgentShared {
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(String::from)
-                .ok_or(Error::MissingHeader { endpoint: endpoint.clone(), header: name })
+                .ok_or(Error::MissingHeader {
+                    endpoint: endpoint.clone(),
+                    header: name,
+                })
         };
         let server_id = header(HEADER_SERVER_ID)?;
         let server_count = header(HEADER_SERVER_COUNT)?.parse::<usize>().unwrap_or(1).max(1);
         let io = hyper::upgrade::on(response).await.map_err(request_failed)?;
         info!(server = %server_id, server_count, "connected to the tunnel server");
-        Ok(Upgrade { server_id, server_count, io })
+        Ok(Upgrade {
+            server_id,
+            server_count,
+            io,
+        })
     }
 
     fn upgrade_request(&self, token: &str) -> Result<Request<Empty<Bytes>>, Error> {
@@ -233,7 +272,10 @@ impl AgentShared {
             .header(HEADER_NODE_NAME, self.config.node_name.as_str())
             .header(HEADER_NODE_ADDRESSES, self.config.node_addresses.join(","))
             .body(Empty::new())
-            .map_err(|source| Error::Request { what: "upgrade to the tunnel", source })
+            .map_err(|source| Error::Request {
+                what: "upgrade to the tunnel",
+                source,
+            })
     }
 
     /// Serves the server's CONNECT streams on one upgraded connection until it ends.
@@ -247,13 +289,16 @@ impl AgentShared {
             .adaptive_window(false)
             .initial_stream_window_size(tuning.stream_window)
             .initial_connection_window_size(tuning.connection_window)
-            .max_send_buf_size(usize::try_from(tuning.stream_window).unwrap_or(usize::MAX))
+            .max_send_buf_size(usize::try_from(tuning.stream_send_buffer).unwrap_or(usize::MAX))
             .max_concurrent_streams(tuning.max_concurrent_streams)
             .keep_alive_interval(tuning.keepalive_interval)
             .keep_alive_timeout(tuning.keepalive_timeout)
             .serve_connection(upgrade.io, service)
             .await;
-        match served.map_err(|source| Error::Serve { server_id: upgrade.server_id, source }) {
+        match served.map_err(|source| Error::Serve {
+            server_id: upgrade.server_id,
+            source,
+        }) {
             Ok(()) => info!("tunnel server closed the connection"),
             Err(error) => warn!(%error, "connection to the tunnel server lost"),
         }
@@ -262,10 +307,18 @@ impl AgentShared {
     /// One CONNECT stream: dial the target, answer 200 and relay, or answer why not.
     async fn stream(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
         if req.method() != Method::CONNECT {
-            return Ok(dial_refusal(StatusCode::METHOD_NOT_ALLOWED, DialFailure::Other, "only CONNECT"));
+            return Ok(dial_refusal(
+                StatusCode::METHOD_NOT_ALLOWED,
+                DialFailure::Other,
+                "only CONNECT",
+            ));
         }
         let Some(target) = req.uri().authority().map(|a| a.to_string()) else {
-            return Ok(dial_refusal(StatusCode::BAD_REQUEST, DialFailure::Other, "CONNECT needs host:port"));
+            return Ok(dial_refusal(
+                StatusCode::BAD_REQUEST,
+                DialFailure::Other,
+                "CONNECT needs host:port",
+            ));
         };
         let span = info_span!("stream", %target);
         let tcp = match self.dial(&target).instrument(span.clone()).await {
@@ -310,9 +363,12 @@ impl AgentShared {
                 .await
                 .map_err(|e| (DialFailure::of_io(&e), format!("dialling {target}: {e}")))
         };
-        let tcp = tokio::time::timeout(timeout, dial)
-            .await
-            .map_err(|_| (DialFailure::Timeout, format!("dialling {target}: no answer within {timeout:?}")))??;
+        let tcp = tokio::time::timeout(timeout, dial).await.map_err(|_| {
+            (
+                DialFailure::Timeout,
+                format!("dialling {target}: no answer within {timeout:?}"),
+            )
+        })??;
         if let Err(error) = tcp.set_nodelay(true) {
             debug!(%error, "setting TCP_NODELAY");
         }
@@ -325,6 +381,9 @@ fn dial_refusal(status: StatusCode, failure: DialFailure, reason: &str) -> Respo
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(HEADER_DIAL_FAILURE, HeaderValue::from_static(failure.as_str()));
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

@@ -10,7 +10,10 @@ pub enum Error {
     #[error("invalid tunnel endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint { endpoint: String, reason: String },
     #[error("accepting on the {listener} listener: {source}")]
-    Accept { listener: &'static str, source: io::Error },
+    Accept {
+        listener: &'static str,
+        source: io::Error,
+    },
     #[error("connecting to the tunnel server at {endpoint}: {source}")]
     Connect { endpoint: String, source: io::Error },
     #[error("TLS handshake with the tunnel server at {endpoint}: {source}")]
@@ -22,7 +25,11 @@ pub enum Error {
     #[error("upgrade request to the tunnel server at {endpoint}: {source}")]
     UpgradeRequest { endpoint: String, source: hyper::Error },
     #[error("the tunnel server at {endpoint} refused the agent: {status} {reason}")]
-    Refused { endpoint: String, status: http::StatusCode, reason: String },
+    Refused {
+        endpoint: String,
+        status: http::StatusCode,
+        reason: String,
+    },
     #[error("the tunnel server at {endpoint} answered without {header}")]
     MissingHeader { endpoint: String, header: &'static str },
     #[error("serving HTTP/2 to the tunnel server {server_id}: {source}")]

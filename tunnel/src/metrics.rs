@@ -55,7 +55,10 @@ impl DialFailure {
 
     /// The reason an agent reported in its `nestplane-tunnel-dial-failure` header.
     pub fn parse(value: &str) -> Self {
-        Self::ALL.into_iter().find(|r| r.as_str() == value).unwrap_or(Self::Other)
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == value)
+            .unwrap_or(Self::Other)
     }
 
     /// The reason of a failed TCP connect.
@@ -80,7 +83,9 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
-const OUTBOUND: DirectionLabels = DirectionLabels { direction: "outbound" };
+const OUTBOUND: DirectionLabels = DirectionLabels {
+    direction: "outbound",
+};
 const INBOUND: DirectionLabels = DirectionLabels { direction: "inbound" };
 
 /// The metrics of one server or agent; clones share the series.
@@ -109,7 +114,9 @@ impl Metrics {
         let metrics = Self::default();
         // Every series exists from the start, at zero, so that rate() sees the first failure.
         for reason in DialFailure::ALL {
-            let _ = metrics.dial_failures.get_or_create(&ReasonLabels { reason: reason.as_str() });
+            let _ = metrics.dial_failures.get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            });
         }
         let _ = metrics.bytes.get_or_create(&OUTBOUND);
         let _ = metrics.bytes.get_or_create(&INBOUND);
@@ -125,7 +132,11 @@ impl Metrics {
             "Agent connections held: on a server, agents connected to it; on an agent, servers it is connected to",
             self.agent_connections.clone(),
         );
-        registry.register("streams_open", "Dials being relayed now", self.streams_open.clone());
+        registry.register(
+            "streams_open",
+            "Dials being relayed now",
+            self.streams_open.clone(),
+        );
         registry.register("streams", "Dials relayed since start", self.streams.clone());
         registry.register_with_unit(
             "transferred",
@@ -133,7 +144,11 @@ impl Metrics {
             Unit::Bytes,
             self.bytes.clone(),
         );
-        registry.register("dial_failures", "Dials that failed, by reason", self.dial_failures.clone());
+        registry.register(
+            "dial_failures",
+            "Dials that failed, by reason",
+            self.dial_failures.clone(),
+        );
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
@@ -145,13 +160,24 @@ impl Metrics {
             bytes_inbound: self.bytes.get_or_create(&INBOUND).get(),
             dial_failures: DialFailure::ALL
                 .into_iter()
-                .map(|r| (r, self.dial_failures.get_or_create(&ReasonLabels { reason: r.as_str() }).get()))
+                .map(|r| {
+                    (
+                        r,
+                        self.dial_failures
+                            .get_or_create(&ReasonLabels { reason: r.as_str() })
+                            .get(),
+                    )
+                })
                 .collect(),
         }
     }
 
     pub(crate) fn dial_failed(&self, reason: DialFailure) {
-        self.dial_failures.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
+        self.dial_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
     pub(crate) fn outbound_bytes(&self) -> Counter {

@@ -38,8 +38,16 @@ where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let activity = Arc::new(Activity::new());
-    let mut dialler = Metered { inner: dialler, read: metrics.outbound_bytes(), activity: activity.clone() };
-    let mut target = Metered { inner: target, read: metrics.inbound_bytes(), activity: activity.clone() };
+    let mut dialler = Metered {
+        inner: dialler,
+        read: metrics.outbound_bytes(),
+        activity: activity.clone(),
+    };
+    let mut target = Metered {
+        inner: target,
+        read: metrics.inbound_bytes(),
+        activity: activity.clone(),
+    };
     tokio::select! {
         copied = tokio::io::copy_bidirectional_with_sizes(&mut dialler, &mut target, COPY_BUFFER, COPY_BUFFER) => {
             Ok(copied?)
@@ -56,7 +64,10 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Self { start: Instant::now(), last_ms: AtomicU64::new(0) }
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
     }
 
     fn touch(&self) {
@@ -151,9 +162,10 @@ mod tests {
     async fn closes_a_stream_idle_in_both_directions() {
         let (_client, dialler) = tokio::io::duplex(1024);
         let (target, mut server) = tokio::io::duplex(1024);
-        let relayed = tokio::spawn(async move {
-            relay(dialler, target, Duration::from_secs(60), &Metrics::new()).await
-        });
+        let relayed =
+            tokio::spawn(
+                async move { relay(dialler, target, Duration::from_secs(60), &Metrics::new()).await },
+            );
         tokio::time::sleep(Duration::from_secs(61)).await;
         assert!(matches!(relayed.await.unwrap(), Err(RelayError::Idle(_))));
         let mut rest = Vec::new();

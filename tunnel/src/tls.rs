@@ -12,9 +12,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::TlsMaterial { what, reason: e.to_string() })?;
+        .map_err(|e| Error::TlsMaterial {
+            what,
+            reason: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(Error::TlsMaterial { what, reason: "no certificate in the PEM".into() });
+        return Err(Error::TlsMaterial {
+            what,
+            reason: "no certificate in the PEM".into(),
+        });
     }
     Ok(certs)
 }
@@ -23,8 +29,10 @@ fn certificates(pem: &[u8], what: &'static str) -> Result<Vec<CertificateDer<'st
 /// and key, PEM.
 pub fn server_tls_config(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, Error> {
     let chain = certificates(cert_chain_pem, "server certificate")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| Error::TlsMaterial { what: "server key", reason: e.to_string() })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| Error::TlsMaterial {
+        what: "server key",
+        reason: e.to_string(),
+    })?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

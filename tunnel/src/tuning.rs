@@ -2,16 +2,20 @@ use std::time::Duration;
 
 /// HTTP/2 and timing settings shared by the server and the agent.
 ///
-/// Memory bound: a stream buffers at most `stream_window` bytes that its reader has not taken
-/// (HTTP/2 flow control: the sender stops once the window is spent, and the window reopens only
-/// as the receiving side writes the bytes on to its socket), plus the two copy buffers of
-/// [`COPY_BUFFER`](crate::relay) bytes at each end. All streams of one agent connection together
-/// hold at most `connection_window` unread bytes, so `connection_window / stream_window` streams
-/// whose reader stopped can stall before they slow the others.
+/// Memory bound, per stream and direction, when the reader at the far end stops: at most
+/// `stream_window` bytes sent and not yet taken by the receiving side (HTTP/2 flow control: the
+/// sender stops once the window is spent, and the window reopens only as the receiver takes the
+/// bytes to write them on to its socket), plus `stream_send_buffer` bytes queued at the sender,
+/// plus one HTTP/2 frame (16 KiB) being read and the 16 KiB copy buffer at each end. All streams
+/// of one agent connection together hold at most `connection_window` unread bytes, so
+/// `connection_window / stream_window` streams whose reader stopped can stall before they slow
+/// the others.
 #[derive(Clone, Debug)]
 pub struct Tuning {
     /// Initial HTTP/2 window of each stream, both directions.
     pub stream_window: u32,
+    /// Bytes a stream's sender queues for the connection beyond what the window lets out.
+    pub stream_send_buffer: u32,
     /// Initial HTTP/2 window of a whole agent connection.
     pub connection_window: u32,
     /// Streams one agent connection carries at once (the agent's `SETTINGS_MAX_CONCURRENT_STREAMS`).
@@ -31,6 +35,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Self {
             stream_window: 256 * 1024,
+            stream_send_buffer: 64 * 1024,
             connection_window: 16 * 1024 * 1024,
             max_concurrent_streams: 1024,
             keepalive_interval: Duration::from_secs(15),

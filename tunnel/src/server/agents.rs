@@ -51,18 +51,27 @@ struct Hello {
     addresses: Vec<String>,
 }
 
-fn hello(headers: &HeaderMap) -> Result<Hello, Response<Full<Bytes>>> {
+/// Reads the agent's headers, or says what is wrong with them.
+fn hello(headers: &HeaderMap) -> Result<Hello, (StatusCode, String)> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let upgrades = text(header::UPGRADE.as_str()).is_some_and(|u| u.eq_ignore_ascii_case(UPGRADE_PROTOCOL));
     if !upgrades {
-        let reason = format!("expected Upgrade: {UPGRADE_PROTOCOL}");
-        return Err(answer(StatusCode::UPGRADE_REQUIRED, &reason));
+        return Err((
+            StatusCode::UPGRADE_REQUIRED,
+            format!("expected Upgrade: {UPGRADE_PROTOCOL}"),
+        ));
     }
     let Some(token) = text(header::AUTHORIZATION.as_str()).and_then(|a| a.strip_prefix("Bearer ")) else {
-        return Err(answer(StatusCode::UNAUTHORIZED, "expected Authorization: Bearer <token>"));
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "expected Authorization: Bearer <token>".into(),
+        ));
     };
     let Some(node_name) = text(HEADER_NODE_NAME).filter(|n| !n.is_empty()) else {
-        return Err(answer(StatusCode::BAD_REQUEST, &format!("expected the header {HEADER_NODE_NAME}")));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("expected the header {HEADER_NODE_NAME}"),
+        ));
     };
     let addresses = text(HEADER_NODE_ADDRESSES)
         .unwrap_or_default()
@@ -71,7 +80,11 @@ fn hello(headers: &HeaderMap) -> Result<Hello, Response<Full<Bytes>>> {
         .filter(|a| !a.is_empty())
         .map(String::from)
         .collect();
-    Ok(Hello { token: token.trim().to_string(), node_name: node_name.to_string(), addresses })
+    Ok(Hello {
+        token: token.trim().to_string(),
+        node_name: node_name.to_string(),
+        addresses,
+    })
 }
 
 async fn upgrade(
@@ -80,13 +93,20 @@ async fn upgrade(
     span: Span,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::POST || req.uri().path() != TUNNEL_PATH {
-        return Ok(answer(StatusCode::NOT_FOUND, &format!("agents POST {TUNNEL_PATH}")));
+        return Ok(answer(
+            StatusCode::NOT_FOUND,
+            &format!("agents POST {TUNNEL_PATH}"),
+        ));
     }
     let hello = match hello(req.headers()) {
         Ok(hello) => hello,
-        Err(refusal) => return Ok(refusal),
+        Err((status, reason)) => return Ok(answer(status, &reason)),
     };
-    let identity = match shared.authenticator.authenticate(&hello.token, &hello.node_name).await {
+    let identity = match shared
+        .authenticator
+        .authenticate(&hello.token, &hello.node_name)
+        .await
+    {
         Ok(identity) => identity,
         Err(error) => {
             span.in_scope(|| info!(node = %hello.node_name, %error, "agent refused"));
@@ -98,7 +118,11 @@ async fn upgrade(
         }
     };
     span.record("agent", tracing::field::display(&identity));
-    let agent = ConnectedAgent { identity, node_name: hello.node_name, addresses: hello.addresses };
+    let agent = ConnectedAgent {
+        identity,
+        node_name: hello.node_name,
+        addresses: hello.addresses,
+    };
     tokio::spawn(hold(shared.clone(), req, agent).instrument(span));
 
     let mut switching = Response::new(Full::new(Bytes::new()));
@@ -111,7 +135,12 @@ async fn upgrade(
         Ok(id) => {
             headers.insert(HEADER_SERVER_ID, id);
         }
-        Err(_) => return Ok(answer(StatusCode::INTERNAL_SERVER_ERROR, "the server id is not a header value")),
+        Err(_) => {
+            return Ok(answer(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the server id is not a header value",
+            ));
+        }
     }
     Ok(switching)
 }
@@ -128,7 +157,7 @@ async fn hold(shared: Arc<Shared>, req: Request<Incoming>, agent: ConnectedAgent
         .adaptive_window(false)
         .initial_stream_window_size(tuning.stream_window)
         .initial_connection_window_size(tuning.connection_window)
-        .max_send_buf_size(usize::try_from(tuning.stream_window).unwrap_or(usize::MAX))
+        .max_send_buf_size(usize::try_from(tuning.stream_send_buffer).unwrap_or(usize::MAX))
         .keep_alive_interval(tuning.keepalive_interval)
         .keep_alive_timeout(tuning.keepalive_timeout)
         .keep_alive_while_idle(true)
@@ -141,7 +170,15 @@ async fn hold(shared: Arc<Shared>, req: Request<Incoming>, agent: ConnectedAgent
     let identity: AgentIdentity = agent.identity.clone();
     let id = shared.agents.next_connection_id();
     let _connected = shared.metrics.connection_guard();
-    if shared.agents.insert(AgentHandle { agent, connection: id, sender }).is_some() {
+    if shared
+        .agents
+        .insert(AgentHandle {
+            agent,
+            connection: id,
+            sender,
+        })
+        .is_some()
+    {
         info!("agent connected, replacing its older connection");
     } else {
         info!("agent connected");
@@ -159,8 +196,9 @@ async fn hold(shared: Arc<Shared>, req: Request<Incoming>, agent: ConnectedAgent
 fn answer(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(format!("{reason}\n"))));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }

@@ -51,10 +51,16 @@ struct DialError {
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::CONNECT {
-        return Ok(refusal(StatusCode::METHOD_NOT_ALLOWED, "this proxy only serves CONNECT"));
+        return Ok(refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this proxy only serves CONNECT",
+        ));
     }
     let Some(authority) = req.uri().authority().cloned().filter(|a| a.port_u16().is_some()) else {
-        return Ok(refusal(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target"));
+        return Ok(refusal(
+            StatusCode::BAD_REQUEST,
+            "CONNECT needs a host:port target",
+        ));
     };
     let span = info_span!("stream", target = %authority, agent = tracing::field::Empty);
     let dialled = dial(&shared, &authority).instrument(span.clone()).await;
@@ -63,7 +69,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             span.record("agent", tracing::field::display(&agent.agent.identity));
             tokio::spawn(relay_upgraded(shared, req, agent_side).instrument(span));
             let mut established = Response::new(Full::new(Bytes::new()));
-            established.extensions_mut().insert(ReasonPhrase::from_static(b"Connection established"));
+            established
+                .extensions_mut()
+                .insert(ReasonPhrase::from_static(b"Connection established"));
             Ok(established)
         }
         Err(e) => {
@@ -82,8 +90,15 @@ async fn dial(
 ) -> Result<(Response<Incoming>, Arc<AgentHandle>), DialError> {
     let candidates = shared.agents.candidates(host_of(authority));
     if candidates.is_empty() {
-        let reason = format!("no tunnel agent is connected to server {}", shared.config.server_id);
-        return Err(DialError { failure: DialFailure::NoAgent, status: StatusCode::SERVICE_UNAVAILABLE, reason });
+        let reason = format!(
+            "no tunnel agent is connected to server {}",
+            shared.config.server_id
+        );
+        return Err(DialError {
+            failure: DialFailure::NoAgent,
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason,
+        });
     }
     let wait = shared.config.tuning.dial_timeout + ANSWER_MARGIN;
     let mut failures = Vec::new();
@@ -95,8 +110,16 @@ async fn dial(
         let request = match request {
             Ok(request) => request,
             Err(source) => {
-                let reason = error::Error::Request { what: "CONNECT to the agent", source }.to_string();
-                return Err(DialError { failure: DialFailure::Other, status: StatusCode::BAD_REQUEST, reason });
+                let reason = error::Error::Request {
+                    what: "CONNECT to the agent",
+                    source,
+                }
+                .to_string();
+                return Err(DialError {
+                    failure: DialFailure::Other,
+                    status: StatusCode::BAD_REQUEST,
+                    reason,
+                });
             }
         };
         let mut sender = agent.sender.clone();
@@ -114,12 +137,20 @@ async fn dial(
             }
             Err(_) => {
                 let reason = format!("agent {} did not answer within {wait:?}", agent.agent.identity);
-                return Err(DialError { failure: DialFailure::Timeout, status: StatusCode::GATEWAY_TIMEOUT, reason });
+                return Err(DialError {
+                    failure: DialFailure::Timeout,
+                    status: StatusCode::GATEWAY_TIMEOUT,
+                    reason,
+                });
             }
         }
     }
     let reason = format!("every agent's connection failed: {}", failures.join("; "));
-    Err(DialError { failure: DialFailure::AgentUnavailable, status: StatusCode::BAD_GATEWAY, reason })
+    Err(DialError {
+        failure: DialFailure::AgentUnavailable,
+        status: StatusCode::BAD_GATEWAY,
+        reason,
+    })
 }
 
 /// An agent's answer to a dial it could not make: its status (502, 504), reason and body.
@@ -130,24 +161,39 @@ async fn agent_refusal(response: Response<Incoming>) -> DialError {
         .get(HEADER_DIAL_FAILURE)
         .and_then(|v| v.to_str().ok())
         .map_or(DialFailure::Other, DialFailure::parse);
-    let reason = match Limited::new(response.into_body(), MAX_REASON_BYTES).collect().await {
+    let reason = match Limited::new(response.into_body(), MAX_REASON_BYTES)
+        .collect()
+        .await
+    {
         Ok(body) => String::from_utf8_lossy(&body.to_bytes()).trim().to_string(),
         Err(error) => format!("reading the agent's answer: {error}"),
     };
-    DialError { failure, status, reason }
+    DialError {
+        failure,
+        status,
+        reason,
+    }
 }
 
 async fn relay_upgraded(shared: Arc<Shared>, dialler: Request<Incoming>, agent_side: Response<Incoming>) {
     let _open = shared.metrics.stream_guard();
-    let (dialler, agent_side) = match tokio::try_join!(hyper::upgrade::on(dialler), hyper::upgrade::on(agent_side)) {
-        Ok(sides) => sides,
-        Err(error) => {
-            warn!(%error, "upgrading the dial failed");
-            return;
-        }
-    };
+    let (dialler, agent_side) =
+        match tokio::try_join!(hyper::upgrade::on(dialler), hyper::upgrade::on(agent_side)) {
+            Ok(sides) => sides,
+            Err(error) => {
+                warn!(%error, "upgrading the dial failed");
+                return;
+            }
+        };
     let idle = shared.config.tuning.stream_idle_timeout;
-    match relay(TokioIo::new(dialler), TokioIo::new(agent_side), idle, &shared.metrics).await {
+    match relay(
+        TokioIo::new(dialler),
+        TokioIo::new(agent_side),
+        idle,
+        &shared.metrics,
+    )
+    .await
+    {
         Ok((outbound, inbound)) => debug!(outbound, inbound, "stream closed"),
         Err(error) => info!(%error, "stream ended"),
     }
@@ -158,7 +204,10 @@ fn refusal(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(format!("{reason}\n"))));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     response
 }

@@ -42,8 +42,15 @@ struct Shared {
 
 impl TunnelServer {
     pub fn new(config: ServerConfig, authenticator: Arc<dyn AgentAuthenticator>, metrics: Metrics) -> Self {
-        let shared = Shared { config, authenticator, metrics, agents: registry::AgentRegistry::default() };
-        Self { shared: Arc::new(shared) }
+        let shared = Shared {
+            config,
+            authenticator,
+            metrics,
+            agents: registry::AgentRegistry::default(),
+        };
+        Self {
+            shared: Arc::new(shared),
+        }
     }
 
     /// Serves the API server's egress dials (`CONNECT host:port HTTP/1.1`), one per Unix socket

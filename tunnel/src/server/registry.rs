@@ -42,7 +42,9 @@ impl AgentRegistry {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Arc<AgentHandle>>> {
         // A panic while holding this lock cannot leave the map half-updated (single inserts and
         // removes), so a poisoned lock is still usable.
-        self.agents.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.agents
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(super) fn next_connection_id(&self) -> u64 {
@@ -51,13 +53,17 @@ impl AgentRegistry {
 
     /// Adds an agent's connection; returns the older connection of the same agent it replaces.
     pub(super) fn insert(&self, handle: AgentHandle) -> Option<Arc<AgentHandle>> {
-        self.lock().insert(handle.agent.identity.id.clone(), Arc::new(handle))
+        self.lock()
+            .insert(handle.agent.identity.id.clone(), Arc::new(handle))
     }
 
     /// Removes the agent if `connection` is still its current one (not already replaced).
     pub(super) fn remove(&self, identity: &AgentIdentity, connection: u64) -> bool {
         let mut agents = self.lock();
-        if agents.get(&identity.id).is_some_and(|h| h.connection == connection) {
+        if agents
+            .get(&identity.id)
+            .is_some_and(|h| h.connection == connection)
+        {
             agents.remove(&identity.id);
             return true;
         }
