@@ -23,6 +23,8 @@ forbid nestplane-openstack 'kube|kube-[a-z]+|k8s-openapi|nestplane(-[a-z0-9]+)?'
   "the OpenStack client knows nothing of Kubernetes"
 forbid nestplane-api 'tokio|kube-client|kube-runtime|nestplane(-[a-z0-9]+)?' \
   "API types are data: no async runtime, no client, no other crate of ours"
+forbid nestplane-tunnel 'kube|kube-[a-z]+|k8s-openapi|nestplane(-[a-z0-9]+)?' \
+  "the tunnel authenticates agents through a trait the operator implements: no Kubernetes client"
 forbid nestplane-e2e 'nestplane' \
   "the tests check the cluster through the API and never link the operator's internals"
 

@@ -216,3 +216,39 @@ impl Drop for GaugeGuard {
         self.0.dec();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    #[test]
+    fn registers_the_documented_names_with_every_series_from_zero() {
+        let metrics = Metrics::new();
+        let mut registry = Registry::with_prefix("nestplane");
+        metrics.register(&mut registry);
+        metrics.dial_failed(DialFailure::Refused);
+        let _stream = metrics.stream_guard();
+
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "nestplane_tunnel_agent_connections 0",
+            "nestplane_tunnel_streams_open 1",
+            "nestplane_tunnel_streams_total 1",
+            "nestplane_tunnel_transferred_bytes_total{direction=\"outbound\"} 0",
+            "nestplane_tunnel_transferred_bytes_total{direction=\"inbound\"} 0",
+            "nestplane_tunnel_dial_failures_total{reason=\"refused\"} 1",
+            "nestplane_tunnel_dial_failures_total{reason=\"no_agent\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_reason_from_an_agent_counts_as_other() {
+        assert_eq!(DialFailure::parse("refused"), DialFailure::Refused);
+        assert_eq!(DialFailure::parse("<script>"), DialFailure::Other);
+    }
+}

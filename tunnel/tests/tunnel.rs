@@ -116,6 +116,28 @@ async fn a_wrong_token_gets_no_101_and_the_agent_retries_with_backoff() {
 }
 
 #[tokio::test]
+async fn the_upgrade_needs_a_valid_token_and_announces_the_server() {
+    let pki = pki();
+    let server = start_server(&pki, "apiserver-0", 3).await;
+
+    let refused = post_upgrade(&pki, server.agent_addr, "stolen").await;
+    assert_eq!(refused.status(), 403);
+    assert!(
+        refused
+            .headers()
+            .get(nestplane_tunnel::HEADER_SERVER_ID)
+            .is_none()
+    );
+
+    let accepted = post_upgrade(&pki, server.agent_addr, TOKEN).await;
+    assert_eq!(accepted.status(), 101);
+    let header = |name| accepted.headers().get(name).unwrap().to_str().unwrap();
+    assert_eq!(header(nestplane_tunnel::HEADER_SERVER_ID), "apiserver-0");
+    assert_eq!(header(nestplane_tunnel::HEADER_SERVER_COUNT), "3");
+    assert_eq!(header("upgrade"), nestplane_tunnel::UPGRADE_PROTOCOL);
+}
+
+#[tokio::test]
 async fn without_an_agent_a_dial_gets_503_with_a_reason_at_once() {
     let pki = pki();
     let server = start_server(&pki, "s1", 1).await;
@@ -187,6 +209,43 @@ async fn a_cut_agent_connection_fails_open_streams_and_the_agent_reconnects() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("a dial works again {:?} after the cut", cut.elapsed());
+}
+
+#[tokio::test]
+async fn keepalive_pings_find_a_silent_agent_connection_and_the_agent_reconnects() {
+    let pki = pki();
+    let server = start_server(&pki, "s1", 1).await;
+    let proxy = Proxy::start(vec![server.agent_addr]).await;
+    let agent = start_agent(&pki, &proxy.addr.to_string(), TOKEN, "node-a", &[]);
+    wait_until("the agent is connected", || server.server.agents().len() == 1).await;
+    let echo = echo_server("127.0.0.1:0").await;
+    let mut open = http_connect(&server.socket, &echo.to_string())
+        .await
+        .expect("dial");
+
+    // No FIN, no reset: only the pings (every 1 s, 2 s to answer in the tests' tuning) can tell.
+    proxy.freeze().await;
+    let frozen = Instant::now();
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(8), open.read_to_end(&mut rest)).await;
+    assert!(
+        ended.is_ok(),
+        "the open stream still hangs 8 s after its connection went silent"
+    );
+    eprintln!(
+        "the stream on a silent connection ended after {:?}",
+        frozen.elapsed()
+    );
+
+    // Both ends gave the silent connection up and the agent made a new one.
+    wait_until("the agent is back", || {
+        agent.metrics.snapshot().agent_connections == 1 && server.metrics.snapshot().agent_connections == 1
+    })
+    .await;
+    let stream = http_connect(&server.socket, &echo.to_string())
+        .await
+        .expect("dial after the silence");
+    assert_eq!(round_trip(stream, b"back".to_vec()).await, b"back");
 }
 
 #[tokio::test]

@@ -202,3 +202,53 @@ fn answer(status: StatusCode, reason: &str) -> Response<Full<Bytes>> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    #[test]
+    fn an_agent_names_its_node_and_addresses() {
+        let hello = hello(&headers(&[
+            ("upgrade", "nestplane-tunnel"),
+            ("authorization", "Bearer abc.def"),
+            ("nestplane-tunnel-node-name", "worker-0"),
+            ("nestplane-tunnel-node-addresses", "172.31.250.5, fd00::5,,"),
+        ]))
+        .unwrap();
+        assert_eq!(hello.token, "abc.def");
+        assert_eq!(hello.node_name, "worker-0");
+        assert_eq!(hello.addresses, ["172.31.250.5", "fd00::5"]);
+    }
+
+    #[test]
+    fn a_request_without_upgrade_token_or_node_is_refused_with_why() {
+        let full = [
+            ("upgrade", "nestplane-tunnel"),
+            ("authorization", "Bearer abc"),
+            ("nestplane-tunnel-node-name", "worker-0"),
+        ];
+        for (missing, status) in [
+            ("upgrade", StatusCode::UPGRADE_REQUIRED),
+            ("authorization", StatusCode::UNAUTHORIZED),
+            ("nestplane-tunnel-node-name", StatusCode::BAD_REQUEST),
+        ] {
+            let without: Vec<_> = full.iter().copied().filter(|(k, _)| *k != missing).collect();
+            let (got, reason) = hello(&headers(&without)).err().unwrap();
+            assert_eq!(got, status, "without {missing}: {reason}");
+        }
+        let basic = hello(&headers(&[
+            ("upgrade", "nestplane-tunnel"),
+            ("authorization", "Basic abc"),
+            ("nestplane-tunnel-node-name", "worker-0"),
+        ]));
+        assert_eq!(basic.err().unwrap().0, StatusCode::UNAUTHORIZED);
+    }
+}

@@ -16,7 +16,7 @@ use nestplane_tunnel::{AgentAuthenticator, AgentIdentity, AuthError, Metrics, Tu
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
 
 pub const TOKEN: &str = "good-token";
@@ -290,11 +290,14 @@ pub async fn round_trip(stream: UnixStream, data: Vec<u8>) -> Vec<u8> {
     back
 }
 
+/// A proxied connection's task and the signal that freezes it.
+type Connections = Arc<Mutex<Vec<(JoinHandle<()>, Arc<Notify>)>>>;
+
 /// A TCP proxy in front of `backends`, each new connection to the next backend in turn, whose
-/// live connections a test can cut.
+/// live connections a test can cut or freeze.
 pub struct Proxy {
     pub addr: SocketAddr,
-    live: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    live: Connections,
     _task: Task,
 }
 
@@ -302,7 +305,7 @@ impl Proxy {
     pub async fn start(backends: Vec<SocketAddr>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let live: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let live = Connections::default();
         let task = tokio::spawn({
             let live = live.clone();
             async move {
@@ -310,11 +313,22 @@ impl Proxy {
                 while let Ok((mut client, _)) = listener.accept().await {
                     let backend = backends[next % backends.len()];
                     next += 1;
-                    live.lock().await.push(tokio::spawn(async move {
-                        if let Ok(mut upstream) = TcpStream::connect(backend).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    let freeze = Arc::new(Notify::new());
+                    let frozen = freeze.clone();
+                    let connection = tokio::spawn(async move {
+                        let Ok(mut upstream) = TcpStream::connect(backend).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                            () = frozen.notified() => {
+                                // Both sockets stay open and nothing moves: a peer that died
+                                // without a FIN or a reset.
+                                std::future::pending::<()>().await;
+                            }
                         }
-                    }));
+                    });
+                    live.lock().await.push((connection, freeze));
                 }
             }
         });
@@ -327,10 +341,43 @@ impl Proxy {
 
     /// Drops every proxied connection at once, as a dead node or a network cut would.
     pub async fn cut(&self) {
-        for connection in self.live.lock().await.drain(..) {
+        for (connection, _) in self.live.lock().await.drain(..) {
             connection.abort();
         }
     }
+
+    /// Stops forwarding on every live connection, keeping the sockets open.
+    pub async fn freeze(&self) {
+        for (_, freeze) in self.live.lock().await.iter() {
+            freeze.notify_one();
+        }
+    }
+}
+
+/// The agents' upgrade request sent by hand over TLS: the status and headers of the answer.
+pub async fn post_upgrade(pki: &Pki, agent_addr: SocketAddr, token: &str) -> http::Response<()> {
+    let tls = nestplane_tunnel::client_tls_config(pki.ca_pem.as_bytes()).unwrap();
+    let tcp = TcpStream::connect(agent_addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection.with_upgrades());
+    let request = http::Request::post(nestplane_tunnel::TUNNEL_PATH)
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {token}"))
+        .header("connection", "Upgrade")
+        .header("upgrade", nestplane_tunnel::UPGRADE_PROTOCOL)
+        .header(nestplane_tunnel::HEADER_NODE_NAME, "node-z")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    response.map(|_| ())
 }
 
 pub fn agents_on(server: &Server) -> HashMap<String, Vec<String>> {
