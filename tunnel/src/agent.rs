@@ -1,12 +1,12 @@
 //! The tunnel agent: dials the server, authenticates, and serves the server's CONNECT streams
 //! by dialling their targets from this node.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full, Limited};
@@ -109,67 +109,123 @@ impl Agent {
     /// until the future is dropped (which closes every connection).
     pub async fn run(self) {
         let config = &self.shared.config;
-        let backoff = || {
-            ExponentialBuilder::default()
-                .with_min_delay(config.min_backoff)
-                .with_max_delay(config.max_backoff)
-                .with_jitter()
-                .without_max_times()
-                .build()
-        };
-        let mut delays = backoff();
-        let mut connections = JoinSet::new();
-        let mut server_of = HashMap::new();
-        let mut held = HashSet::new();
+        let mut backoff = Backoff::new(config.min_backoff, config.max_backoff);
+        let mut connections = Connections::default();
         let mut wanted = 1;
+        let mut pause = None;
         loop {
-            while let Some(ended) = connections.try_join_next_with_id() {
-                forget(&mut server_of, &mut held, ended);
+            let mut lifetimes = Vec::new();
+            while let Some(ended) = connections.tasks.try_join_next_with_id() {
+                lifetimes.push(connections.ended(ended));
             }
-            if held.len() >= wanted {
-                if let Some(ended) = connections.join_next_with_id().await {
-                    forget(&mut server_of, &mut held, ended);
+            if lifetimes.is_empty()
+                && connections.len() >= wanted
+                && let Some(ended) = connections.tasks.join_next_with_id().await
+            {
+                lifetimes.push(connections.ended(ended));
+            }
+            for lived in lifetimes {
+                // A connection that ends soon after it was made (a server that closes it, a
+                // second agent with the same identity replacing this one) counts as a failure,
+                // so that such a cycle backs off too.
+                if lived >= STABLE_CONNECTION {
+                    backoff.reset();
+                } else {
+                    pause = Some(backoff.next());
                 }
+            }
+            if connections.len() >= wanted {
                 continue;
             }
+            if let Some(delay) = pause.take() {
+                tokio::time::sleep(delay).await;
+            }
             match self.shared.connect().await {
-                Ok(upgrade) if held.contains(&upgrade.server_id) => {
+                Ok(upgrade) if connections.holds(&upgrade.server_id) => {
                     // The endpoint led to a server already held: drop this one and try again
                     // soon, the balancer may pick another.
                     debug!(server = %upgrade.server_id, "already connected to this server");
                     wanted = upgrade.server_count;
-                    tokio::time::sleep(config.min_backoff).await;
+                    pause = Some(config.min_backoff);
                 }
                 Ok(upgrade) => {
-                    delays = backoff();
                     wanted = upgrade.server_count;
-                    held.insert(upgrade.server_id.clone());
-                    let server = upgrade.server_id.clone();
-                    let span = info_span!("server_connection", server = %upgrade.server_id);
-                    let task = connections.spawn(self.shared.clone().serve(upgrade).instrument(span));
-                    server_of.insert(task.id(), server);
+                    connections.spawn(self.shared.clone(), upgrade);
                 }
                 Err(error) => {
-                    let delay = delays.next().unwrap_or(config.max_backoff);
+                    let delay = backoff.next();
                     warn!(%error, ?delay, "connecting to the tunnel server failed; retrying");
-                    tokio::time::sleep(delay).await;
+                    pause = Some(delay);
                 }
             }
         }
     }
 }
 
-fn forget(
-    server_of: &mut HashMap<tokio::task::Id, String>,
-    held: &mut HashSet<String>,
-    ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
-) {
-    let id = match ended {
-        Ok((id, ())) => id,
-        Err(error) => error.id(),
-    };
-    if let Some(server) = server_of.remove(&id) {
-        held.remove(&server);
+/// A connection that lasted this long was a working one: after it ends, the backoff starts over.
+const STABLE_CONNECTION: Duration = Duration::from_secs(30);
+
+/// Exponential backoff with jitter between two bounds, without end.
+struct Backoff {
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(min)
+            .with_max_delay(max)
+            .with_jitter()
+            .without_max_times();
+        Self {
+            builder,
+            delays: builder.build(),
+            max,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        self.delays.next().unwrap_or(self.max)
+    }
+
+    fn reset(&mut self) {
+        self.delays = self.builder.build();
+    }
+}
+
+/// The connections held, one per server id; each task returns how long its connection lasted.
+#[derive(Default)]
+struct Connections {
+    tasks: JoinSet<Duration>,
+    server_of: HashMap<tokio::task::Id, String>,
+}
+
+impl Connections {
+    fn len(&self) -> usize {
+        self.server_of.len()
+    }
+
+    fn holds(&self, server_id: &str) -> bool {
+        self.server_of.values().any(|s| s == server_id)
+    }
+
+    fn spawn(&mut self, shared: Arc<AgentShared>, upgrade: Upgrade) {
+        let server = upgrade.server_id.clone();
+        let span = info_span!("server_connection", server = %server);
+        let task = self.tasks.spawn(shared.serve(upgrade).instrument(span));
+        self.server_of.insert(task.id(), server);
+    }
+
+    /// Forgets an ended connection; returns how long it lasted.
+    fn ended(&mut self, ended: Result<(tokio::task::Id, Duration), tokio::task::JoinError>) -> Duration {
+        let (id, lived) = match ended {
+            Ok(ended) => ended,
+            Err(error) => (error.id(), Duration::ZERO),
+        };
+        self.server_of.remove(&id);
+        lived
     }
 }
 
@@ -279,7 +335,9 @@ impl AgentShared {
     }
 
     /// Serves the server's CONNECT streams on one upgraded connection until it ends.
-    async fn serve(self: Arc<Self>, upgrade: Upgrade) {
+    /// Returns how long the connection lasted.
+    async fn serve(self: Arc<Self>, upgrade: Upgrade) -> Duration {
+        let started = tokio::time::Instant::now();
         let _connected = self.metrics.connection_guard();
         let tuning = &self.config.tuning;
         let shared = self.clone();
@@ -302,6 +360,7 @@ impl AgentShared {
             Ok(()) => info!("tunnel server closed the connection"),
             Err(error) => warn!(%error, "connection to the tunnel server lost"),
         }
+        started.elapsed()
     }
 
     /// One CONNECT stream: dial the target, answer 200 and relay, or answer why not.

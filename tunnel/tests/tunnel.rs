@@ -327,6 +327,14 @@ async fn a_newer_connection_of_the_same_agent_replaces_the_older() {
     })
     .await;
     assert_eq!(server.server.agents().len(), 1);
+
+    // Two live agents with one identity take the place in turn, backing off each time: a slow
+    // cycle, not a storm of TLS handshakes and token reviews.
+    let before = server.tokens.attempts.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attempts = server.tokens.attempts.load(Ordering::SeqCst) - before;
+    assert!(attempts <= 30, "{attempts} upgrades in 2 s");
+    assert_eq!(server.server.agents().len(), 1);
 }
 
 #[tokio::test]
