@@ -50,6 +50,11 @@ impl TokenSource {
     }
 }
 
+/// Sooner than this, a restarted server is rarely ready to take agents.
+pub const DEFAULT_MIN_BACKOFF: Duration = Duration::from_secs(1);
+/// A node's agent retries at least this often while its server is away.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
+
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     /// The servers' endpoint, `host:port`; the host is also the TLS server name.
@@ -60,7 +65,8 @@ pub struct AgentConfig {
     /// The node's addresses: dials to them are sent to this agent.
     pub node_addresses: Vec<String>,
     pub tuning: Tuning,
-    /// Reconnect backoff: exponential with jitter between these bounds.
+    /// Reconnect backoff: exponential with jitter between these bounds
+    /// ([`DEFAULT_MIN_BACKOFF`], [`DEFAULT_MAX_BACKOFF`] unless a test needs them shorter).
     pub min_backoff: Duration,
     pub max_backoff: Duration,
 }
@@ -445,4 +451,56 @@ fn dial_refusal(status: StatusCode, failure: DialFailure, reason: &str) -> Respo
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_token_file_is_read_afresh_and_trimmed() {
+        let path = std::env::temp_dir().join(format!("nestplane-tunnel-token-{}", std::process::id()));
+        let source = TokenSource::File(path.clone());
+        std::fs::write(&path, "first\n").unwrap();
+        assert_eq!(source.read().await.unwrap(), "first");
+        // The kubelet rotated the projected token.
+        std::fs::write(&path, "second\n").unwrap();
+        assert_eq!(source.read().await.unwrap(), "second");
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(source.read().await, Err(Error::ReadToken { .. })));
+    }
+
+    #[test]
+    fn the_endpoint_must_be_host_and_port() {
+        let config = |endpoint: &str| AgentConfig {
+            endpoint: endpoint.to_string(),
+            tls: Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+            ),
+            token: TokenSource::Static("t".into()),
+            node_name: "worker-0".into(),
+            node_addresses: vec![],
+            tuning: Tuning::default(),
+            min_backoff: DEFAULT_MIN_BACKOFF,
+            max_backoff: DEFAULT_MAX_BACKOFF,
+        };
+        for good in ["192.0.2.2:31443", "tunnel.example:443", "[2001:db8::1]:443"] {
+            assert!(Agent::new(config(good), Metrics::new()).is_ok(), "{good}");
+        }
+        for bad in ["192.0.2.2", "host:port", ":443"] {
+            assert!(
+                matches!(
+                    Agent::new(config(bad), Metrics::new()),
+                    Err(Error::InvalidEndpoint { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
 }
