@@ -14,7 +14,7 @@ use nestplane_tunnel::agent::{Agent, AgentConfig, TokenSource};
 use nestplane_tunnel::server::{ServerConfig, TunnelServer};
 use nestplane_tunnel::{AgentAuthenticator, AgentIdentity, AuthError, Metrics, Tuning};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Mutex, Notify};
 use tokio::task::JoinHandle;
@@ -275,8 +275,11 @@ pub fn payload(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Sends `data` through `stream`, closes the writing half, and returns all that comes back.
-pub async fn round_trip(stream: UnixStream, data: Vec<u8>) -> Vec<u8> {
-    let (mut read, mut write) = stream.into_split();
+pub async fn round_trip<S>(stream: S, data: Vec<u8>) -> Vec<u8>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut read, mut write) = tokio::io::split(stream);
     let writer = tokio::spawn(async move {
         write.write_all(&data).await.unwrap();
         write.shutdown().await.unwrap();
