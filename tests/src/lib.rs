@@ -579,6 +579,23 @@ pub mod node_pools {
         format!("np-pool:{}", pool.uid().unwrap_or_default())
     }
 
+    /// Waits until the pool's `Ready` is False with `reason` and a message containing `names`.
+    pub async fn ready_false(client: &Client, pool: &NodePool, reason: &str, names: &str) -> Result<()> {
+        let api: Api<NodePool> = Api::namespaced(client.clone(), &pool.namespace().unwrap_or_default());
+        eventually(STEP, || async {
+            let current = api.get(&pool.name_any()).await?;
+            let ready = condition(&current, "Ready").ok_or_else(|| anyhow!("no Ready condition"))?;
+            ensure!(ready.0 == "False" && ready.1 == reason, "Ready {ready:?}");
+            ensure!(
+                ready.2.contains(names),
+                "the message does not name {names}: {}",
+                ready.2
+            );
+            Ok(())
+        })
+        .await
+    }
+
     /// The condition `type_` of the pool as (status, reason, message).
     pub fn condition(pool: &NodePool, type_: &str) -> Option<(String, String, String)> {
         let c = pool

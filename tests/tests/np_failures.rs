@@ -5,14 +5,14 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, ensure};
+use anyhow::{Result, ensure};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use nestplane_api::NodePool;
 use nestplane_e2e::hosted::{self, eventually};
 use nestplane_e2e::node_pools::{
-    STEP, agree, condition, create_cloud_secret, delete_leaves_nothing, pool, pool_tag, servers,
+    STEP, agree, create_cloud_secret, delete_leaves_nothing, pool, pool_tag, ready_false, servers,
 };
 use nestplane_e2e::openstack::cloud_config;
 use nestplane_e2e::openstack::clouds_yaml;
@@ -34,23 +34,6 @@ async fn pool_of_a_cluster(
     Ok(Api::<NodePool>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &spec)
         .await?)
-}
-
-/// Waits until the pool's `Ready` is False with `reason` and a message containing `names`.
-async fn ready_false(client: &Client, pool: &NodePool, reason: &str, names: &str) -> Result<()> {
-    let api: Api<NodePool> = Api::namespaced(client.clone(), &pool.namespace().unwrap_or_default());
-    eventually(STEP, || async {
-        let current = api.get(&pool.name_any()).await?;
-        let ready = condition(&current, "Ready").ok_or_else(|| anyhow!("no Ready condition"))?;
-        ensure!(ready.0 == "False" && ready.1 == reason, "Ready {ready:?}");
-        ensure!(
-            ready.2.contains(names),
-            "the message does not name {names}: {}",
-            ready.2
-        );
-        Ok(())
-    })
-    .await
 }
 
 #[tokio::test]

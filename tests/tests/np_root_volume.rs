@@ -9,7 +9,7 @@ use kube::{Api, Client, ResourceExt};
 use nestplane_api::NodePool;
 use nestplane_e2e::hosted::{self, eventually};
 use nestplane_e2e::node_pools::{
-    STEP, agree, condition, create_cloud_secret, delete_leaves_nothing, pool, pool_tag, servers,
+    STEP, agree, create_cloud_secret, delete_leaves_nothing, pool, pool_tag, ready_false, servers,
 };
 use nestplane_e2e::openstack::{cloud_config, clouds_yaml, volume};
 use nestplane_e2e::with_temp_namespace;
@@ -97,22 +97,7 @@ async fn an_unknown_volume_type_is_reported_and_no_server_is_made() -> Result<()
     with_temp_namespace("np-volume-type", |client, namespace| async move {
         let nova = Nova::new(cloud_config("nestplane")?)?;
         let pool = volume_pool(&client, &namespace, "nestplane-no-such-type").await?;
-        let api: Api<NodePool> = Api::namespaced(client.clone(), &namespace);
-        eventually(STEP, || async {
-            let current = api.get(&pool.name_any()).await?;
-            let ready = condition(&current, "Ready").ok_or_else(|| anyhow!("no Ready condition"))?;
-            ensure!(
-                ready.0 == "False" && ready.1 == "VolumeTypeNotFound",
-                "Ready {ready:?}"
-            );
-            ensure!(
-                ready.2.contains("nestplane-no-such-type"),
-                "the message does not name the volume type: {}",
-                ready.2
-            );
-            Ok(())
-        })
-        .await?;
+        ready_false(&client, &pool, "VolumeTypeNotFound", "nestplane-no-such-type").await?;
         let made = servers(&nova, &pool_tag(&pool)).await?;
         ensure!(made.is_empty(), "servers made for a pool Nova refuses: {made:?}");
         delete_leaves_nothing(&client, &nova, &pool).await
