@@ -424,9 +424,7 @@ async fn cleanup(pool: &NodePool, ctx: &Context, api: &Api<NodePool>) -> Result<
         act(pool, ctx, &plan, "").await?;
         return Ok(Action::requeue(REQUEUE_DELETING));
     }
-    if !pool.spec.openstack.ports.is_empty() || pool.spec.openstack.server_group_policy.is_some() {
-        sweep(pool, ctx).await?;
-    }
+    sweep(pool, ctx).await?;
     let namespace = pool.namespace().unwrap_or_default();
     if let Some(hc) = Api::<HostedCluster>::namespaced(ctx.client.clone(), &namespace)
         .get_opt(&pool.spec.cluster_name)
@@ -443,10 +441,15 @@ async fn cleanup(pool: &NodePool, ctx: &Context, api: &Api<NodePool>) -> Result<
 }
 
 /// Deletes what a gone pool may have left in the cloud besides servers: ports of a Worker whose
-/// finalizer was removed by hand, and the pool's server group. With no Worker left and no
+/// finalizer was removed by hand, and the pool's server group (nothing to do, and no cloud
+/// client needed, for a pool with neither). With no Worker left and no
 /// usable cloud Secret (a pool of a cluster that never existed, deleted with its namespace),
 /// there is nothing to sweep with: the pool goes, with a warning, rather than never.
 async fn sweep(pool: &NodePool, ctx: &Context) -> Result<()> {
+    let openstack = &pool.spec.openstack;
+    if openstack.ports.is_empty() && openstack.server_group_policy.is_none() {
+        return Ok(());
+    }
     let compute = match ctx.clouds.compute(&ctx.client, pool).await {
         Ok(compute) => compute,
         Err(error @ Error::CloudSecret { .. }) => {
@@ -464,10 +467,10 @@ async fn sweep(pool: &NodePool, ctx: &Context) -> Result<()> {
         Err(error) => return Err(error),
     };
     let tag = worker::server::pool_tag(&pool.uid().ok_or(Error::MissingField("metadata.uid"))?);
-    if !pool.spec.openstack.ports.is_empty() {
+    if !openstack.ports.is_empty() {
         worker::server::delete_unattached_ports(compute.as_ref(), &tag).await?;
     }
-    if pool.spec.openstack.server_group_policy.is_some() {
+    if openstack.server_group_policy.is_some() {
         compute.delete_server_groups(&tag).await?;
     }
     Ok(())
