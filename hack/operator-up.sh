@@ -25,6 +25,7 @@ log "installing the operator ($image)"
 "$HELM" upgrade --install "$RELEASE" "$REPO_ROOT/deploy/chart/nestplane" \
   --kubeconfig "$KUBECONFIG_PATH" --namespace "$RELEASE_NAMESPACE" --create-namespace \
   --set image.repository="${image%:*}" --set image.tag="${image##*:}" --set image.pullPolicy=Never \
+  --set tunnel.image="$image" \
   --wait --timeout 3m >/dev/null
 kubectl -n "$RELEASE_NAMESPACE" rollout status deployment/"$RELEASE" --timeout=120s >/dev/null
 

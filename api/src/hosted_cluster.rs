@@ -106,6 +106,7 @@ pub const RESERVED_NAME_ENDINGS: &[&str] = &[
     "front-proxy",
     "kube",
     "scheduler",
+    "tunnel-server",
 ];
 
 fn name_endings_rule() -> Rule {
@@ -130,6 +131,7 @@ pub const PROTECTED_API_SERVER_FLAGS: &[&str] = &[
     "authorization-config",
     "authorization-mode",
     "client-ca-file",
+    "egress-selector-config-file",
     "enable-bootstrap-token-auth",
     "encryption-provider-config",
     "etcd-cafile",
@@ -323,6 +325,11 @@ pub struct ApiServerSpec {
     /// Compute resources; defaults request 50m CPU and 256Mi memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+
+    /// How the API server reaches nodes, pods and Services of the hosted cluster (kubelets for
+    /// logs, exec and port-forward; webhooks; aggregated APIs).
+    #[serde(default)]
+    pub tunnel: TunnelSpec,
 }
 
 impl Default for ApiServerSpec {
@@ -333,8 +340,31 @@ impl Default for ApiServerSpec {
             extra_sans: Vec::new(),
             extra_args: BTreeMap::new(),
             resources: None,
+            tunnel: TunnelSpec::default(),
         }
     }
+}
+
+/// The reverse tunnel from the API server to the workers: a tunnel server beside each
+/// kube-apiserver (its egress selector dials through it) and an agent on every worker that
+/// dials out to it, so workers behind NAT or a firewall need no inbound route.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelSpec {
+    /// false: the API server dials nodes, pods and Services directly, which works only when the
+    /// management cluster can route to the worker network.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for TunnelSpec {
+    fn default() -> Self {
+        TunnelSpec { enabled: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_one() -> i32 {
@@ -537,6 +567,11 @@ pub struct HostedClusterStatus {
     /// URL of the hosted API server, as in the admin kubeconfig.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+
+    /// URL the workers' tunnel agents dial (the API server's host, the tunnel's own port);
+    /// unset while the tunnel is disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_endpoint: Option<String>,
 
     /// Kubernetes version the control plane runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -24,6 +24,10 @@ enum Command {
         /// Registry of the control-plane images.
         #[arg(long, env = "NESTPLANE_IMAGE_REGISTRY", default_value = "registry.k8s.io")]
         image_registry: String,
+        /// The nestplane image, which the tunnel server (beside each hosted kube-apiserver) and
+        /// the tunnel agent (on each worker) run: the operator's own image.
+        #[arg(long, env = "NESTPLANE_TUNNEL_IMAGE", default_value = concat!("ghcr.io/nestplane/nestplane:v", env!("CARGO_PKG_VERSION")))]
+        tunnel_image: String,
         /// Reconcile HostedClusters in this namespace only (default: all namespaces).
         #[arg(long, env = "NESTPLANE_WATCH_NAMESPACE")]
         namespace: Option<String>,
@@ -53,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run {
             http_addr,
             image_registry,
+            tunnel_image,
             namespace,
             lease_namespace,
             identity,
@@ -61,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
             let config = Config {
                 image_registry,
                 namespace,
+                tunnel_image,
             };
             let election = Election::infer(lease_namespace, identity)
                 .await

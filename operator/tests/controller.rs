@@ -45,6 +45,7 @@ fn hosted_cluster_controller_on_a_real_api_server() -> Result<()> {
         let config = Config {
             image_registry: "registry.k8s.io".into(),
             namespace: None,
+            tunnel_image: "ghcr.io/nestplane/nestplane:test".into(),
         };
         let controller = tokio::spawn(controllers::run(client.clone(), config, metrics.clone()));
         let outcome = async {

@@ -63,6 +63,11 @@ fn input_for(env: &TestEnv) -> Result<HostedInput> {
         cni: nestplane::api::Cni::Flannel,
         image_registry: "registry.k8s.io".into(),
         apiserver_kubelet_client_user: "kube-apiserver-kubelet-client".into(),
+        // Applied for real too: the agent's DaemonSet, account and binding are valid objects.
+        tunnel: Some(nestplane::builders::tunnel::AgentInput {
+            server_url: "https://192.0.2.2:31132".into(),
+            image: "ghcr.io/nestplane/nestplane:test".into(),
+        }),
     })
 }
 

@@ -96,6 +96,7 @@ fn node_pools_on_a_real_api_server_and_the_test_cloud() -> Result<()> {
         let config = Config {
             image_registry: "registry.k8s.io".into(),
             namespace: None,
+            tunnel_image: "ghcr.io/nestplane/nestplane:test".into(),
         };
         let controller = tokio::spawn(controllers::run_node_pools(
             client.clone(),

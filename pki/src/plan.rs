@@ -70,6 +70,7 @@ pub enum KubeconfigRole {
     Admin,
     ControllerManager,
     Scheduler,
+    TunnelServer,
 }
 
 impl KubeconfigRole {
@@ -79,6 +80,7 @@ impl KubeconfigRole {
             KubeconfigRole::Admin => "admin",
             KubeconfigRole::ControllerManager => "controller-manager",
             KubeconfigRole::Scheduler => "scheduler",
+            KubeconfigRole::TunnelServer => "tunnel-server",
         }
     }
 }
@@ -223,6 +225,12 @@ pub fn plan(input: &PlanInput) -> Result<Plan> {
             profiles::scheduler(),
             &input.internal_server,
             "kube-scheduler",
+        ),
+        kubeconfig(
+            KubeconfigRole::TunnelServer,
+            profiles::tunnel_server(),
+            &input.internal_server,
+            "nestplane-tunnel-server",
         ),
     ];
     Ok(Plan { leaves, kubeconfigs })

@@ -111,5 +111,14 @@ pub fn scheduler() -> LeafSpec {
     LeafSpec::client("system:kube-scheduler", &[])
 }
 
+/// The user the tunnel server beside kube-apiserver reviews agents' tokens as; the hosted
+/// cluster binds it to `system:auth-delegator` and nothing else.
+pub const TUNNEL_SERVER_USER: &str = "nestplane:tunnel-server";
+
+/// `tunnel-server.conf`: the tunnel server's TokenReviews.
+pub fn tunnel_server() -> LeafSpec {
+    LeafSpec::client(TUNNEL_SERVER_USER, &[])
+}
+
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
-use super::{BuildError, Component, HostedCluster, meta, name, object_meta};
+use super::{BuildError, Component, HostedCluster, meta, name, object_meta, tunnel};
 
 pub const AUDIT_POLICY_KEY: &str = "audit-policy.yaml";
 pub const AUTHENTICATION_CONFIG_KEY: &str = "authentication-config.yaml";
@@ -99,7 +99,7 @@ pub fn authentication_config() -> Value {
 /// The ConfigMaps kube-apiserver mounts.
 pub fn config_maps(hc: &HostedCluster) -> Result<Vec<ConfigMap>, BuildError> {
     let cluster = name(hc)?;
-    Ok(vec![
+    let mut maps = vec![
         config_map(
             hc,
             &audit_policy_name(&cluster),
@@ -112,7 +112,16 @@ pub fn config_maps(hc: &HostedCluster) -> Result<Vec<ConfigMap>, BuildError> {
             AUTHENTICATION_CONFIG_KEY,
             &authentication_config(),
         )?,
-    ])
+    ];
+    if tunnel::enabled(hc) {
+        maps.push(config_map(
+            hc,
+            &tunnel::egress_selector_config_name(&cluster),
+            tunnel::EGRESS_SELECTOR_KEY,
+            &tunnel::egress_selector_configuration(),
+        )?);
+    }
+    Ok(maps)
 }
 
 fn config_map(
@@ -135,13 +144,21 @@ fn config_map(
     )
 }
 
-/// Projected-volume sources: both files under their keys' names.
-pub(crate) fn volume_sources(cluster: &str) -> Vec<Value> {
+/// Projected-volume sources: every file under its key's name.
+pub(crate) fn volume_sources(hc: &HostedCluster) -> Result<Vec<Value>, BuildError> {
+    let cluster = name(hc)?;
     let source = |object_name: String, key: &str| json!({ "configMap": { "name": object_name, "items": [{ "key": key, "path": key }] } });
-    vec![
-        source(audit_policy_name(cluster), AUDIT_POLICY_KEY),
-        source(authentication_config_name(cluster), AUTHENTICATION_CONFIG_KEY),
-    ]
+    let mut sources = vec![
+        source(audit_policy_name(&cluster), AUDIT_POLICY_KEY),
+        source(authentication_config_name(&cluster), AUTHENTICATION_CONFIG_KEY),
+    ];
+    if tunnel::enabled(hc) {
+        sources.push(source(
+            tunnel::egress_selector_config_name(&cluster),
+            tunnel::EGRESS_SELECTOR_KEY,
+        ));
+    }
+    Ok(sources)
 }
 
 #[cfg(test)]

@@ -70,6 +70,7 @@ pub const COMPONENT: ComponentDef = ComponentDef {
         SecretRole::ApiServerEtcdClient,
         SecretRole::FrontProxyClient,
         SecretRole::Encryption,
+        SecretRole::TunnelServerKubeconfig,
     ],
     config_maps: apiserver_config::config_maps,
     condition_type: API_SERVER_AVAILABLE,
@@ -122,6 +123,12 @@ pub fn args(hc: &HostedCluster, inputs: &Inputs) -> Result<BTreeMap<&'static str
         ("kubelet-certificate-authority", pki("ca.crt")),
     ]);
     args.extend(hardening_args());
+    if tunnel::enabled(hc) {
+        args.insert(
+            "egress-selector-config-file",
+            format!("{CONFIG_DIR}/{}", tunnel::EGRESS_SELECTOR_KEY),
+        );
+    }
     if let Some(address) = &inputs.advertise_address {
         args.insert("advertise-address", address.clone());
     }
@@ -152,6 +159,10 @@ pub fn service(hc: &HostedCluster, node_port: Option<i32>) -> Result<Service, Bu
     {
         port["nodePort"] = json!(fixed);
     }
+    let mut ports = vec![port];
+    if tunnel::enabled(hc) {
+        ports.push(tunnel::service_port());
+    }
     meta::object(
         "apiserver service",
         object_meta(hc, service_name(&cluster), Some(Component::KubeApiserver))?,
@@ -160,7 +171,7 @@ pub fn service(hc: &HostedCluster, node_port: Option<i32>) -> Result<Service, Bu
             "spec": {
                 "type": spec.type_,
                 "selector": selector(hc, Component::KubeApiserver)?,
-                "ports": [port],
+                "ports": ports,
             }
         }),
     )
@@ -199,8 +210,43 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
     };
     let sources = pki_sources(&cluster);
     let mut config_sources = vec![encryption::volume_source(&cluster)];
-    config_sources.extend(apiserver_config::volume_sources(&cluster));
+    config_sources.extend(apiserver_config::volume_sources(hc)?);
     let component = Component::KubeApiserver;
+    let mut mounts = vec![
+        json!({ "name": "pki", "mountPath": PKI_DIR, "readOnly": true }),
+        json!({ "name": "config", "mountPath": CONFIG_DIR, "readOnly": true }),
+        json!({ "name": "audit-log", "mountPath": AUDIT_LOG_DIR }),
+    ];
+    let mut volumes = vec![
+        json!({ "name": "pki", "projected": { "defaultMode": 0o440, "sources": sources } }),
+        json!({ "name": "config", "projected": { "defaultMode": 0o440, "sources": config_sources } }),
+        json!({ "name": "audit-log", "emptyDir": { "sizeLimit": format!("{AUDIT_LOG_VOLUME_MIB}Mi") } }),
+    ];
+    let mut sidecars = Vec::new();
+    if tunnel::enabled(hc) {
+        mounts.push(tunnel::socket_mount());
+        volumes.extend(tunnel::volumes(&cluster));
+        sidecars.push(tunnel::server_container(
+            &inputs.tunnel_image,
+            PKI_DIR,
+            api.replicas,
+        ));
+    }
+    let apiserver = json!({
+        "name": "kube-apiserver",
+        "image": inputs.images.get(component)?,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["kube-apiserver"],
+        "args": render_args(args(hc, inputs)?, &api.extra_args),
+        "ports": [{ "name": "https", "containerPort": inputs.apiserver_port }],
+        "startupProbe": probe("/livez", 60),
+        "readinessProbe": probe("/readyz", 3),
+        "livenessProbe": probe("/livez", 8),
+        "resources": resources("kube-apiserver resources", &api.resources, "50m", "256Mi")?,
+        "securityContext": container_security(),
+        "volumeMounts": mounts,
+    });
+    let containers: Vec<_> = std::iter::once(apiserver).chain(sidecars).collect();
     meta::object(
         "apiserver deployment",
         object_meta(hc, component.workload_name(&cluster), Some(component))?,
@@ -211,29 +257,8 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
                 "selector": { "matchLabels": selector(hc, component)? },
                 "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
                 "template": pod_template(hc, component, inputs, json!({
-                    "containers": [{
-                        "name": "kube-apiserver",
-                        "image": inputs.images.get(component)?,
-                        "imagePullPolicy": "IfNotPresent",
-                        "command": ["kube-apiserver"],
-                        "args": render_args(args(hc, inputs)?, &api.extra_args),
-                        "ports": [{ "name": "https", "containerPort": inputs.apiserver_port }],
-                        "startupProbe": probe("/livez", 60),
-                        "readinessProbe": probe("/readyz", 3),
-                        "livenessProbe": probe("/livez", 8),
-                        "resources": resources("kube-apiserver resources", &api.resources, "50m", "256Mi")?,
-                        "securityContext": container_security(),
-                        "volumeMounts": [
-                            { "name": "pki", "mountPath": PKI_DIR, "readOnly": true },
-                            { "name": "config", "mountPath": CONFIG_DIR, "readOnly": true },
-                            { "name": "audit-log", "mountPath": AUDIT_LOG_DIR },
-                        ],
-                    }],
-                    "volumes": [
-                        { "name": "pki", "projected": { "defaultMode": 0o440, "sources": sources } },
-                        { "name": "config", "projected": { "defaultMode": 0o440, "sources": config_sources } },
-                        { "name": "audit-log", "emptyDir": { "sizeLimit": format!("{AUDIT_LOG_VOLUME_MIB}Mi") } },
-                    ],
+                    "containers": containers,
+                    "volumes": volumes,
                 }))?
             }
         }),

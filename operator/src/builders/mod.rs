@@ -23,6 +23,7 @@ pub mod meta;
 pub mod pki_plan;
 pub mod quantity;
 pub mod secrets;
+pub mod tunnel;
 pub mod user_data;
 
 pub const MANAGED_BY: &str = "nestplane";
@@ -91,6 +92,8 @@ pub struct Inputs {
     pub inputs_hash: BTreeMap<Component, String>,
     /// etcd's claim template, claim capacity and cluster token as they are.
     pub etcd: etcd::EtcdInputs,
+    /// The nestplane image: the tunnel server beside kube-apiserver runs it.
+    pub tunnel_image: String,
 }
 
 impl Inputs {

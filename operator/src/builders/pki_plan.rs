@@ -104,6 +104,11 @@ mod tests {
                     "demo",
                     "https://demo-apiserver.team-a.svc:6443"
                 ),
+                (
+                    KubeconfigRole::TunnelServer,
+                    "demo",
+                    "https://demo-apiserver.team-a.svc:6443"
+                ),
             ]
         );
         let serving = &plan.leaves[0].spec;

@@ -35,6 +35,8 @@ pub enum SecretRole {
     AdminKubeconfig,
     ControllerManagerKubeconfig,
     SchedulerKubeconfig,
+    /// The tunnel server's kubeconfig (its TokenReviews of agents).
+    TunnelServerKubeconfig,
     /// The key that encrypts Secrets at rest in etcd, inside the API server's
     /// `EncryptionConfiguration`.
     Encryption,
@@ -42,7 +44,7 @@ pub enum SecretRole {
 
 impl SecretRole {
     /// Every role, in declaration order.
-    pub const ALL: [SecretRole; 14] = [
+    pub const ALL: [SecretRole; 15] = [
         SecretRole::Ca,
         SecretRole::EtcdCa,
         SecretRole::FrontProxyCa,
@@ -56,6 +58,7 @@ impl SecretRole {
         SecretRole::AdminKubeconfig,
         SecretRole::ControllerManagerKubeconfig,
         SecretRole::SchedulerKubeconfig,
+        SecretRole::TunnelServerKubeconfig,
         SecretRole::Encryption,
     ];
 
@@ -74,6 +77,7 @@ impl SecretRole {
             SecretRole::AdminKubeconfig => "kubeconfig",
             SecretRole::ControllerManagerKubeconfig => "controller-manager-kubeconfig",
             SecretRole::SchedulerKubeconfig => "scheduler-kubeconfig",
+            SecretRole::TunnelServerKubeconfig => "tunnel-server-kubeconfig",
             SecretRole::Encryption => "encryption",
         }
     }
@@ -194,6 +198,7 @@ impl From<KubeconfigRole> for SecretRole {
             KubeconfigRole::Admin => SecretRole::AdminKubeconfig,
             KubeconfigRole::ControllerManager => SecretRole::ControllerManagerKubeconfig,
             KubeconfigRole::Scheduler => SecretRole::SchedulerKubeconfig,
+            KubeconfigRole::TunnelServer => SecretRole::TunnelServerKubeconfig,
         }
     }
 }

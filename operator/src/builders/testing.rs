@@ -27,6 +27,7 @@ pub fn inputs() -> Inputs {
             .map(|c| (*c, format!("hash-of-{}", c.as_str())))
             .collect::<BTreeMap<_, _>>(),
         etcd: etcd::EtcdInputs::default(),
+        tunnel_image: "ghcr.io/nestplane/nestplane:v0.1.0".into(),
     }
 }
 

@@ -113,13 +113,14 @@ async fn apply(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
 async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> Result<(Observed, Duration)> {
     let cluster = builders::name(hc)?;
     let service = apply_services(hc, owned).await?;
-    let (endpoint, apiserver_port, advertise_address) =
+    let (endpoint, apiserver_port, advertise_address, tunnel_endpoint) =
         match observe_endpoint(&ctx.client, &ctx.cache, hc, &service).await? {
             EndpointObservation::Known {
                 endpoint,
                 apiserver_port,
                 advertise_address,
-            } => (endpoint, apiserver_port, advertise_address),
+                tunnel,
+            } => (endpoint, apiserver_port, advertise_address, tunnel),
             // No certificate can name an endpoint that is not known: wait, and sweep nothing.
             EndpointObservation::Pending(why) => {
                 let mut observed = Observed::nothing_yet(hc, None);
@@ -150,6 +151,7 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
             .map(|c| (*c, component_hash(&secret_data, &config_data, *c)))
             .collect(),
         etcd: etcd_guard.inputs(hc, ctx),
+        tunnel_image: ctx.config.tunnel_image.clone(),
     };
     let workloads = roll_out(hc, ctx, owned, &inputs, etcd_guard.held()).await?;
     etcd_guard
@@ -171,6 +173,7 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
 
     let settled = readyz.is_ok() && workloads.values().all(|w| w.is_ready() && w.is_rolled_out());
     let mut observed = Observed::nothing_yet(hc, Some(endpoint.url()));
+    observed.tunnel_endpoint = tunnel_endpoint.map(|t| t.url());
     observed.workloads = workloads.into_iter().collect();
     observed.readyz = readyz;
     observed.kubeconfig_secret = Some(SecretRole::AdminKubeconfig.secret_name(&cluster));

@@ -24,7 +24,7 @@ use crate::builders::hosted::{
     HOSTED_FIELD_MANAGER, HOSTED_MANAGED_BY_LABEL, HostedInput, HostedObject, addons, flannel, join,
 };
 use crate::builders::secrets::{SecretRole, TLS_CERT};
-use crate::builders::{self, Endpoint, MANAGED_BY};
+use crate::builders::{self, Endpoint, MANAGED_BY, tunnel};
 use crate::error::{Error, Result};
 
 /// A bootstrap token lives a day, like kubeadm's default: long enough for any server of a
@@ -77,7 +77,8 @@ pub async fn resolve(ctx: &Context, hc: &HostedCluster) -> Result<(kube::Client,
             cluster: cluster.clone(),
             message,
         })?;
-    let input = hosted_input(hc, endpoint, ca_pem, &ctx.config.image_registry)?;
+    let mut input = hosted_input(hc, endpoint, ca_pem, &ctx.config.image_registry)?;
+    input.tunnel = tunnel_agent(hc, &ctx.config.tunnel_image);
     Ok((client, input))
 }
 
@@ -114,6 +115,16 @@ pub fn hosted_input(
         cni: network.cni,
         image_registry: image_registry.to_string(),
         apiserver_kubelet_client_user: nestplane_pki::profiles::apiserver_kubelet_client().common_name,
+        tunnel: None,
+    })
+}
+
+/// The tunnel agent add-on, once the tunnel's endpoint is known; none while it is disabled.
+pub fn tunnel_agent(hc: &HostedCluster, image: &str) -> Option<tunnel::AgentInput> {
+    let server_url = hc.status.as_ref()?.tunnel_endpoint.clone()?;
+    tunnel::enabled(hc).then(|| tunnel::AgentInput {
+        server_url,
+        image: image.to_string(),
     })
 }
 

@@ -46,6 +46,9 @@ pub struct Config {
     pub image_registry: String,
     /// Watch only this namespace; all namespaces when unset.
     pub namespace: Option<String>,
+    /// The nestplane image, for the tunnel server beside each kube-apiserver and the tunnel
+    /// agent on each worker.
+    pub tunnel_image: String,
 }
 
 /// The time source; tests can pin it.

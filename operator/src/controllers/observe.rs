@@ -11,7 +11,7 @@ use super::cache::Cache;
 use super::hosted_clients::HostedClients;
 use super::status::WorkloadState;
 use crate::api::{ApiServerServiceType, HostedCluster};
-use crate::builders::{self, APISERVER_SERVICE_PORT, Component, Endpoint, Workload, WorkloadKind};
+use crate::builders::{self, APISERVER_SERVICE_PORT, Component, Endpoint, Workload, WorkloadKind, tunnel};
 use crate::error::{Error, KubeContext, Result};
 
 /// Where the API server is reached, once that is known.
@@ -23,6 +23,9 @@ pub enum EndpointObservation {
         apiserver_port: i32,
         /// Address kube-apiserver advertises to the hosted cluster.
         advertise_address: Option<String>,
+        /// Where tunnel agents dial: the endpoint's host and the tunnel's port (its node port,
+        /// for NodePort), when the Service has one.
+        tunnel: Option<Endpoint>,
     },
     /// Not known yet; the message says why and what to do.
     Pending(String),
@@ -36,13 +39,16 @@ pub async fn observe_endpoint(
     service: &Service,
 ) -> Result<EndpointObservation> {
     let spec = service.spec.clone().unwrap_or_default();
-    let port = spec
-        .ports
-        .unwrap_or_default()
-        .into_iter()
-        .next()
-        .unwrap_or_default();
-    match hc.spec.api_server.service.type_ {
+    let ports = spec.ports.clone().unwrap_or_default();
+    let port = ports.first().cloned().unwrap_or_default();
+    let tunnel_port = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some(tunnel::AGENT_PORT_NAME))
+        .and_then(|p| match hc.spec.api_server.service.type_ {
+            ApiServerServiceType::NodePort => p.node_port,
+            _ => Some(p.port),
+        });
+    let observation = match hc.spec.api_server.service.type_ {
         ApiServerServiceType::NodePort => {
             let node_port = port
                 .node_port
@@ -50,28 +56,47 @@ pub async fn observe_endpoint(
             let (host, advertise_address) = node_port_host(client, cache, hc)
                 .await?
                 .ok_or(Error::NoNodeAddress(node_port))?;
-            Ok(EndpointObservation::Known {
+            EndpointObservation::Known {
                 endpoint: Endpoint {
                     host,
                     port: node_port,
                 },
                 apiserver_port: node_port,
                 advertise_address,
-            })
+                tunnel: None,
+            }
         }
         ApiServerServiceType::ClusterIP => {
             let ip = spec.cluster_ip.ok_or(Error::MissingField("spec.clusterIP"))?;
-            Ok(EndpointObservation::Known {
+            EndpointObservation::Known {
                 endpoint: Endpoint {
                     host: ip.clone(),
                     port: port.port,
                 },
                 apiserver_port: APISERVER_SERVICE_PORT,
                 advertise_address: Some(ip),
-            })
+                tunnel: None,
+            }
         }
-        ApiServerServiceType::LoadBalancer => Ok(load_balancer_endpoint(service, port.port)),
-    }
+        ApiServerServiceType::LoadBalancer => load_balancer_endpoint(service, port.port),
+    };
+    Ok(match observation {
+        EndpointObservation::Known {
+            endpoint,
+            apiserver_port,
+            advertise_address,
+            tunnel: _,
+        } => EndpointObservation::Known {
+            tunnel: tunnel_port.map(|port| Endpoint {
+                host: endpoint.host.clone(),
+                port,
+            }),
+            endpoint,
+            apiserver_port,
+            advertise_address,
+        },
+        pending => pending,
+    })
 }
 
 fn load_balancer_endpoint(service: &Service, port: i32) -> EndpointObservation {
@@ -87,6 +112,7 @@ fn load_balancer_endpoint(service: &Service, port: i32) -> EndpointObservation {
             endpoint: Endpoint { host, port },
             apiserver_port: APISERVER_SERVICE_PORT,
             advertise_address: ingress.ip,
+            tunnel: None,
         },
         None => EndpointObservation::Pending(format!(
             "LoadBalancer Service {} has no address yet; if this management cluster has no \

@@ -104,6 +104,8 @@ pub struct Observed {
     pub generation: Option<i64>,
     pub version: String,
     pub endpoint: Option<String>,
+    /// Where tunnel agents dial; kept from the last status by passes that did not read it.
+    pub tunnel_endpoint: Option<String>,
     pub kubeconfig_secret: Option<String>,
     /// In start order (`Component::ALL`): conditions are reported in this order.
     pub workloads: Vec<(Component, WorkloadState)>,
@@ -134,6 +136,14 @@ impl Observed {
             generation: hc.metadata.generation,
             version: hc.spec.version.clone(),
             endpoint,
+            // A pass that fails or waits keeps it: the agents keep dialing where they do.
+            tunnel_endpoint: hc
+                .spec
+                .api_server
+                .tunnel
+                .enabled
+                .then(|| hc.status.as_ref().and_then(|s| s.tunnel_endpoint.clone()))
+                .flatten(),
             kubeconfig_secret: None,
             workloads: Component::ALL
                 .iter()
@@ -278,6 +288,7 @@ pub fn compute_status(
         observed_generation: observed.generation,
         phase: Some(phase.to_string()),
         endpoint: observed.endpoint.clone(),
+        tunnel_endpoint: observed.tunnel_endpoint.clone(),
         version: available
             .then(|| observed.version.clone())
             .or_else(|| previous.and_then(|p| p.version.clone())),

@@ -32,6 +32,7 @@ fn the_plan_follows_kubeadm_names_and_cas() {
             ("admin", CaRole::Cluster),
             ("controller-manager", CaRole::Cluster),
             ("scheduler", CaRole::Cluster),
+            ("tunnel-server", CaRole::Cluster),
         ]
     );
 }
@@ -85,6 +86,12 @@ fn the_admin_uses_the_endpoint_and_components_the_internal_server() {
             (
                 KubeconfigRole::Scheduler,
                 "kube-scheduler",
+                "demo",
+                "https://demo-apiserver.team-a.svc:6443"
+            ),
+            (
+                KubeconfigRole::TunnelServer,
+                "nestplane-tunnel-server",
                 "demo",
                 "https://demo-apiserver.team-a.svc:6443"
             ),

@@ -31,6 +31,9 @@ const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount
 pub fn objects(input: &HostedInput) -> Result<Vec<HostedObject>, BuildError> {
     let mut objects = kube_proxy(input)?;
     objects.extend(coredns(input)?);
+    if let Some(agent) = &input.tunnel {
+        objects.extend(crate::builders::tunnel::agent_objects(agent)?);
+    }
     Ok(objects)
 }
 

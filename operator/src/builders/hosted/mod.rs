@@ -77,6 +77,8 @@ pub struct HostedInput {
     /// The user kube-apiserver presents to kubelets (CN of `apiserver-kubelet-client`), which
     /// `system:kubelet-api-admin` is bound to so that logs and exec work.
     pub apiserver_kubelet_client_user: String,
+    /// The tunnel agent add-on, unless the tunnel is disabled (or its endpoint not known yet).
+    pub tunnel: Option<crate::builders::tunnel::AgentInput>,
 }
 
 /// Metadata of an object nestplane writes inside a hosted cluster: its name, its namespace (none

@@ -20,6 +20,7 @@ fn observed(
         generation: Some(2),
         version: "v1.35.4".into(),
         endpoint: Some("https://192.0.2.2:31443".into()),
+        tunnel_endpoint: None,
         kubeconfig_secret: Some("demo-kubeconfig".into()),
         workloads,
         readyz,

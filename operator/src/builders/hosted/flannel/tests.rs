@@ -22,6 +22,7 @@ fn input() -> HostedInput {
         cni: Cni::Flannel,
         image_registry: "registry.k8s.io".into(),
         apiserver_kubelet_client_user: "kube-apiserver-kubelet-client".into(),
+        tunnel: None,
     }
 }
 
