@@ -1,4 +1,5 @@
-//! The `nestplane` command: run the operator, print the CRDs, or print a hosted cluster's kubeconfig.
+//! The `nestplane` command: run the operator, print the CRDs, print a hosted cluster's kubeconfig,
+//! or run the tunnel server or agent.
 use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::core::v1::Secret;
@@ -49,6 +50,10 @@ enum Command {
         #[arg(short, long, default_value = "default")]
         namespace: String,
     },
+    /// Run the tunnel server beside a hosted kube-apiserver (its egress selector's HTTPConnect).
+    TunnelServer(nestplane::tunnel::ServerArgs),
+    /// Run the tunnel agent on a worker node of a hosted cluster.
+    TunnelAgent(nestplane::tunnel::AgentArgs),
 }
 
 #[tokio::main]
@@ -81,6 +86,14 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Kubeconfig { name, namespace } => print!("{}", kubeconfig(&name, &namespace).await?),
+        Command::TunnelServer(args) => {
+            nestplane::telemetry::init();
+            nestplane::tunnel::run_server(args, nestplane::tunnel::on_termination()?).await?;
+        }
+        Command::TunnelAgent(args) => {
+            nestplane::telemetry::init();
+            nestplane::tunnel::run_agent(args, nestplane::tunnel::on_termination()?).await?;
+        }
     }
     Ok(())
 }
