@@ -195,7 +195,7 @@ fn agent_daemon_set(agent: &AgentInput) -> Result<HostedObject, BuildError> {
                                 format!("--token-file={AGENT_TOKEN_DIR}/token"),
                                 format!("--http-addr=0.0.0.0:{AGENT_HTTP_PORT}"),
                             ],
-                            "env": [env("NODE_NAME", "spec.nodeName"), env("NODE_IPS", "status.hostIP")],
+                            "env": [env("NODE_NAME", "spec.nodeName"), env("NODE_IPS", "status.hostIPs")],
                             "ports": [{ "name": "http", "containerPort": AGENT_HTTP_PORT }],
                             "livenessProbe": {
                                 "httpGet": { "path": "/healthz", "port": AGENT_HTTP_PORT },
