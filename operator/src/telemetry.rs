@@ -12,6 +12,9 @@ pub fn init() {
     if std::env::var("NESTPLANE_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().with_current_span(true).init();
     } else {
-        builder.init();
+        // Colours only on a terminal: escape codes in a container's log are noise.
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
     }
 }
