@@ -19,6 +19,7 @@ use kube::{Api, Client, Config, Resource};
 use serde_json::json;
 
 pub mod kubeadm;
+pub mod registry;
 
 pub const DEFAULT_KUBECONFIG: &str = "/var/lib/nestplane/kubeconfig";
 /// Label on every namespace the harness creates, so leftovers can be found and removed.
