@@ -31,7 +31,7 @@ if ! "${CTR[@]}" images ls -q "name==$image" | grep -qx "$image"; then
 fi
 # Under the path it has below its registry (ghcr.io/nestplane/nestplane -> nestplane/nestplane), as
 # a mirror of that registry serves it. Blobs the registry has are not sent again.
-if registry_up; then
+if registry_up 2>/dev/null; then
   "${CTR[@]}" images push --hosts-dir "$OS_REGISTRY_HOSTS_DIR" "$OS_REGISTRY_ADDRESS/${image#*/}" "$image" >/dev/null
   log "pushed $image to https://$OS_REGISTRY_ADDRESS"
 else
