@@ -55,15 +55,14 @@ pub fn certs_d_files(mirrors: &[RegistryMirror]) -> Result<Vec<CertsDFile>, Buil
                 format!("registry {} is listed twice", mirror.registry),
             ));
         }
-        let ca = match &mirror.ca_bundle {
-            Some(bundle) => {
-                let file = ca_file(&mirror.registry, bundle)?;
-                files.push(file.clone());
-                Some(file)
-            }
-            None => None,
-        };
-        files.push(hosts_file(mirror, ca.as_ref().map(|f| f.path.as_str()))?);
+        let ca = mirror
+            .ca_bundle
+            .as_deref()
+            .map(|bundle| ca_file(&mirror.registry, bundle))
+            .transpose()?;
+        let hosts = hosts_file(mirror, ca.as_ref().map(|f| f.path.as_str()))?;
+        files.extend(ca);
+        files.push(hosts);
     }
     Ok(files)
 }
