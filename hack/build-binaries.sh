@@ -2,7 +2,7 @@
 # Builds the pinned third-party binaries from their Go modules into
 #   $NESTPLANE_CACHE/<component>-<version>/bin/
 # A finished build leaves a `.complete` marker, so a second run only checks markers.
-# Usage: hack/build-binaries.sh [kubernetes|etcd|coredns|local-path-provisioner|helm|toxiproxy|flannel|pause ...]
+# Usage: hack/build-binaries.sh [kubernetes|etcd|coredns|local-path-provisioner|helm|toxiproxy|flannel|registry|pause ...]
 . "$(dirname "$0")/lib/common.sh"
 
 build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -100,6 +100,14 @@ build_toxiproxy() {
   build_simple toxiproxy github.com/Shopify/toxiproxy/v2 "$TOXIPROXY_VERSION" \
     "-X github.com/Shopify/toxiproxy/v2.Version=$TOXIPROXY_VERSION" \
     github.com/Shopify/toxiproxy/v2/cmd/server github.com/Shopify/toxiproxy/v2/cmd/cli
+}
+
+# The registry server of CNCF distribution (the test cloud's registry mirror, hack/registry), with
+# the version its own Makefile stamps in.
+build_registry() {
+  local pkg=github.com/distribution/distribution/v3
+  build_simple registry "$pkg" "$DISTRIBUTION_VERSION" \
+    "-X $pkg/version.version=$DISTRIBUTION_VERSION -X $pkg/version.mainpkg=$pkg" "$pkg/cmd/registry"
 }
 
 # flanneld as flannel's Makefile builds it on amd64: with cgo (the UDP backend's proxy is C and

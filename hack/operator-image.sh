@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Builds the operator (release) and imports it into containerd as an image.
 # The tag carries a hash of the binary, so a rebuilt operator rolls its Deployment.
+# When the test cloud's registry mirror runs (hack/openstack/registry.sh), pushes the image there
+# too: worker VMs pull it (the tunnel agent's DaemonSet) through that mirror of its registry.
 # Prints the image reference on stdout.
 . "$(dirname "$0")/lib/common.sh"
+# shellcheck source=openstack/lib.sh
+. "$HACK_DIR/openstack/lib.sh"
+# shellcheck source=openstack/registry.sh
+. "$HACK_DIR/openstack/registry.sh"
 cd "$REPO_ROOT"
 
 cargo build --release --locked -p nestplane >&2
@@ -22,5 +28,13 @@ if ! "${CTR[@]}" images ls -q "name==$image" | grep -qx "$image"; then
   "${CTR[@]}" images import "$archive" >/dev/null
   rm -f "$archive"
   log "imported $image"
+fi
+# Under the path it has below its registry (ghcr.io/nestplane/nestplane -> nestplane/nestplane), as
+# a mirror of that registry serves it. Blobs the registry has are not sent again.
+if registry_up 2>/dev/null; then
+  "${CTR[@]}" images push --hosts-dir "$OS_REGISTRY_HOSTS_DIR" "$OS_REGISTRY_ADDRESS/${image#*/}" "$image" >/dev/null
+  log "pushed $image to https://$OS_REGISTRY_ADDRESS"
+else
+  log "the test cloud's registry (make openstack-up) is not up: $image not pushed; workers cannot pull it"
 fi
 echo "$image"

@@ -242,6 +242,14 @@ pub struct RegistryMirror {
     /// the registry API's `/v2` to the path.
     #[schemars(schema_with = "mirror_endpoints_schema")]
     pub endpoints: Vec<String>,
+
+    /// PEM certificates of the CAs that sign the endpoints' serving certificates, for private
+    /// mirrors; without it containerd trusts the worker image's system CAs. Written to
+    /// `/etc/containerd/certs.d/<registry>/ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.contains('-----BEGIN CERTIFICATE-----')").message("caBundle must hold PEM certificates (-----BEGIN CERTIFICATE-----)"))]
+    #[schemars(length(min = 1, max = 16384))]
+    pub ca_bundle: Option<String>,
 }
 
 const REGISTRY_HOST_SHAPE: &str =

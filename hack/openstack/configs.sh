@@ -79,6 +79,7 @@ render_configs() {
     render neutron/macvtap.ini HOST="$host" >"$etc/neutron/macvtap-$host.ini"
   done
   render_to "$etc" toxiproxy/proxies.json
+  render_to "$etc" registry/config.yml
   # libvirt has no configuration of its own here (no libvirt-daemon-system): QEMU runs as root,
   # without a security driver, cgroups of its own or virtlogd, and nothing autostarts.
   # write_all_configs moves qemu.conf to /etc/libvirt.

@@ -2,7 +2,8 @@
 # Installs what the test cloud needs; idempotent, and a second run installs nothing.
 #   - Debian packages: MariaDB, RabbitMQ, libvirt + QEMU (TCG), genisoimage, build deps of libvirt-python;
 #   - a virtualenv with the pinned OpenStack release, cached under $NESTPLANE_CACHE;
-#   - toxiproxy, built from its Go module by hack/build-binaries.sh.
+#   - toxiproxy and the registry mirror (CNCF distribution), built from their Go modules by
+#     hack/build-binaries.sh.
 # Package maintainer scripts must not start daemons: hack/openstack/up.sh starts its own.
 . "$(dirname "$0")/lib.sh"
 
@@ -10,7 +11,7 @@ packages=(
   mariadb-server rabbitmq-server
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils genisoimage
   python3 python3-venv python3-dev libvirt-dev pkg-config gcc
-  iproute2 nftables curl ca-certificates procps
+  iproute2 nftables curl ca-certificates procps openssl
 )
 
 install_debian_packages() {
@@ -62,4 +63,4 @@ install_venv() {
 install_debian_packages
 ensure_libvirt_users
 install_venv
-"$HACK_DIR/build-binaries.sh" toxiproxy
+"$HACK_DIR/build-binaries.sh" toxiproxy registry

@@ -12,6 +12,7 @@ OS_VENV="$NESTPLANE_CACHE/openstack-$OPENSTACK_RELEASE-$({ cat "$OS_DIR/requirem
 OS_BIN="$OS_VENV/bin"
 OS_IMAGES="$NESTPLANE_CACHE/openstack-images"
 TOXIPROXY_BIN="$NESTPLANE_CACHE/toxiproxy-$TOXIPROXY_VERSION/bin"
+REGISTRY_BIN="$NESTPLANE_CACHE/registry-$DISTRIBUTION_VERSION/bin"
 
 # Everything the cloud writes: configs, databases, logs, PID files, instances.
 OS_STATE="$NESTPLANE_STATE/openstack"
@@ -23,6 +24,12 @@ OS_LIB="$OS_STATE/lib"
 OS_CLOUDS_YAML="$OS_STATE/clouds.yaml"
 OS_ADMIN_CLOUDS_YAML="$OS_STATE/clouds-admin.yaml"
 OS_SECRET_YAML="$OS_STATE/clouds-secret.yaml"
+# The registry mirror's storage and its CA: outside OS_STATE, kept across openstack-down
+# (WIPE=1 deletes it too). Workers trust ca.crt (a NodePool's registryMirrors[].caBundle).
+OS_REGISTRY_STATE="$NESTPLANE_STATE/registry"
+OS_REGISTRY_CA="$OS_REGISTRY_STATE/ca.crt"
+# hosts.toml for clients on this machine (ctr --hosts-dir): the registry itself, trusting ca.crt.
+OS_REGISTRY_HOSTS_DIR="$OS_REGISTRY_STATE/certs.d"
 
 # Services talk to each other, their databases and RabbitMQ on loopback (internal and admin
 # endpoints). Public endpoints in the catalog go through toxiproxy for Nova and Neutron.
@@ -45,6 +52,9 @@ PORT_MARIADB=3306
 PORT_RABBIT=5672
 PORT_RABBIT_DIST=25672
 PORT_EPMD=4369
+# The registry mirror (registry.sh) listens on the gateway address only.
+PORT_REGISTRY=5443
+OS_REGISTRY_ADDRESS="$OS_NET_GATEWAY:$PORT_REGISTRY"
 
 # The provider network (its addresses, OS_NET_*, are in hack/network.env): a veth pair that never
 # leaves the machine. The host keeps the gateway on one end; Neutron's macvtap agents attach VMs to

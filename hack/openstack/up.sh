@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Starts the test cloud: MariaDB, RabbitMQ, Keystone, Glance, Placement, Nova (two compute hosts),
 # Neutron (ML2/macvtap), Cinder and toxiproxy, on loopback, with the public endpoints also on
-# $OS_PUBLIC_HOST; then creates what tests need (bootstrap.py).
+# $OS_PUBLIC_HOST, and the registry mirror on the gateway (registry.sh); then creates what tests
+# need (bootstrap.py).
 # Idempotent: configuration is rendered anew and a daemon is restarted only when its command line
 # or configuration changed (os_daemon_start); databases are synced once per release.
 # Ends by writing $OS_CLOUDS_YAML (nestplane's application credential) and $OS_SECRET_YAML.
 . "$(dirname "$0")/lib.sh"
 . "$OS_DIR/configs.sh"
+. "$OS_DIR/registry.sh"
 
 start_time=$SECONDS
 "$OS_DIR/install.sh"
@@ -242,6 +244,7 @@ setup_network
 start_mariadb
 start_rabbitmq
 start_toxiproxy
+start_registry
 start_keystone
 start_libvirt
 wait_for "Keystone" 120 os_http_up "http://$OS_HOST:$PORT_KEYSTONE/v3"

@@ -75,10 +75,12 @@ async fn create(client: &Client, mirrors: Value) -> Result<Result<(), String>> {
 }
 
 async fn accepts_mirrors_and_refuses_what_containerd_cannot_use(client: &Client) -> Result<()> {
+    let ca = private_ca()?;
     let good = json!([
         { "registry": "registry.k8s.io", "endpoints": ["https://mirror.example.com/registry.k8s.io", "https://backup.example.com:5000"] },
         { "registry": "docker.io", "endpoints": ["https://mirror.example.com"] },
         { "registry": "registry.example.com:5000", "endpoints": ["https://mirror.example.com"] },
+        { "registry": "ghcr.io", "endpoints": ["https://172.31.250.1:5443"], "caBundle": ca },
     ]);
     let answer = create(client, good).await?;
     ensure!(
@@ -115,6 +117,18 @@ async fn accepts_mirrors_and_refuses_what_containerd_cannot_use(client: &Client)
             ]),
             "Duplicate",
         ),
+        (
+            json!([{ "registry": "ghcr.io", "endpoints": ["https://m.example.com"], "caBundle": "MIIB..." }]),
+            "caBundle must hold PEM certificates",
+        ),
+        (
+            json!([{
+                "registry": "ghcr.io",
+                "endpoints": ["https://m.example.com"],
+                "caBundle": ca.repeat(16384 / ca.len() + 1),
+            }]),
+            "Too long",
+        ),
     ];
     for (mirrors, says) in refused {
         match create(client, mirrors.clone()).await? {
@@ -123,4 +137,14 @@ async fn accepts_mirrors_and_refuses_what_containerd_cannot_use(client: &Client)
         }
     }
     Ok(())
+}
+
+/// A CA certificate of a private mirror, as its operator would paste it.
+fn private_ca() -> Result<String> {
+    let ca = nestplane_pki::generate_ca(
+        "mirror-ca",
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(30),
+    )?;
+    Ok(ca.cert_pem)
 }

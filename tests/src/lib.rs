@@ -19,6 +19,7 @@ use kube::{Api, Client, Config, Resource};
 use serde_json::json;
 
 pub mod kubeadm;
+pub mod registry;
 pub mod tunnel_backend;
 
 pub const DEFAULT_KUBECONFIG: &str = "/var/lib/nestplane/kubeconfig";

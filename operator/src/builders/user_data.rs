@@ -144,10 +144,10 @@ pub fn render(input: &JoinInput) -> Result<String, BuildError> {
         // The file holds the token.
         permissions: "0600".into(),
     }];
-    for hosts in registry_hosts::hosts_files(&input.registry_mirrors)? {
+    for file in registry_hosts::certs_d_files(&input.registry_mirrors)? {
         write_files.push(WriteFile {
-            path: hosts.path,
-            content: hosts.content,
+            path: file.path,
+            content: file.content,
             owner: "root:root".into(),
             permissions: "0644".into(),
         });
@@ -348,7 +348,7 @@ fn ensure_fits_nova(user_data: &str) -> Result<(), BuildError> {
         _ => Err(invalid(
             "user-data",
             format!(
-                "{} bytes, {} in base64: Nova takes at most {NOVA_USER_DATA_LIMIT}; fewer or shorter node labels, taints or kubelet arguments",
+                "{} bytes, {} in base64: Nova takes at most {NOVA_USER_DATA_LIMIT}; fewer or shorter node labels, taints, kubelet arguments or CA bundles",
                 user_data.len(),
                 encoded.unwrap_or(usize::MAX)
             ),

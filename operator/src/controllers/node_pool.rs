@@ -576,8 +576,25 @@ mod tests {
         mirrored.spec.registry_mirrors = vec![crate::api::RegistryMirror {
             registry: "registry.k8s.io".into(),
             endpoints: vec!["https://mirror.example.com".into()],
+            ca_bundle: None,
         }];
-        assert_ne!(template_hash(&mirrored, Some("v1.35.4")), before);
+        let with_mirrors = template_hash(&mirrored, Some("v1.35.4"));
+        assert_ne!(with_mirrors, before);
+        // The digest before caBundle existed: mirrors without one keep their workers too.
+        let mut fields = fields;
+        fields["registryMirrors"] = json!([{
+            "registry": "registry.k8s.io",
+            "endpoints": ["https://mirror.example.com"],
+        }]);
+        let mut earlier = hash_data([("template", fields.to_string().as_bytes())]);
+        earlier.truncate(16);
+        assert_eq!(with_mirrors, earlier);
+        mirrored.spec.registry_mirrors[0].ca_bundle = Some("-----BEGIN CERTIFICATE-----".into());
+        assert_ne!(
+            template_hash(&mirrored, Some("v1.35.4")),
+            with_mirrors,
+            "a new CA bundle replaces the workers"
+        );
     }
 
     #[test]

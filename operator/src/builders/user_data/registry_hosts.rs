@@ -1,10 +1,12 @@
 //! containerd's registry host files for a NodePool's registry mirrors: one
 //! `/etc/containerd/certs.d/<registry>/hosts.toml` per upstream registry, the mirrors in the
 //! pool's order, the registry itself last (containerd reads them when its CRI registry
-//! `config_path` includes `/etc/containerd/certs.d`).
+//! `config_path` includes `/etc/containerd/certs.d`). A mirror with a CA bundle also gets
+//! `certs.d/<registry>/ca.crt`, which every mirror host of that file names as its `ca`.
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
+use x509_parser::pem::Pem;
 
 use super::{BuildError, invalid};
 use crate::api::RegistryMirror;
@@ -14,9 +16,9 @@ pub const CERTS_D: &str = "/etc/containerd/certs.d";
 /// What a mirror may do: serve pulls and resolve tags to digests (never pushes).
 const MIRROR_CAPABILITIES: [&str; 2] = ["pull", "resolve"];
 
-/// One hosts.toml: its path on the worker and its content.
+/// One file under `certs.d` (a hosts.toml or a CA bundle): its path on the worker and its content.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HostsFile {
+pub struct CertsDFile {
     pub path: String,
     pub content: String,
 }
@@ -30,32 +32,69 @@ struct Server {
 /// order, and a map of them would come out sorted by URL.
 #[derive(Serialize)]
 struct Host<'a> {
-    host: BTreeMap<&'a str, HostCapabilities>,
+    host: BTreeMap<&'a str, HostCapabilities<'a>>,
 }
 
 #[derive(Serialize)]
-struct HostCapabilities {
+struct HostCapabilities<'a> {
     capabilities: [&'static str; 2],
+    /// The CA bundle this host's certificate is checked against, in place of the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca: Option<&'a str>,
 }
 
-/// The host files of `mirrors`, in the pool's order.
-pub fn hosts_files(mirrors: &[RegistryMirror]) -> Result<Vec<HostsFile>, BuildError> {
+/// The files of `mirrors` under `certs.d`, in the pool's order; a registry's CA bundle comes
+/// before the hosts.toml that names it.
+pub fn certs_d_files(mirrors: &[RegistryMirror]) -> Result<Vec<CertsDFile>, BuildError> {
     let mut seen = BTreeSet::new();
-    mirrors
-        .iter()
-        .map(|mirror| {
-            if !seen.insert(mirror.registry.as_str()) {
-                return Err(invalid(
-                    "registry mirrors",
-                    format!("registry {} is listed twice", mirror.registry),
-                ));
-            }
-            hosts_file(mirror)
-        })
-        .collect()
+    let mut files = Vec::new();
+    for mirror in mirrors {
+        if !seen.insert(mirror.registry.as_str()) {
+            return Err(invalid(
+                "registry mirrors",
+                format!("registry {} is listed twice", mirror.registry),
+            ));
+        }
+        let ca = mirror
+            .ca_bundle
+            .as_deref()
+            .map(|bundle| ca_file(&mirror.registry, bundle))
+            .transpose()?;
+        let hosts = hosts_file(mirror, ca.as_ref().map(|f| f.path.as_str()))?;
+        files.extend(ca);
+        files.push(hosts);
+    }
+    Ok(files)
 }
 
-fn hosts_file(mirror: &RegistryMirror) -> Result<HostsFile, BuildError> {
+/// `certs.d/<registry>/ca.crt`: only whole X.509 certificates, since the file is world-readable
+/// (a private key pasted by mistake must not land there).
+fn ca_file(registry: &str, bundle: &str) -> Result<CertsDFile, BuildError> {
+    let refuse = |why: String| invalid("registry mirrors", format!("caBundle of {registry}: {why}"));
+    let mut certificates = 0;
+    for block in Pem::iter_from_buffer(bundle.as_bytes()) {
+        let block = block.map_err(|e| refuse(format!("not PEM: {e}")))?;
+        if block.label != "CERTIFICATE" {
+            return Err(refuse(format!(
+                "holds a {:?} block; only CERTIFICATE blocks belong in a CA bundle",
+                block.label
+            )));
+        }
+        block
+            .parse_x509()
+            .map_err(|e| refuse(format!("certificate {} does not parse: {e}", certificates + 1)))?;
+        certificates += 1;
+    }
+    if certificates == 0 {
+        return Err(refuse("holds no PEM certificate".into()));
+    }
+    Ok(CertsDFile {
+        path: format!("{CERTS_D}/{registry}/ca.crt"),
+        content: bundle.into(),
+    })
+}
+
+fn hosts_file(mirror: &RegistryMirror, ca: Option<&str>) -> Result<CertsDFile, BuildError> {
     let registry = mirror.registry.as_str();
     if !is_registry_host(registry) {
         return Err(invalid(
@@ -90,11 +129,12 @@ fn hosts_file(mirror: &RegistryMirror) -> Result<HostsFile, BuildError> {
                 url,
                 HostCapabilities {
                     capabilities: MIRROR_CAPABILITIES,
+                    ca,
                 },
             )]),
         })?);
     }
-    Ok(HostsFile {
+    Ok(CertsDFile {
         path: format!("{CERTS_D}/{registry}/hosts.toml"),
         content,
     })
@@ -152,11 +192,12 @@ mod tests {
         RegistryMirror {
             registry: registry.into(),
             endpoints: endpoints.iter().map(|e| e.to_string()).collect(),
+            ca_bundle: None,
         }
     }
 
     /// The hosts of a file in the order containerd reads them, and its server.
-    fn read(file: &HostsFile) -> (String, Vec<String>) {
+    fn read(file: &CertsDFile) -> (String, Vec<String>) {
         let parsed: toml::Table = toml::from_str(&file.content).expect("TOML");
         let server = parsed["server"].as_str().expect("server").to_string();
         // toml::Table sorts keys: take the order from the text, check each entry from the table.
@@ -180,7 +221,7 @@ mod tests {
 
     #[test]
     fn one_file_per_registry_with_its_mirrors_in_order_then_the_registry() {
-        let files = hosts_files(&[
+        let files = certs_d_files(&[
             mirror(
                 "registry.k8s.io",
                 &[
@@ -250,7 +291,7 @@ mod tests {
             ),
         ];
         for (mirrors, says) in cases {
-            match hosts_files(&mirrors) {
+            match certs_d_files(&mirrors) {
                 Err(BuildError::Invalid { message, .. }) => {
                     assert!(message.contains(says), "{mirrors:?}: {message}")
                 }

@@ -296,12 +296,114 @@ fn mirrors() -> Vec<RegistryMirror> {
                 "https://mirror.example.com/registry.k8s.io".into(),
                 "https://mirror.example.com:5000".into(),
             ],
+            ca_bundle: None,
         },
         RegistryMirror {
             registry: "ghcr.io".into(),
             endpoints: vec!["https://mirror.example.com/ghcr.io".into()],
+            ca_bundle: None,
         },
     ]
+}
+
+/// A CA certificate as a private mirror's operator would paste it.
+fn mirror_ca() -> String {
+    nestplane_pki::generate_ca(
+        "mirror-ca",
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(30),
+    )
+    .expect("CA")
+    .cert_pem
+}
+
+#[test]
+fn a_mirror_ca_bundle_is_written_beside_its_hosts_file_and_named_by_every_mirror_host() {
+    let mut input = input();
+    input.registry_mirrors = mirrors();
+    let without = render(&input).expect("render");
+    let bundle = format!("{}{}", mirror_ca(), mirror_ca());
+    input.registry_mirrors[0].ca_bundle = Some(bundle.clone());
+    let config = parse(&render(&input).expect("render"));
+
+    let paths: Vec<(&str, &str)> = config
+        .write_files
+        .iter()
+        .filter(|f| f.path.starts_with(CERTS_D))
+        .map(|f| (f.path.as_str(), f.permissions.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("/etc/containerd/certs.d/registry.k8s.io/ca.crt", "0644"),
+            ("/etc/containerd/certs.d/registry.k8s.io/hosts.toml", "0644"),
+            ("/etc/containerd/certs.d/ghcr.io/hosts.toml", "0644"),
+        ]
+    );
+    let ca = file(&config, "/etc/containerd/certs.d/registry.k8s.io/ca.crt").expect("ca.crt");
+    assert_eq!(ca.content, bundle, "the bundle as given, both certificates");
+
+    let hosts = |path: &str| -> toml::Table {
+        toml::from_str(&file(&config, path).expect("hosts.toml").content).expect("TOML")
+    };
+    let k8s = hosts("/etc/containerd/certs.d/registry.k8s.io/hosts.toml");
+    let k8s_hosts = k8s["host"].as_table().expect("hosts");
+    assert_eq!(k8s_hosts.len(), 2);
+    for (url, host) in k8s_hosts {
+        assert_eq!(
+            host["ca"].as_str(),
+            Some("/etc/containerd/certs.d/registry.k8s.io/ca.crt"),
+            "{url}"
+        );
+    }
+    // The upstream itself keeps the system CAs: `ca` is per mirror host, not at the top level.
+    assert!(!k8s.contains_key("ca"));
+    let ghcr = hosts("/etc/containerd/certs.d/ghcr.io/hosts.toml");
+    for (url, host) in ghcr["host"].as_table().expect("hosts") {
+        assert!(
+            !host.as_table().expect("host").contains_key("ca"),
+            "{url}: no bundle, no ca"
+        );
+    }
+
+    input.registry_mirrors[0].ca_bundle = None;
+    assert_eq!(
+        render(&input).expect("render"),
+        without,
+        "a pool without a CA bundle keeps its user-data"
+    );
+}
+
+#[test]
+fn refuses_a_ca_bundle_that_is_not_only_certificates() {
+    let key = nestplane_pki::generate_ca(
+        "mirror-ca",
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(30),
+    )
+    .expect("CA")
+    .key_pem;
+    let cases = [
+        (String::new(), "no PEM certificate"),
+        ("not a certificate".to_string(), "no PEM certificate"),
+        (format!("{}{key}", mirror_ca()), "only CERTIFICATE blocks"),
+        (
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_string(),
+            "does not parse",
+        ),
+    ];
+    for (bundle, says) in cases {
+        let mut input = input();
+        input.registry_mirrors = mirrors();
+        input.registry_mirrors[1].ca_bundle = Some(bundle.clone());
+        let message = invalid_message(render(&input));
+        assert!(message.contains("caBundle of ghcr.io"), "{bundle:?}: {message}");
+        assert!(message.contains(says), "{bundle:?}: {message}");
+        assert!(
+            !message.contains("PRIVATE KEY-----\n"),
+            "the key is not echoed: {message}"
+        );
+    }
 }
 
 #[test]
