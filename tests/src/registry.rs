@@ -114,3 +114,25 @@ mod tests {
         assert!(manifest_url("ghcr.io.evil.example/nestplane/nestplane:x").is_err());
     }
 }
+
+/// Packages `binary` (a test program built with the tests) as the image `<name>:<hash>` under
+/// the mirrored registry and pushes it to the test registry (`hack/push-test-image.sh`), so that a
+/// worker pulls it through its mirror. Returns the image reference.
+pub async fn push_test_image(binary: &str, name: &str) -> Result<String> {
+    let script = crate::repo_root().join("hack/push-test-image.sh");
+    let output = tokio::process::Command::new(&script)
+        .arg(binary)
+        .arg(format!("{MIRRORED_REGISTRY}/nestplane/{name}"))
+        .output()
+        .await
+        .with_context(|| format!("running {}", script.display()))?;
+    ensure!(
+        output.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let image = String::from_utf8(output.stdout)?.trim().to_string();
+    ensure_served(&image).await?;
+    Ok(image)
+}
