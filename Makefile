@@ -70,7 +70,7 @@ include hack/openstack/openstack.mk
 
 ##@ Benchmarks
 .PHONY: bench
-bench: up ## N HostedClusters at once (BENCH_SIZES="1 5"): time to Available, operator RSS, memory per control plane
+bench: up ## N HostedClusters at once (BENCH_SIZES="1 5"): time to Available, operator RSS, memory per control plane; the tunnel's exec latency (BENCH_TUNNEL=0 skips)
 	hack/bench.sh
 
 ##@ Generated files

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: N HostedClusters applied at once (N from BENCH_SIZES, default "1 5"), then a
-# NodePool scaled from 0 to 20 workers (hack/lib/bench-nodepool.sh).
+# NodePool scaled from 0 to 20 workers (hack/lib/bench-nodepool.sh), then the tunnel's exec
+# latency against direct routing (tests/tests/tunnel.rs, a worker VM).
 # For each N: time from apply to Available (median, max), the operator's peak RSS, and the
 # management-cluster memory per hosted control plane, with the management cluster's own kubeadm
 # control plane (same Kubernetes version, static pods) measured in the same run as the baseline.
@@ -102,4 +103,18 @@ if [ "${BENCH_NODEPOOL:-1}" = 1 ]; then
   . "$HACK_DIR/lib/bench-nodepool.sh"
   bench_nodepool
   echo "$line $NODEPOOL_FIELDS"
+fi
+
+# The tunnel (BENCH_TUNNEL=0 skips it): exec round trips through a worker VM's agent against the
+# same exec routed directly, measured in one run by tests/tests/tunnel.rs, and the tunnel
+# server's memory with 50 streams open. It boots a VM under emulation: about 10 minutes.
+if [ "${BENCH_TUNNEL:-1}" = 1 ]; then
+  log "tunnel: a worker VM, exec through the tunnel and direct (tests/tests/tunnel.rs)"
+  tunnel_log="$(mktemp)"
+  (cd "$REPO_ROOT" && cargo test -p nestplane-e2e --test tunnel -- --nocapture) >"$tunnel_log" 2>&1 \
+    || { tail -30 "$tunnel_log" >&2; die "the tunnel test failed (log: $tunnel_log)"; }
+  tunnel_fields="$(sed -n 's/^tunnel_bench //p' "$tunnel_log" | tail -1)"
+  [ -n "$tunnel_fields" ] || die "the tunnel test printed no tunnel_bench line (log: $tunnel_log)"
+  rm -f "$tunnel_log"
+  echo "$line ${NODEPOOL_FIELDS:-} $tunnel_fields"
 fi

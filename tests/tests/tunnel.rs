@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::api::{AttachParams, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use nestplane_api::{HostedCluster, NodePool};
 use nestplane_e2e::hosted::{self, admin_kubeconfig, eventually, hosted_client};
@@ -31,7 +31,7 @@ use nestplane_e2e::openstack::{cloud_config, clouds_yaml};
 use nestplane_e2e::{registry, tunnel_backend, wait_until, with_temp_namespace};
 use nestplane_openstack::Client as Nova;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 const IMAGE: &str = "nestplane-worker";
@@ -77,7 +77,7 @@ async fn workers_behind_a_firewall_are_reached_through_the_tunnel() -> Result<()
             "kubectl logs, direct: {}",
             stderr(&direct_logs)
         );
-        let direct = exec_latency(&hosted).await?;
+        let direct = exec_latency(&kubectl).await?;
 
         let block = BlockedWorkerNetwork::install()?;
         let blocked = kubectl
@@ -101,7 +101,7 @@ async fn workers_behind_a_firewall_are_reached_through_the_tunnel() -> Result<()
         port_forward(&kubectl).await?;
         copy_both_ways(&kubectl).await?;
         webhook_and_aggregated_api(&hosted, &kubectl, &node).await?;
-        let through = exec_latency(&hosted).await?;
+        let through = exec_latency(&kubectl).await?;
         let memory = concurrent_execs(&client, &hc, &kubectl).await?;
         agent_killed(&hosted, &kubectl).await?;
         api_server_killed(&client, &hc, &kubectl).await?;
@@ -277,34 +277,26 @@ async fn start_talker(hosted: &Client) -> Result<()> {
     Ok(())
 }
 
-/// The median time of an exec round trip (`cat`: a line in, the same line out) through the
-/// hosted API server, over its WebSocket like `kubectl exec`.
-async fn exec_latency(hosted: &Client) -> Result<Duration> {
-    let pods: Api<Pod> = Api::namespaced(hosted.clone(), APP_NAMESPACE);
+/// The median time of a `kubectl exec -i … cat` round trip (from starting kubectl to reading
+/// back the line it sent) through the hosted API server.
+async fn exec_latency(kubectl: &Kubectl) -> Result<Duration> {
     let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
     for i in 0..LATENCY_SAMPLES {
         let line = format!("sample {i}\n");
         let started = Instant::now();
-        let mut attached = pods
-            .exec(
-                TALKER,
-                ["cat"],
-                &AttachParams::default().stdin(true).stdout(true).stderr(false),
-            )
-            .await?;
-        let mut stdin = attached.stdin().ok_or_else(|| anyhow!("no stdin"))?;
-        let mut out = attached.stdout().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut cat = kubectl.cat()?;
+        let mut stdin = cat.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
         stdin.write_all(line.as_bytes()).await?;
-        let mut echoed = vec![0; line.len()];
-        out.read_exact(&mut echoed).await?;
+        let mut out = BufReader::new(cat.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
+        let mut echoed = String::new();
+        tokio::time::timeout(Duration::from_secs(60), out.read_line(&mut echoed))
+            .await
+            .context("kubectl exec did not echo")??;
         samples.push(started.elapsed());
-        ensure!(
-            echoed == line.as_bytes(),
-            "exec echoed {:?}",
-            String::from_utf8_lossy(&echoed)
-        );
+        ensure!(echoed == line, "kubectl exec echoed {echoed:?}");
         drop(stdin);
-        attached.join().await?;
+        let status = tokio::time::timeout(Duration::from_secs(60), cat.wait()).await??;
+        ensure!(status.success(), "kubectl exec sample {i} failed");
     }
     samples.sort();
     Ok(samples[samples.len() / 2])
