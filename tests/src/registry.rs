@@ -99,22 +99,6 @@ pub async fn ensure_served(image: &str) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_mirror_serves_a_ghcr_image_under_its_path() {
-        assert_eq!(
-            manifest_url("ghcr.io/nestplane/nestplane:dev-4bfa4b4587b3").expect("url"),
-            "https://172.31.250.1:5443/v2/nestplane/nestplane/manifests/dev-4bfa4b4587b3"
-        );
-        assert!(manifest_url("registry.k8s.io/pause:3.10.1").is_err());
-        assert!(manifest_url("ghcr.io/nestplane/nestplane").is_err());
-        assert!(manifest_url("ghcr.io.evil.example/nestplane/nestplane:x").is_err());
-    }
-}
-
 /// Packages `binary` (a test program built with the tests) as the image `<name>:<hash>` under
 /// the mirrored registry and pushes it to the test registry (`hack/push-test-image.sh`), so that a
 /// worker pulls it through its mirror. Returns the image reference.
@@ -135,4 +119,20 @@ pub async fn push_test_image(binary: &str, name: &str) -> Result<String> {
     let image = String::from_utf8(output.stdout)?.trim().to_string();
     ensure_served(&image).await?;
     Ok(image)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mirror_serves_a_ghcr_image_under_its_path() {
+        assert_eq!(
+            manifest_url("ghcr.io/nestplane/nestplane:dev-4bfa4b4587b3").expect("url"),
+            "https://172.31.250.1:5443/v2/nestplane/nestplane/manifests/dev-4bfa4b4587b3"
+        );
+        assert!(manifest_url("registry.k8s.io/pause:3.10.1").is_err());
+        assert!(manifest_url("ghcr.io/nestplane/nestplane").is_err());
+        assert!(manifest_url("ghcr.io.evil.example/nestplane/nestplane:x").is_err());
+    }
 }
