@@ -163,8 +163,8 @@ async fn second_apply_changes_nothing(admin: &Client, input: &HostedInput) -> Re
     let mut kinds: Vec<&str> = status.workloads.iter().map(|w| w.kind.as_str()).collect();
     kinds.sort();
     ensure!(
-        kinds == ["DaemonSet", "DaemonSet", "Deployment"],
-        "kube-proxy, flannel (the default CNI) and CoreDNS: {kinds:?}"
+        kinds == ["DaemonSet", "DaemonSet", "DaemonSet", "Deployment"],
+        "kube-proxy, flannel (the default CNI), the tunnel agent and CoreDNS: {kinds:?}"
     );
     let again: AddonsStatus = hosted_objects::apply(admin, input).await?;
     ensure!(again == status);
