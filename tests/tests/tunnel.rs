@@ -136,9 +136,10 @@ fn network_env(name: &str) -> Result<&'static str> {
         .ok_or_else(|| anyhow!("no {name} in hack/network.env"))
 }
 
-/// An nftables table that drops new connections from the management cluster's pods to the
-/// worker network, as a tenant network behind NAT would; removed when dropped. Replies to
-/// connections the workers open (the kubelet and the agent dialing the API server) still pass.
+/// An nftables table that drops every packet of connections the management cluster's pods open
+/// to the worker network (those already open too: the API server keeps its connections to a
+/// kubelet), as a tenant network behind NAT would; removed when dropped. Connections the workers
+/// open (the kubelet and the agent dialing the API server) still pass, replies included.
 struct BlockedWorkerNetwork;
 
 const BLOCK_TABLE: &str = "nestplane_e2e_tunnel";
@@ -152,7 +153,7 @@ impl BlockedWorkerNetwork {
             .status();
         let rules = format!(
             "table inet {BLOCK_TABLE} {{\n  chain forward {{\n    type filter hook forward priority -10; policy accept;\n    \
-             ct state new ip saddr {pods} ip daddr {workers} counter drop\n  }}\n}}\n"
+             ct original ip saddr {pods} ct original ip daddr {workers} counter drop\n  }}\n}}\n"
         );
         let mut nft = std::process::Command::new("nft")
             .args(["-f", "-"])
