@@ -4,6 +4,8 @@
 # mirror as they would any image: hack/push-test-image.sh <binary> <image name without tag>.
 # The tag is the binary's hash; prints the image reference on stdout.
 . "$(dirname "$0")/lib/common.sh"
+# shellcheck source=openstack/lib.sh
+. "$HACK_DIR/openstack/lib.sh"
 # shellcheck source=openstack/registry.sh
 . "$HACK_DIR/openstack/registry.sh"
 
