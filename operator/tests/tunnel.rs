@@ -289,6 +289,13 @@ async fn a_dial_through_the_commands(env: &TestEnv, agent_token: &str) -> Result
             .status()
             == 200
     );
+    // Connected: the agent reports ready (its DaemonSet's readiness probe).
+    let agent_ready = http
+        .get(format!("http://{agent_http}/readyz"))
+        .send()
+        .await?
+        .status();
+    ensure!(agent_ready == 200, "the connected agent's /readyz: {agent_ready}");
 
     let echo = echo_server().await?;
     let mut stream = http_connect(&socket, &echo.to_string()).await?;

@@ -644,10 +644,23 @@ async fn concurrent_execs(client: &Client, hc: &HostedCluster, kubectl: &Kubectl
         ensure!(echoed == *line, "exec {i} echoed {echoed:?}");
     }
     let busy = tunnel_server_memory_mib(client, hc).await?;
+    // The server's own count: every exec is a stream through the one agent.
     let metrics = tunnel_server_metrics(client, hc).await?;
+    let gauge = |name: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let streams =
+        gauge("nestplane_tunnel_streams_open").ok_or_else(|| anyhow!("no open-streams gauge:\n{metrics}"))?;
+    let agents = gauge("nestplane_tunnel_agent_connections");
+    ensure!(
+        streams >= CONCURRENT_EXECS as f64 && agents == Some(1.0),
+        "with {CONCURRENT_EXECS} execs open the server counts {streams} streams over {agents:?} agents"
+    );
     println!(
-        "tunnel server with {CONCURRENT_EXECS} streams open: {busy:.1} MiB; {}",
-        metric_lines(&metrics, "nestplane_tunnel_open_streams")
+        "tunnel server with {CONCURRENT_EXECS} streams open ({streams} relayed, 1 agent): {busy:.1} MiB"
     );
     let mut failed = Vec::new();
     for (i, mut child, stdin, _, _) in opened {
@@ -659,14 +672,6 @@ async fn concurrent_execs(client: &Client, hc: &HostedCluster, kubectl: &Kubectl
     }
     ensure!(failed.is_empty(), "exec streams {failed:?} failed");
     Ok((idle, busy))
-}
-
-fn metric_lines(metrics: &str, prefix: &str) -> String {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 async fn apiserver_pod(client: &Client, hc: &HostedCluster) -> Result<Pod> {

@@ -201,6 +201,11 @@ fn agent_daemon_set(agent: &AgentInput) -> Result<HostedObject, BuildError> {
                                 "httpGet": { "path": "/healthz", "port": AGENT_HTTP_PORT },
                                 "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3,
                             },
+                            // Ready once connected to a tunnel server.
+                            "readinessProbe": {
+                                "httpGet": { "path": "/readyz", "port": AGENT_HTTP_PORT },
+                                "periodSeconds": 2, "timeoutSeconds": 3, "failureThreshold": 2,
+                            },
                             "resources": { "requests": { "cpu": "5m", "memory": "16Mi" }, "limits": { "memory": "128Mi" } },
                             "securityContext": container_security(),
                             "volumeMounts": [{ "name": "tunnel", "mountPath": AGENT_TOKEN_DIR, "readOnly": true }],

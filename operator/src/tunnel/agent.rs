@@ -84,7 +84,7 @@ pub async fn run_agent(args: AgentArgs, shutdown: impl Future<Output = ()>) -> a
         let metrics = Metrics::new();
         let mut registry = Registry::with_prefix("nestplane");
         metrics.register(&mut registry);
-        let endpoint = Endpoint::new(registry);
+        let endpoint = Endpoint::ready_while_connected(registry, metrics.clone());
         let http = TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("binding the HTTP endpoint to {}", args.http_addr))?;
@@ -102,7 +102,7 @@ pub async fn run_agent(args: AgentArgs, shutdown: impl Future<Output = ()>) -> a
         info!(server = %args.server, addresses = ?node_addresses, http_addr = %args.http_addr, "running");
         tokio::select! {
             () = agent.run() => bail!("the agent stopped"),
-            served = endpoint.serve(http, false) => {
+            served = endpoint.serve(http) => {
                 served.context("serving the HTTP endpoint")?;
                 bail!("the HTTP endpoint stopped");
             }

@@ -1,4 +1,5 @@
-//! The tunnel commands' HTTP endpoint: `/metrics`, `/healthz` and, on the server, `/readyz`.
+//! The tunnel commands' HTTP endpoint: `/metrics`, `/healthz` and `/readyz` (the server: its
+//! listeners are bound; the agent: it holds a connection to a server).
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -7,6 +8,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use nestplane_tunnel::Metrics;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -18,6 +20,8 @@ const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0;
 pub(super) struct Endpoint {
     registry: Arc<Registry>,
     ready: Arc<AtomicBool>,
+    /// The agent's readiness: connected to at least one server (its own metrics say so).
+    connected: Option<Metrics>,
 }
 
 impl Endpoint {
@@ -26,6 +30,16 @@ impl Endpoint {
         Self {
             registry: Arc::new(registry),
             ready: Arc::default(),
+            connected: None,
+        }
+    }
+
+    /// Ready while `metrics` count a connection to a server: an agent that cannot reach any
+    /// server shows as not Ready in its DaemonSet (and in the NodePool's add-ons).
+    pub(super) fn ready_while_connected(registry: Registry, metrics: Metrics) -> Self {
+        Self {
+            connected: Some(metrics),
+            ..Self::new(registry)
         }
     }
 
@@ -33,27 +47,31 @@ impl Endpoint {
         self.ready.store(true, Ordering::SeqCst);
     }
 
-    /// `/readyz` only where readiness means something (the server); the agent serves
-    /// `/metrics` and `/healthz`.
-    pub(super) fn router(&self, with_readyz: bool) -> Router {
-        let router = Router::new()
+    pub(super) fn router(&self) -> Router {
+        Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .route("/metrics", get(metrics));
-        let router = if with_readyz {
-            router.route("/readyz", get(readyz))
-        } else {
-            router
-        };
-        router.with_state(self.clone())
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(self.clone())
     }
 
     /// Serves until the listener fails; returns only with an error.
-    pub(super) async fn serve(&self, listener: TcpListener, with_readyz: bool) -> std::io::Result<()> {
-        axum::serve(listener, self.router(with_readyz)).await
+    pub(super) async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router()).await
     }
 }
 
 async fn readyz(State(endpoint): State<Endpoint>) -> (StatusCode, &'static str) {
+    if let Some(metrics) = &endpoint.connected {
+        return if metrics.snapshot().agent_connections > 0 {
+            (StatusCode::OK, "ok")
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not connected to a tunnel server",
+            )
+        };
+    }
     if endpoint.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ok")
     } else {
@@ -101,22 +119,31 @@ mod tests {
         let mut registry = Registry::with_prefix("nestplane");
         Metrics::new().register(&mut registry);
         let endpoint = Endpoint::new(registry);
-        assert_eq!(get(endpoint.router(true), "/healthz").await.0, StatusCode::OK);
+        assert_eq!(get(endpoint.router(), "/healthz").await.0, StatusCode::OK);
         assert_eq!(
-            get(endpoint.router(true), "/readyz").await.0,
+            get(endpoint.router(), "/readyz").await.0,
             StatusCode::SERVICE_UNAVAILABLE
         );
         endpoint.set_ready();
-        assert_eq!(get(endpoint.router(true), "/readyz").await.0, StatusCode::OK);
-        let (status, text) = get(endpoint.router(true), "/metrics").await;
+        assert_eq!(get(endpoint.router(), "/readyz").await.0, StatusCode::OK);
+        let (status, text) = get(endpoint.router(), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(
             text.lines().any(|l| l == "nestplane_tunnel_agent_connections 0"),
             "{text}"
         );
-        assert_eq!(
-            get(endpoint.router(false), "/readyz").await.0,
-            StatusCode::NOT_FOUND
-        );
+    }
+
+    /// An agent without a connection to a server is not ready (`operator/tests/tunnel.rs` checks
+    /// a connected one is).
+    #[tokio::test]
+    async fn an_agent_without_a_server_is_not_ready() {
+        let metrics = Metrics::new();
+        let mut registry = Registry::with_prefix("nestplane");
+        metrics.register(&mut registry);
+        let endpoint = Endpoint::ready_while_connected(registry, metrics);
+        let (status, text) = get(endpoint.router(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(text, "not connected to a tunnel server");
     }
 }

@@ -113,7 +113,7 @@ pub async fn run_server(args: ServerArgs, shutdown: impl Future<Output = ()>) ->
         tokio::select! {
             () = server.serve_connect(connect) => bail!("the connect listener stopped"),
             () = server.serve_agents(agents, tls) => bail!("the agent listener stopped"),
-            served = endpoint.serve(http, true) => {
+            served = endpoint.serve(http) => {
                 served.context("serving the HTTP endpoint")?;
                 bail!("the HTTP endpoint stopped");
             }
