@@ -662,15 +662,33 @@ async fn concurrent_execs(client: &Client, hc: &HostedCluster, kubectl: &Kubectl
     println!(
         "tunnel server with {CONCURRENT_EXECS} streams open ({streams} relayed, 1 agent): {busy:.1} MiB"
     );
-    let mut failed = Vec::new();
-    for (i, mut child, stdin, _, _) in opened {
+    // All stdins close at once; every exec then ends, successfully, as its `cat` exits.
+    let closing = Instant::now();
+    let mut children = Vec::with_capacity(CONCURRENT_EXECS);
+    for (i, child, stdin, out, _) in opened {
         drop(stdin);
-        let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
-        if !status.success() {
-            failed.push(i);
-        }
+        children.push((i, child, out));
     }
-    ensure!(failed.is_empty(), "exec streams {failed:?} failed");
+    let ended = futures::future::join_all(children.into_iter().map(|(i, mut child, out)| async move {
+        let status = tokio::time::timeout(Duration::from_secs(180), child.wait()).await;
+        drop(out);
+        (i, status)
+    }))
+    .await;
+    let failed: Vec<String> = ended
+        .into_iter()
+        .filter_map(|(i, status)| match status {
+            Ok(Ok(status)) if status.success() => None,
+            Ok(Ok(status)) => Some(format!("{i}: {status}")),
+            Ok(Err(e)) => Some(format!("{i}: {e}")),
+            Err(_) => Some(format!("{i}: still running 180s after its stdin closed")),
+        })
+        .collect();
+    ensure!(failed.is_empty(), "exec streams failed: {failed:?}");
+    println!(
+        "{CONCURRENT_EXECS} execs ended {:?} after their stdin closed",
+        closing.elapsed()
+    );
     Ok((idle, busy))
 }
 
