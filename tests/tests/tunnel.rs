@@ -761,6 +761,20 @@ async fn exec_works_again(kubectl: &Kubectl, how: &str) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// A `kubectl exec -i … cat` that has echoed a first line and stays open (its stdin is returned).
+async fn open_exec(kubectl: &Kubectl) -> Result<(Child, tokio::process::ChildStdin)> {
+    let mut cat = kubectl.cat()?;
+    let mut stdin = cat.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+    stdin.write_all(b"open\n").await?;
+    let mut out = BufReader::new(cat.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
+    let mut first = String::new();
+    tokio::time::timeout(Duration::from_secs(60), out.read_line(&mut first))
+        .await
+        .context("the exec to hold open did not echo")??;
+    ensure!(first == "open\n", "the open exec echoed {first:?}");
+    Ok((cat, stdin))
+}
+
 /// Deleting the agent pod: an open exec ends, the DaemonSet's new agent connects, and a new exec
 /// works soon after it is Ready.
 async fn agent_killed(hosted: &Client, kubectl: &Kubectl) -> Result<()> {
@@ -772,13 +786,7 @@ async fn agent_killed(hosted: &Client, kubectl: &Kubectl) -> Result<()> {
         .into_iter()
         .next()
         .ok_or_else(|| anyhow!("no agent pod"))?;
-    let mut cat = kubectl.cat()?;
-    let mut stdin = cat.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
-    stdin.write_all(b"open\n").await?;
-    let mut out = BufReader::new(cat.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
-    let mut first = String::new();
-    tokio::time::timeout(Duration::from_secs(60), out.read_line(&mut first)).await??;
-    ensure!(first == "open\n", "the open exec echoed {first:?}");
+    let (cat, stdin) = open_exec(kubectl).await?;
     pods.delete(&agent.name_any(), &DeleteParams::default()).await?;
     let ended = ends_within(cat, Duration::from_secs(90), "the agent was deleted").await?;
     agent_ready(hosted).await?;
@@ -794,13 +802,7 @@ async fn agent_killed(hosted: &Client, kubectl: &Kubectl) -> Result<()> {
 /// new pod is Ready the agent reconnects and a new exec works.
 async fn api_server_killed(client: &Client, hc: &HostedCluster, kubectl: &Kubectl) -> Result<()> {
     let pod = apiserver_pod(client, hc).await?;
-    let mut cat = kubectl.cat()?;
-    let mut stdin = cat.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
-    stdin.write_all(b"open\n").await?;
-    let mut out = BufReader::new(cat.stdout.take().ok_or_else(|| anyhow!("no stdout"))?);
-    let mut first = String::new();
-    tokio::time::timeout(Duration::from_secs(60), out.read_line(&mut first)).await??;
-    ensure!(first == "open\n", "the open exec echoed {first:?}");
+    let (cat, stdin) = open_exec(kubectl).await?;
     Api::<Pod>::namespaced(client.clone(), &pod.namespace().unwrap_or_default())
         .delete(&pod.name_any(), &DeleteParams::default())
         .await?;
