@@ -7,7 +7,7 @@
 //! Needs the pinned binaries (`make binaries`); without them it passes with a note, except
 //! under `make test`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -165,14 +165,24 @@ async fn first_pass_provisions_and_reports(client: &Client) -> Result<HostedClus
         controlled_by(&uid, &kind, Some(&meta))?;
     }
 
-    // etcd never becomes ready here, so nothing that depends on it is started.
-    let deployments = Api::<Deployment>::namespaced(client.clone(), namespace)
+    // Every component starts at once, each retrying the one it needs: etcd never becomes ready
+    // here (no kubelet), and the others are created all the same.
+    let deployments: BTreeSet<String> = Api::<Deployment>::namespaced(client.clone(), namespace)
         .list(&ListParams::default())
-        .await?;
+        .await?
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    let expected: BTreeSet<String> = [
+        "demo-kube-apiserver",
+        "demo-kube-controller-manager",
+        "demo-kube-scheduler",
+    ]
+    .map(String::from)
+    .into();
     ensure!(
-        deployments.items.is_empty(),
-        "Deployments started before etcd is ready: {:?}",
-        deployments.iter().map(|d| d.name_any()).collect::<Vec<_>>()
+        deployments == expected,
+        "Deployments {deployments:?}, expected {expected:?}"
     );
     expect_condition(
         &hc,
@@ -185,10 +195,16 @@ async fn first_pass_provisions_and_reports(client: &Client) -> Result<HostedClus
         &hc,
         "APIServerAvailable",
         "False",
-        "WaitingForDependency",
-        "kube-apiserver waits for etcd",
+        "Progressing",
+        "0/1 kube-apiserver pods ready",
     )?;
-    expect_condition(&hc, "Available", "False", "ComponentsUnavailable", "etcd")?;
+    expect_condition(
+        &hc,
+        "Available",
+        "False",
+        "ComponentsUnavailable",
+        "etcd, kube-apiserver, kube-controller-manager, kube-scheduler",
+    )?;
     ensure!(
         status.phase.as_deref() == Some("Provisioning"),
         "phase {:?}",

@@ -20,6 +20,7 @@ use serde_json::json;
 
 pub mod kubeadm;
 pub mod registry;
+pub mod startup;
 pub mod tunnel_backend;
 
 pub const DEFAULT_KUBECONFIG: &str = "/var/lib/nestplane/kubeconfig";

@@ -7,7 +7,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{Value, json};
 
 use super::{
-    BuildError, Component, Inputs, container_security, meta, object_meta, pod_template, resources, selector,
+    BuildError, Component, Inputs, container_security, kube_apiserver, meta, object_meta, pod_template,
+    resources, selector, wait_for,
 };
 use crate::api::{ComponentSpec, HostedCluster};
 
@@ -33,9 +34,9 @@ pub(crate) struct ControlPlaneDeployment<'a> {
     /// Rendered `--name=value` flags.
     pub args: Vec<String>,
     pub port: i32,
-    /// HTTPS path of the liveness (and startup) probe.
+    /// HTTPS path of the liveness probe.
     pub liveness_path: &'static str,
-    /// HTTPS path of the readiness probe.
+    /// HTTPS path of the readiness (and startup) probe.
     pub readiness_path: &'static str,
     /// CPU and memory requested when the spec gives no resources. Requests are small so that
     /// many control planes share a node; limits are the user's call.
@@ -61,10 +62,10 @@ pub(crate) fn deployment(
         sources,
     } = shape;
     let cluster = super::name(hc)?;
-    let probe = |path: &str, failures: i32| {
+    let probe = |path: &str, period: i32, failures: i32| {
         json!({
             "httpGet": { "path": path, "port": "https", "scheme": "HTTPS" },
-            "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": failures,
+            "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures,
         })
     };
     meta::object(
@@ -76,6 +77,10 @@ pub(crate) fn deployment(
                 "replicas": spec.replicas,
                 "selector": { "matchLabels": selector(hc, component)? },
                 "template": pod_template(hc, component, inputs, json!({
+                    "initContainers": [wait_for::init_container(
+                        &inputs.tunnel_image,
+                        &[kube_apiserver::internal_url(hc)?],
+                    )?],
                     "containers": [{
                         "name": component.as_str(),
                         "image": image,
@@ -83,9 +88,12 @@ pub(crate) fn deployment(
                         "command": [component.as_str()],
                         "args": args,
                         "ports": [{ "name": "https", "containerPort": port }],
-                        "startupProbe": probe(liveness_path, 30),
-                        "readinessProbe": probe(readiness_path, 3),
-                        "livenessProbe": probe(liveness_path, 8),
+                        // Started once it would be ready, looked at every second (five minutes
+                        // at most): the kubelet runs the readiness probe the moment this one
+                        // passes, where a failing first readiness probe would wait its period.
+                        "startupProbe": probe(readiness_path, 1, 300),
+                        "readinessProbe": probe(readiness_path, 10, 3),
+                        "livenessProbe": probe(liveness_path, 10, 8),
                         "resources": resources("control-plane resources", &spec.resources, cpu, memory)?,
                         "securityContext": container_security(),
                         "volumeMounts": [{ "name": "config", "mountPath": "/etc/kubernetes", "readOnly": true }],

@@ -292,7 +292,9 @@ pub fn statefulset(hc: &HostedCluster, inputs: &Inputs) -> Result<StatefulSet, B
                             { "name": "client", "containerPort": CLIENT_PORT },
                             { "name": "peer", "containerPort": PEER_PORT },
                         ],
-                        "startupProbe": exec_probe("status", 2, 150),
+                        // Every second while it starts (five minutes at most): the kubelet
+                        // runs the readiness probe as soon as this one passes.
+                        "startupProbe": exec_probe("status", 1, 300),
                         "readinessProbe": exec_probe("health", 5, 3),
                         // Only whether etcd listens: a member with a NOSPACE alarm is not
                         // healthy, and restarting it would not free any space.

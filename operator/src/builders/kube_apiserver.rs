@@ -98,7 +98,10 @@ pub fn args(hc: &HostedCluster, inputs: &Inputs) -> Result<BTreeMap<&'static str
             "kubelet-preferred-address-types",
             "InternalIP,ExternalIP,Hostname".to_string(),
         ),
-        ("etcd-servers", etcd::client_url(hc)?),
+        // Each member by its own name, which resolves before the member is Ready (the client
+        // Service routes only to Ready ones): kube-apiserver starts beside etcd, and its
+        // client's reconnects reach a member as soon as it listens.
+        ("etcd-servers", etcd_servers(hc)?),
         ("etcd-cafile", pki("etcd/ca.crt")),
         ("etcd-certfile", pki("apiserver-etcd-client.crt")),
         ("etcd-keyfile", pki("apiserver-etcd-client.key")),
@@ -199,13 +202,20 @@ fn pki_sources(cluster: &str) -> Vec<serde_json::Value> {
     ]
 }
 
+fn etcd_servers(hc: &HostedCluster) -> Result<String, BuildError> {
+    (0..hc.spec.etcd.replicas)
+        .map(|ordinal| etcd::member_client_url(hc, ordinal))
+        .collect::<Result<Vec<_>, _>>()
+        .map(|urls| urls.join(","))
+}
+
 pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, BuildError> {
     let cluster = name(hc)?;
     let api = &hc.spec.api_server;
-    let probe = |path: &str, failures: i32| {
+    let probe = |path: &str, period: i32, failures: i32| {
         json!({
             "httpGet": { "path": path, "port": "https", "scheme": "HTTPS" },
-            "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": failures,
+            "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures,
         })
     };
     let sources = pki_sources(&cluster);
@@ -239,9 +249,13 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
         "command": ["kube-apiserver"],
         "args": render_args(args(hc, inputs)?, &api.extra_args),
         "ports": [{ "name": "https", "containerPort": inputs.apiserver_port }],
-        "startupProbe": probe("/livez", 60),
-        "readinessProbe": probe("/readyz", 3),
-        "livenessProbe": probe("/livez", 8),
+        // Started once /readyz answers, looked at every second (five minutes at most): the
+        // kubelet runs the readiness probe the moment the startup probe passes, so the pod is
+        // Ready within a second of the API server. A /livez start would be followed by a
+        // failing /readyz and a five-second wait.
+        "startupProbe": probe("/readyz", 1, 300),
+        "readinessProbe": probe("/readyz", 5, 3),
+        "livenessProbe": probe("/livez", 5, 8),
         "resources": resources("kube-apiserver resources", &api.resources, "50m", "256Mi")?,
         "securityContext": container_security(),
         "volumeMounts": mounts,

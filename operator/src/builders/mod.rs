@@ -25,6 +25,7 @@ pub mod quantity;
 pub mod secrets;
 pub mod tunnel;
 pub mod user_data;
+pub mod wait_for;
 
 pub const MANAGED_BY: &str = "nestplane";
 /// The label that names the HostedCluster an object belongs to.
@@ -92,7 +93,8 @@ pub struct Inputs {
     pub inputs_hash: BTreeMap<Component, String>,
     /// etcd's claim template, claim capacity and cluster token as they are.
     pub etcd: etcd::EtcdInputs,
-    /// The nestplane image: the tunnel server beside kube-apiserver runs it.
+    /// The nestplane image: the tunnel server beside kube-apiserver and every component's
+    /// `wait-for` init container run it.
     pub tunnel_image: String,
 }
 

@@ -21,7 +21,8 @@ use super::etcd_storage::{self, Released};
 use super::events::{EventExt, event, publish, secret_reference};
 use super::key_material::{self, KeyReport};
 use super::observe::{
-    EndpointObservation, observe_endpoint, observe_workload, observe_workloads_as_they_are, probe_readyz,
+    EndpointObservation, observe_endpoint, observe_workload, observe_workloads_as_they_are,
+    probe_readyz_settling,
 };
 use super::owned::{FIELD_MANAGER, OwnedSet};
 use super::pki_store::{self, PkiRequest, SecretData, SecretReader};
@@ -160,7 +161,7 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
 
     let apiserver_ready = hosted_api_pods_ready(&workloads);
     let readyz = if apiserver_ready {
-        probe_readyz(
+        probe_readyz_settling(
             &ctx.hosted,
             hc,
             &pki_store::admin_kubeconfig(&secret_data, &cluster)?,
@@ -265,8 +266,8 @@ async fn ensure_secrets(
     Ok((secret_data, keys))
 }
 
-/// Applies each component whose dependencies are available and that is not `held` (with what it
-/// waits for); reports (and keeps) the others.
+/// Applies each component that is not `held` (with what it waits for) and is new or has its
+/// dependencies available; reports (and keeps) the others.
 async fn roll_out(
     hc: &HostedCluster,
     ctx: &Context,
@@ -276,11 +277,17 @@ async fn roll_out(
 ) -> Result<BTreeMap<Component, WorkloadState>> {
     let mut states = BTreeMap::new();
     for component in Component::ALL {
+        // A component that does not exist yet starts at once, beside its dependencies: each
+        // retries the one it needs (kube-apiserver etcd, the others kube-apiserver), so a
+        // cluster starts in the time of its slowest component, not of their sum. An existing one
+        // is changed only while its dependencies are ready: a restarting etcd rolls nothing.
+        let existing = observe_workload(&ctx.cache, hc, component);
+        let exists = existing.is_some();
         let blocked_by = held.get(&component).copied().or_else(|| {
             component
                 .depends_on()
                 .iter()
-                .find(|d| !states.get(*d).is_some_and(WorkloadState::is_ready))
+                .find(|d| exists && !states.get(*d).is_some_and(WorkloadState::is_ready))
                 .map(|d| d.as_str())
         });
         let span = info_span!("apply", component = component.as_str());
@@ -297,7 +304,7 @@ async fn roll_out(
             },
             // Left as it is until the dependency is back: a restarting etcd does not roll the
             // API server, and the sweep must not take the workload for an orphan.
-            Some(dependency) => match observe_workload(&ctx.cache, hc, component) {
+            Some(dependency) => match existing {
                 Some(existing) => {
                     keep(owned, &existing);
                     debug!(

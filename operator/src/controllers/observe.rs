@@ -252,6 +252,29 @@ pub async fn remove_request_annotation(client: &kube::Client, hc: &HostedCluster
 /// the same URL works from the operator's pod and from a developer's shell. A failure on the
 /// kept client is tried once more on a new one, so a connection the restarted API server left
 /// behind is never reported as the API not answering.
+/// How long a pass asks again when the hosted API server's pods are Ready but `/readyz` does
+/// not answer yet (its endpoint being routed, its last start hooks), and how often.
+const READYZ_SETTLE: std::time::Duration = std::time::Duration::from_secs(3);
+const READYZ_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// [`probe_readyz`], asked again every 250 ms for up to 3 s while it fails: the pods' readiness
+/// is seen a moment before the API answers through its endpoint, and a pass that reported that
+/// moment would wait out a retry delay.
+pub async fn probe_readyz_settling(
+    clients: &HostedClients,
+    hc: &HostedCluster,
+    kubeconfig: &str,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + READYZ_SETTLE;
+    loop {
+        let result = probe_readyz(clients, hc, kubeconfig).await;
+        if result.is_ok() || tokio::time::Instant::now() + READYZ_RETRY > deadline {
+            return result;
+        }
+        tokio::time::sleep(READYZ_RETRY).await;
+    }
+}
+
 pub async fn probe_readyz(
     clients: &HostedClients,
     hc: &HostedCluster,
