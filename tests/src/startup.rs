@@ -117,10 +117,10 @@ struct Seen {
 }
 
 enum Observed {
-    HostedCluster(HostedCluster),
-    Pod(Pod),
-    Claim(PersistentVolumeClaim),
-    Secret(Secret),
+    HostedCluster(Box<HostedCluster>),
+    Pod(Box<Pod>),
+    Claim(Box<PersistentVolumeClaim>),
+    Secret(Box<Secret>),
 }
 
 fn pod_ready(pod: &Pod) -> bool {
@@ -209,22 +209,22 @@ pub async fn start_and_follow(
         watch(
             Api::<HostedCluster>::namespaced(client.clone(), namespace),
             config.clone(),
-            Observed::HostedCluster,
+            |o| Observed::HostedCluster(Box::new(o)),
         ),
         watch(
             Api::<Pod>::namespaced(client.clone(), namespace),
             config.clone(),
-            Observed::Pod,
+            |o| Observed::Pod(Box::new(o)),
         ),
         watch(
             Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace),
             config.clone(),
-            Observed::Claim,
+            |o| Observed::Claim(Box::new(o)),
         ),
         watch(
             Api::<Secret>::namespaced(client.clone(), namespace),
             config,
-            Observed::Secret,
+            |o| Observed::Secret(Box::new(o)),
         ),
     ]);
     let mut events = std::pin::pin!(events);
