@@ -87,7 +87,7 @@ for n in $SIZES; do
   [ "$n" != 1 ] || runs="${BENCH_RUNS:-3}"
   available=() usable=()
   for run in $(seq 1 "$runs"); do
-    ns="nestplane-bench-$n"
+    ns="nestplane-bench-$n-$run"
     kubectl delete namespace "$ns" --ignore-not-found --wait=true >/dev/null
     kubectl create namespace "$ns" >/dev/null
     out="$(BENCH_TIMEOUT_S="$TIMEOUT_S" "$STARTUP" "$ns" "$n" "$SAMPLE")" \

@@ -41,7 +41,8 @@ floor_once() {
     sleep 0.05
   done
   end=$(date +%s.%N)
-  kill "$api_pid" "$etcd_pid" 2>/dev/null || true
+  # SIGKILL: a terminated kube-apiserver would wait on the etcd stopped beside it.
+  kill -9 "$api_pid" "$etcd_pid" 2>/dev/null || true
   wait "$api_pid" "$etcd_pid" 2>/dev/null || true
   echo "scale=2; ($end - $start) / 1" | bc
 }
