@@ -1,12 +1,11 @@
-//! `nestplane wait-for <host:port>…`: the init container of a control-plane component, which
-//! holds the component's start until what it needs accepts connections (kube-apiserver: etcd's
-//! client Service; the controller manager and scheduler: the API server's). A Service takes
-//! connections only once its pods are Ready, so this is the dependency's readiness.
+//! `nestplane wait-for <host:port>…`: the init container of the controller manager and the
+//! scheduler, which holds their start until the API server's Service accepts connections. A
+//! Service takes connections only once its pods are Ready, so this is the API server's readiness.
 //!
-//! The components retry by themselves, but with growing delays (gRPC's reconnect backoff in
-//! kube-apiserver's etcd client, client-go's reflector backoff in the others): started at once
-//! beside their dependency they would notice it seconds after it is up. Asked every 100 ms,
-//! the component starts within a moment of its dependency instead. No readiness-gate or
+//! They retry by themselves, but with growing delays (client-go's reflector backoff): started at
+//! once beside the API server they would notice it seconds after it is up. Asked every 100 ms,
+//! they start within a moment of it instead. (kube-apiserver itself has no such wait: it dials
+//! etcd's members by name and overlaps its own start with etcd's.) No readiness-gate or
 //! init-container crate covers "a TCP connect succeeds", and the loop is ten lines.
 use std::time::Duration;
 

@@ -123,29 +123,16 @@ enum Observed {
     Secret(Box<Secret>),
 }
 
+/// Ready, and not on its way out.
 fn pod_ready(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_none()
-        && pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-pub fn available(hc: &HostedCluster) -> bool {
-    hc.status.as_ref().is_some_and(|s| {
-        s.observed_generation == hc.metadata.generation
-            && s.conditions
-                .iter()
-                .any(|c| c.type_ == "Available" && c.status == "True")
-    })
+    pod.metadata.deletion_timestamp.is_none() && crate::pod_ready(Some(pod))
 }
 
 impl Seen {
     fn record(&mut self, object: Observed, at: Duration) {
         match object {
             Observed::HostedCluster(hc) => {
-                if available(&hc) {
+                if crate::hosted::available(Some(&hc)) {
                     self.timeline(&hc.name_any()).reach(Milestone::Available, at);
                 }
             }

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use futures::TryStreamExt;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use nestplane_api::HostedCluster;
-use nestplane_e2e::hosted::{hosted_client, readyz, sample};
-use nestplane_e2e::startup::{COMPONENT_LABEL, COMPONENTS, INSTANCE_LABEL, available};
+use nestplane_e2e::hosted::{admin_kubeconfig, available, hosted_client, readyz, sample};
+use nestplane_e2e::startup::{COMPONENT_LABEL, COMPONENTS, INSTANCE_LABEL};
 use nestplane_e2e::{pod_ready, with_temp_namespace};
 
 /// Condition type of each component, as published.
@@ -58,13 +58,13 @@ async fn conditions_are_truthful_while_a_cluster_starts() -> Result<()> {
             }
             statuses_checked += 1;
             check_components(&client, &ns, &name, &hc).await?;
-            if available(&hc) {
+            if available(Some(&hc)) {
                 ensure!(
                     seen_unavailable,
                     "the first status written was already Available: the start was not observed"
                 );
                 // The user's next step: the admin kubeconfig works at once.
-                let answer = admin_readyz(&client, &ns, &name).await?;
+                let answer = admin_readyz(&client, &hc).await?;
                 ensure!(answer == "ok", "Available=True but /readyz answered {answer:?}");
                 break;
             }
@@ -102,7 +102,7 @@ async fn check_components(client: &Client, ns: &str, name: &str, hc: &HostedClus
                 cond.message
             );
             if component == "kube-apiserver" {
-                let answer = admin_readyz(client, ns, name).await?;
+                let answer = admin_readyz(client, hc).await?;
                 ensure!(answer == "ok", "{type_}=True but /readyz answered {answer:?}");
             }
         }
@@ -161,15 +161,9 @@ async fn ready_components(client: &Client, ns: &str, name: &str) -> Result<BTree
         .collect())
 }
 
-/// `/readyz` as the cluster's admin, once, with the kubeconfig Secret as it is now.
-async fn admin_readyz(client: &Client, ns: &str, name: &str) -> Result<String> {
-    let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(&format!("{name}-kubeconfig"))
-        .await?;
-    let kubeconfig = secret
-        .data
-        .and_then(|d| d.get("value").map(|v| String::from_utf8_lossy(&v.0).into_owned()))
-        .context("the admin kubeconfig Secret has no value")?;
+/// `/readyz` as the cluster's admin, once, with the kubeconfig its status points at as it is now.
+async fn admin_readyz(client: &Client, hc: &HostedCluster) -> Result<String> {
+    let kubeconfig = admin_kubeconfig(client, hc).await?;
     let hosted = hosted_client(&kubeconfig).await?;
     match tokio::time::timeout(Duration::from_secs(5), readyz(&hosted)).await {
         Ok(Ok(body)) => Ok(body.trim().to_string()),
