@@ -148,6 +148,12 @@ build_local() {
 build_pause() { build_local pause; }
 build_smoke() { build_local smoke; }
 
+# One build at a time: `make up` and `make openstack-up` started together on a fresh machine would
+# otherwise write the same wrapper go.mod at once.
+mkdir -p "$NESTPLANE_CACHE"
+exec 9>"$NESTPLANE_CACHE/.build-binaries.lock"
+flock 9
+
 components=("$@")
 [ ${#components[@]} -gt 0 ] || components=(pause smoke etcd kubernetes coredns local-path-provisioner helm flannel)
 for c in "${components[@]}"; do
