@@ -62,6 +62,13 @@ operator_peak_rss_mib() {
   awk '/^VmHWM:/ {printf "%.1f", $2/1024}' "/proc/$pid/status"
 }
 
+# The peak over this bench only, not over everything the operator did since it started: writing 5
+# to clear_refs resets the process's VmHWM to its current RSS (proc(5)).
+reset_operator_peak_rss() {
+  local pid; pid="$(operator_pid)"
+  [ -z "$pid" ] || echo 5 >"/proc/$pid/clear_refs"
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 [ -f "$SAMPLE" ] || die "no sample at $SAMPLE"
@@ -76,6 +83,7 @@ log "building the startup recorder (tests/src/bin/bench-startup.rs)"
 (cd "$REPO_ROOT" && cargo build -q -p nestplane-e2e --bin bench-startup)
 STARTUP="$REPO_ROOT/target/debug/bench-startup"
 
+reset_operator_peak_rss
 baseline="$(baseline_mib)"
 log "baseline: the management cluster's kubeadm control plane uses ${baseline} MiB"
 # One field of the recorder's summary line.

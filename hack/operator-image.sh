@@ -13,7 +13,12 @@ cd "$REPO_ROOT"
 
 cargo build --release --locked -p nestplane >&2
 binary="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/nestplane"
-tag="dev-$(sha256sum "$binary" | cut -c1-12)"
+# nestplane-launch is linked statically: pods copy it into images that carry no libraries.
+host_target="$(rustc -vV | sed -n 's/^host: //p')"
+RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --release --locked -p nestplane-launch --target "$host_target" >&2
+launch="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/$host_target/release/nestplane-launch"
+tag="dev-$(cat "$binary" "$launch" | sha256sum | cut -c1-12)"
 image="${NESTPLANE_IMAGE_REPOSITORY:-ghcr.io/nestplane/nestplane}:$tag"
 archive="$NESTPLANE_CACHE/images/nestplane-$tag.tar"
 mkdir -p "$NESTPLANE_CACHE/images"
@@ -22,7 +27,7 @@ if ! "${CTR[@]}" images ls -q "name==$image" | grep -qx "$image"; then
   # glibc and the few libraries the binary links come from this machine (Debian 12),
   # as in a distroless cc image; CA certificates for the OpenStack endpoints.
   python3 "$HACK_DIR/lib/oci_image.py" --name "$image" --out "$archive" \
-    --host-binary "$binary:/usr/local/bin/nestplane" \
+    --host-binary "$binary:/usr/local/bin/nestplane" --file "$launch:/usr/local/bin/nestplane-launch" \
     --file /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt \
     --dir /tmp --user 65532:65532 --entrypoint /usr/local/bin/nestplane --cmd run >&2
   "${CTR[@]}" images import "$archive" >/dev/null

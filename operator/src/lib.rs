@@ -10,7 +10,6 @@ pub mod metrics;
 pub mod runtime;
 pub mod telemetry;
 pub mod tunnel;
-pub mod wait_for;
 
 // The API types and the OpenStack client live in their own crates (so Cargo keeps them free of
 // the operator's runtime); re-exported under their old paths so `crate::api::...` still names them.

@@ -54,8 +54,6 @@ enum Command {
     TunnelServer(nestplane::tunnel::ServerArgs),
     /// Run the tunnel agent on a worker node of a hosted cluster.
     TunnelAgent(nestplane::tunnel::AgentArgs),
-    /// Wait until every address accepts a TCP connection (a control-plane init container).
-    WaitFor(nestplane::wait_for::WaitForArgs),
 }
 
 #[tokio::main]
@@ -95,10 +93,6 @@ async fn main() -> anyhow::Result<()> {
         Command::TunnelAgent(args) => {
             nestplane::telemetry::init();
             nestplane::tunnel::run_agent(args, nestplane::tunnel::on_termination()?).await?;
-        }
-        Command::WaitFor(args) => {
-            nestplane::telemetry::init();
-            nestplane::wait_for::run(args).await;
         }
     }
     Ok(())

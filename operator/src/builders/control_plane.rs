@@ -7,8 +7,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{Value, json};
 
 use super::{
-    BuildError, Component, Inputs, container_security, kube_apiserver, meta, object_meta, pod_template,
-    resources, selector, wait_for,
+    BuildError, Component, Inputs, container_security, kube_apiserver, launch, meta, object_meta,
+    pod_template, resources, selector,
 };
 use crate::api::{ComponentSpec, HostedCluster};
 
@@ -77,15 +77,18 @@ pub(crate) fn deployment(
                 "replicas": spec.replicas,
                 "selector": { "matchLabels": selector(hc, component)? },
                 "template": pod_template(hc, component, inputs, json!({
-                    "initContainers": [wait_for::init_container(
-                        &inputs.tunnel_image,
-                        &[kube_apiserver::internal_url(hc)?],
-                    )?],
+                    "initContainers": [launch::install_container(&inputs.tunnel_image)],
                     "containers": [{
                         "name": component.as_str(),
                         "image": image,
                         "imagePullPolicy": "IfNotPresent",
-                        "command": [component.as_str()],
+                        // Started the moment the API server's Service takes connections, which
+                        // it does once an API server is Ready.
+                        "command": launch::command(
+                            &[kube_apiserver::internal_url(hc)?],
+                            launch::Wait::All,
+                            component.as_str(),
+                        )?,
                         "args": args,
                         "ports": [{ "name": "https", "containerPort": port }],
                         // Started once it would be ready, looked at every second (five minutes
@@ -96,9 +99,15 @@ pub(crate) fn deployment(
                         "livenessProbe": probe(liveness_path, 10, 8),
                         "resources": resources("control-plane resources", &spec.resources, cpu, memory)?,
                         "securityContext": container_security(),
-                        "volumeMounts": [{ "name": "config", "mountPath": "/etc/kubernetes", "readOnly": true }],
+                        "volumeMounts": [
+                            { "name": "config", "mountPath": "/etc/kubernetes", "readOnly": true },
+                            launch::volume_mount(),
+                        ],
                     }],
-                    "volumes": [{ "name": "config", "projected": { "defaultMode": 0o440, "sources": sources } }],
+                    "volumes": [
+                        { "name": "config", "projected": { "defaultMode": 0o440, "sources": sources } },
+                        launch::volume(),
+                    ],
                 }))?
             }
         }),

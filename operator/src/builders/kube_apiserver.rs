@@ -203,10 +203,13 @@ fn pki_sources(cluster: &str) -> Vec<serde_json::Value> {
 }
 
 fn etcd_servers(hc: &HostedCluster) -> Result<String, BuildError> {
+    etcd_member_urls(hc).map(|urls| urls.join(","))
+}
+
+fn etcd_member_urls(hc: &HostedCluster) -> Result<Vec<String>, BuildError> {
     (0..hc.spec.etcd.replicas)
         .map(|ordinal| etcd::member_client_url(hc, ordinal))
-        .collect::<Result<Vec<_>, _>>()
-        .map(|urls| urls.join(","))
+        .collect()
 }
 
 pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, BuildError> {
@@ -226,11 +229,13 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
         json!({ "name": "pki", "mountPath": PKI_DIR, "readOnly": true }),
         json!({ "name": "config", "mountPath": CONFIG_DIR, "readOnly": true }),
         json!({ "name": "audit-log", "mountPath": AUDIT_LOG_DIR }),
+        launch::volume_mount(),
     ];
     let mut volumes = vec![
         json!({ "name": "pki", "projected": { "defaultMode": 0o440, "sources": sources } }),
         json!({ "name": "config", "projected": { "defaultMode": 0o440, "sources": config_sources } }),
         json!({ "name": "audit-log", "emptyDir": { "sizeLimit": format!("{AUDIT_LOG_VOLUME_MIB}Mi") } }),
+        launch::volume(),
     ];
     let mut sidecars = Vec::new();
     if tunnel::enabled(hc) {
@@ -246,7 +251,8 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
         "name": "kube-apiserver",
         "image": inputs.images.get(component)?,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["kube-apiserver"],
+        // Started the moment one etcd member listens (its name resolves before it is Ready).
+        "command": launch::command(&etcd_member_urls(hc)?, launch::Wait::Any, "kube-apiserver")?,
         "args": render_args(args(hc, inputs)?, &api.extra_args),
         "ports": [{ "name": "https", "containerPort": inputs.apiserver_port }],
         // Started once /readyz answers, looked at every second (five minutes at most): the
@@ -271,6 +277,7 @@ pub fn deployment(hc: &HostedCluster, inputs: &Inputs) -> Result<Deployment, Bui
                 "selector": { "matchLabels": selector(hc, component)? },
                 "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
                 "template": pod_template(hc, component, inputs, json!({
+                    "initContainers": [launch::install_container(&inputs.tunnel_image)],
                     "containers": containers,
                     "volumes": volumes,
                 }))?

@@ -19,13 +19,13 @@ pub mod kube_apiserver;
 pub mod kube_controller_manager;
 pub mod kube_scheduler;
 pub mod kubeconfig;
+pub mod launch;
 pub mod meta;
 pub mod pki_plan;
 pub mod quantity;
 pub mod secrets;
 pub mod tunnel;
 pub mod user_data;
-pub mod wait_for;
 
 pub const MANAGED_BY: &str = "nestplane";
 /// The label that names the HostedCluster an object belongs to.
@@ -93,8 +93,8 @@ pub struct Inputs {
     pub inputs_hash: BTreeMap<Component, String>,
     /// etcd's claim template, claim capacity and cluster token as they are.
     pub etcd: etcd::EtcdInputs,
-    /// The nestplane image: the tunnel server beside kube-apiserver and every component's
-    /// `wait-for` init container run it.
+    /// The nestplane image: the tunnel server beside kube-apiserver runs it, and the controller
+    /// manager's and scheduler's pods install `nestplane-launch` from it.
     pub tunnel_image: String,
 }
 
