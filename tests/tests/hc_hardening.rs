@@ -308,8 +308,8 @@ async fn two_api_servers_get_a_disruption_budget(client: &Client, ns: &str, name
     Ok(())
 }
 
-/// (f) A ClusterIP Service on port 7443: the controller manager and the scheduler reach the API
-/// server on that port, so the cluster becomes Available.
+/// (f) A ClusterIP Service on port 7443: clients reach the API server on that port, and the
+/// cluster becomes Available (its controller manager and scheduler dial the pods' own port).
 #[tokio::test]
 async fn cluster_ip_service_on_its_own_port_becomes_available() -> Result<()> {
     with_temp_namespace("hc-cluster-ip", |client, ns| async move {

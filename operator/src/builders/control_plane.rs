@@ -82,10 +82,9 @@ pub(crate) fn deployment(
                         "name": component.as_str(),
                         "image": image,
                         "imagePullPolicy": "IfNotPresent",
-                        // Started the moment the API server's Service takes connections, which
-                        // it does once an API server is Ready.
+                        // Started the moment a Ready API server pod takes connections.
                         "command": launch::command(
-                            &[kube_apiserver::internal_url(hc)?],
+                            &[kube_apiserver::internal_url(hc, inputs.apiserver_port)?],
                             launch::Wait::All,
                             component.as_str(),
                         )?,

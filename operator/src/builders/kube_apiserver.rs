@@ -23,16 +23,26 @@ pub fn service_name(cluster: &str) -> String {
     format!("{cluster}-apiserver")
 }
 
-/// Names of the API server's Service, for the serving certificate.
+/// The headless Service whose name resolves to the addresses of the API server's Ready pods.
+pub fn pods_service_name(cluster: &str) -> String {
+    format!("{cluster}-apiserver-pods")
+}
+
+/// Names of the API server's Services, for the serving certificate.
 pub fn service_dns_names(hc: &HostedCluster) -> Result<Vec<String>, BuildError> {
-    let service = service_name(&name(hc)?);
+    let cluster = name(hc)?;
     let ns = namespace(hc)?;
-    Ok(vec![
-        service.clone(),
-        format!("{service}.{ns}"),
-        format!("{service}.{ns}.svc"),
-        format!("{service}.{ns}.svc.cluster.local"),
-    ])
+    Ok([service_name(&cluster), pods_service_name(&cluster)]
+        .into_iter()
+        .flat_map(|service| {
+            [
+                service.clone(),
+                format!("{service}.{ns}"),
+                format!("{service}.{ns}.svc"),
+                format!("{service}.{ns}.svc.cluster.local"),
+            ]
+        })
+        .collect())
 }
 
 /// The port of the API server's Service: `spec.apiServer.service.port` for ClusterIP and
@@ -45,13 +55,16 @@ pub fn service_port(hc: &HostedCluster) -> i32 {
     }
 }
 
-/// URL of the API server from inside the management cluster (controller-manager, scheduler).
-pub fn internal_url(hc: &HostedCluster) -> Result<String, BuildError> {
+/// URL of the API server from inside the management cluster (controller-manager, scheduler,
+/// tunnel server): its Ready pods by name, on the port they listen on (`apiserver_port`). A
+/// ClusterIP would add the management cluster's kube-proxy to the start of every control plane:
+/// it programs a new endpoint up to its minimum sync period (1 s by default) after the pod is
+/// Ready, where the cluster DNS answers with it at once.
+pub fn internal_url(hc: &HostedCluster, apiserver_port: i32) -> Result<String, BuildError> {
     Ok(format!(
-        "https://{}.{}.svc:{}",
-        service_name(&name(hc)?),
+        "https://{}.{}.svc:{apiserver_port}",
+        pods_service_name(&name(hc)?),
         namespace(hc)?,
-        service_port(hc)
     ))
 }
 
@@ -151,6 +164,24 @@ fn hardening_args() -> BTreeMap<&'static str, String> {
         ("audit-log-maxbackup", AUDIT_LOG_MAX_BACKUPS.to_string()),
         ("audit-log-maxage", AUDIT_LOG_MAX_AGE_DAYS.to_string()),
     ])
+}
+
+/// The headless Service of [`internal_url`]: only Ready pods, no ClusterIP, no proxying.
+pub fn pods_service(hc: &HostedCluster) -> Result<Service, BuildError> {
+    let cluster = name(hc)?;
+    meta::object(
+        "apiserver pods service",
+        object_meta(hc, pods_service_name(&cluster), Some(Component::KubeApiserver))?,
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "spec": {
+                "clusterIP": "None",
+                "selector": selector(hc, Component::KubeApiserver)?,
+                // Informational for a headless Service: clients dial the pods' own port.
+                "ports": [{ "name": "https", "port": APISERVER_SERVICE_PORT, "targetPort": "https" }],
+            }
+        }),
+    )
 }
 
 pub fn service(hc: &HostedCluster, node_port: Option<i32>) -> Result<Service, BuildError> {
@@ -333,21 +364,18 @@ mod tests {
         assert!(args.contains(&"--v=4".to_string()));
     }
 
-    /// The controller manager and scheduler reach the API server through its Service, on the
-    /// port the Service really has.
+    /// The Service's own port applies to clients outside; in the management cluster the
+    /// components dial the pods, headless, on the port kube-apiserver listens on.
     #[test]
-    fn internal_url_follows_the_service_port() {
+    fn components_dial_the_ready_pods_on_their_port() {
         let mut hc = hosted_cluster();
+        let inputs = inputs();
         assert_eq!(
-            internal_url(&hc).expect("url"),
-            "https://demo-apiserver.team-a.svc:6443"
+            internal_url(&hc, inputs.apiserver_port).expect("url"),
+            "https://demo-apiserver-pods.team-a.svc:31443"
         );
-        hc.spec.api_server.service.port = Some(30443);
-        assert_eq!(
-            internal_url(&hc).expect("url"),
-            "https://demo-apiserver.team-a.svc:6443",
-            "a node port is not the Service port"
-        );
+        let args = args(&hc, &inputs).expect("args");
+        assert_eq!(args["secure-port"], inputs.apiserver_port.to_string());
         for type_ in [
             ApiServerServiceType::ClusterIP,
             ApiServerServiceType::LoadBalancer,
@@ -358,11 +386,16 @@ mod tests {
             let port = &svc.spec.expect("spec").ports.expect("ports")[0];
             assert_eq!(port.port, 7443);
             assert_eq!(port.node_port, None);
-            assert_eq!(
-                internal_url(&hc).expect("url"),
-                "https://demo-apiserver.team-a.svc:7443"
-            );
         }
+        let pods = pods_service(&hc).expect("build").spec.expect("spec");
+        assert_eq!(pods.cluster_ip.as_deref(), Some("None"));
+        assert_ne!(pods.publish_not_ready_addresses, Some(true), "only Ready pods");
+        assert!(
+            service_dns_names(&hc)
+                .expect("names")
+                .contains(&"demo-apiserver-pods.team-a.svc".to_string()),
+            "the serving certificate names what the components dial"
+        );
     }
 
     #[test]

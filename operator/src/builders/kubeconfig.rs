@@ -66,7 +66,7 @@ mod tests {
         let hc = hosted_cluster();
         let now = time::OffsetDateTime::now_utc();
         let ca = pki::generate_ca("kubernetes", now, time::Duration::days(10)).expect("ca");
-        let plan = pki_plan::plan(&hc, &inputs().endpoint).expect("plan");
+        let plan = pki_plan::plan(&hc, &inputs().endpoint, inputs().apiserver_port).expect("plan");
         let admin = &plan.kubeconfigs[0];
         let client = pki::issue_leaf(&ca, &admin.client, now, time::Duration::days(1)).expect("leaf");
         let hash = pki::ca_cert_hash(&ca.cert_pem).expect("hash");

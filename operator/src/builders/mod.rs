@@ -262,10 +262,10 @@ mod tests {
         let mut names: Vec<String> = SecretRole::ALL.iter().map(|r| r.secret_name("demo")).collect();
         names.extend(Component::ALL.iter().map(|c| c.workload_name("demo")));
         names.extend(Component::ALL.iter().map(|c| disruption::budget_name("demo", *c)));
-        let services = etcd::services(&hc)
-            .expect("etcd services")
-            .into_iter()
-            .chain([kube_apiserver::service(&hc, None).expect("apiserver service")]);
+        let services = etcd::services(&hc).expect("etcd services").into_iter().chain([
+            kube_apiserver::service(&hc, None).expect("apiserver service"),
+            kube_apiserver::pods_service(&hc).expect("apiserver pods service"),
+        ]);
         names.extend(services.filter_map(|s| s.metadata.name));
         for component in Component::ALL {
             let config_maps = component.config_maps(&hc).expect("config maps");
@@ -314,10 +314,10 @@ mod tests {
     fn derived_names_of_the_longest_cluster_name_fit() {
         let mut hc = testing::hosted_cluster();
         hc.metadata.name = Some("a".repeat(crate::api::MAX_NAME_LENGTH));
-        let services = etcd::services(&hc)
-            .expect("etcd services")
-            .into_iter()
-            .chain([kube_apiserver::service(&hc, None).expect("apiserver service")]);
+        let services = etcd::services(&hc).expect("etcd services").into_iter().chain([
+            kube_apiserver::service(&hc, None).expect("apiserver service"),
+            kube_apiserver::pods_service(&hc).expect("apiserver pods service"),
+        ]);
         for service in services {
             let name = service.metadata.name.expect("name");
             assert!(name.len() <= 63, "Service {name} is not a DNS label");

@@ -7,8 +7,9 @@ use super::{BuildError, Endpoint, etcd, kube_apiserver, name};
 use crate::api::HostedCluster;
 
 /// The plan for `hc`. The serving certificate names the observed endpoint, so it is planned
-/// only once the endpoint is known.
-pub fn plan(hc: &HostedCluster, endpoint: &Endpoint) -> Result<Plan, BuildError> {
+/// only once the endpoint is known; the components' kubeconfigs name the port kube-apiserver
+/// listens on (`apiserver_port`).
+pub fn plan(hc: &HostedCluster, endpoint: &Endpoint, apiserver_port: i32) -> Result<Plan, BuildError> {
     let input = PlanInput {
         cluster: name(hc)?,
         service_cidr: hc.spec.network.service_cidr.clone(),
@@ -18,7 +19,7 @@ pub fn plan(hc: &HostedCluster, endpoint: &Endpoint) -> Result<Plan, BuildError>
         extra_sans: hc.spec.api_server.extra_sans.clone(),
         etcd_dns_names: etcd::member_dns_names(hc)?,
         external_server: endpoint.url(),
-        internal_server: kube_apiserver::internal_url(hc)?,
+        internal_server: kube_apiserver::internal_url(hc, apiserver_port)?,
     };
     pki::plan(&input).map_err(|err| BuildError::Invalid {
         what: "the PKI plan",
@@ -37,7 +38,7 @@ mod tests {
     fn serving_certificate_names_the_endpoint_service_and_extra_sans() {
         let mut hc = hosted_cluster();
         hc.spec.api_server.extra_sans = vec!["api.example.org".into()];
-        let plan = plan(&hc, &inputs().endpoint).expect("plan");
+        let plan = plan(&hc, &inputs().endpoint, inputs().apiserver_port).expect("plan");
         let serving = &plan
             .leaves
             .iter()
@@ -58,7 +59,7 @@ mod tests {
 
     #[test]
     fn etcd_certificates_name_every_member_and_the_client_service() {
-        let plan = plan(&hosted_cluster(), &inputs().endpoint).expect("plan");
+        let plan = plan(&hosted_cluster(), &inputs().endpoint, inputs().apiserver_port).expect("plan");
         let members: Vec<_> = plan
             .leaves
             .iter()
@@ -77,14 +78,14 @@ mod tests {
     }
 
     #[test]
-    fn admin_uses_the_external_endpoint_and_components_the_service() {
+    fn admin_uses_the_external_endpoint_and_components_the_ready_pods() {
         let mut hc = hosted_cluster();
         hc.spec.network.service_cidr = "fd00:10::/108".into();
         let endpoint = Endpoint {
             host: "2001:db8::2".into(),
             port: 31443,
         };
-        let plan = plan(&hc, &endpoint).expect("plan");
+        let plan = plan(&hc, &endpoint, inputs().apiserver_port).expect("plan");
         let servers: Vec<_> = plan
             .kubeconfigs
             .iter()
@@ -97,17 +98,17 @@ mod tests {
                 (
                     KubeconfigRole::ControllerManager,
                     "demo",
-                    "https://demo-apiserver.team-a.svc:6443"
+                    "https://demo-apiserver-pods.team-a.svc:31443"
                 ),
                 (
                     KubeconfigRole::Scheduler,
                     "demo",
-                    "https://demo-apiserver.team-a.svc:6443"
+                    "https://demo-apiserver-pods.team-a.svc:31443"
                 ),
                 (
                     KubeconfigRole::TunnelServer,
                     "demo",
-                    "https://demo-apiserver.team-a.svc:6443"
+                    "https://demo-apiserver-pods.team-a.svc:31443"
                 ),
             ]
         );
@@ -121,7 +122,7 @@ mod tests {
     fn a_service_cidr_that_is_no_cidr_fails_the_plan_with_its_value() {
         let mut hc = hosted_cluster();
         hc.spec.network.service_cidr = "10.96.0.0".into();
-        let err = plan(&hc, &inputs().endpoint).expect_err("no CIDR");
+        let err = plan(&hc, &inputs().endpoint, inputs().apiserver_port).expect_err("no CIDR");
         assert!(err.to_string().contains("\"10.96.0.0\""), "{err}");
     }
 }

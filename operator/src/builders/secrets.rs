@@ -216,7 +216,8 @@ mod tests {
     /// are not certificates).
     #[test]
     fn every_planned_item_has_its_own_secret_and_every_secret_is_planned() {
-        let plan = pki_plan::plan(&hosted_cluster(), &inputs().endpoint).expect("plan");
+        let plan =
+            pki_plan::plan(&hosted_cluster(), &inputs().endpoint, inputs().apiserver_port).expect("plan");
         let planned: Vec<SecretRole> = CaRole::ALL
             .into_iter()
             .map(SecretRole::from)

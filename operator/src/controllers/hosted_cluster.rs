@@ -131,7 +131,7 @@ async fn provision(hc: &HostedCluster, ctx: &Context, owned: &mut OwnedSet) -> R
         };
 
     let secrets = SecretReader::new(&ctx.client, &ctx.cache, hc);
-    let (secret_data, keys) = ensure_secrets(hc, ctx, owned, &secrets, &endpoint).await?;
+    let (secret_data, keys) = ensure_secrets(hc, ctx, owned, &secrets, &endpoint, apiserver_port).await?;
     if !keys.is_intact() {
         // Nothing is issued from, or rolled out with, material nobody accepted: the workloads
         // run on with what they mounted, and nothing is swept.
@@ -213,6 +213,10 @@ async fn apply_services(hc: &HostedCluster, owned: &mut OwnedSet) -> Result<Serv
         .apply(&kube_apiserver::service(hc, None)?)
         .instrument(info_span!("apply", component = "kube-apiserver"))
         .await?;
+    owned
+        .apply(&kube_apiserver::pods_service(hc)?)
+        .instrument(info_span!("apply", component = "kube-apiserver"))
+        .await?;
     for etcd_service in etcd::services(hc)? {
         owned.apply(&etcd_service).await?;
     }
@@ -227,11 +231,13 @@ async fn ensure_secrets(
     owned: &mut OwnedSet,
     secrets: &SecretReader<'_>,
     endpoint: &Endpoint,
+    apiserver_port: i32,
 ) -> Result<(SecretData, KeyReport)> {
     let cluster = builders::name(hc)?;
     let request = PkiRequest {
         hc,
         endpoint,
+        apiserver_port,
         now: ctx.clock.now(),
     };
     let pki_store::PkiOutcome {

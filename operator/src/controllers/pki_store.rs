@@ -36,6 +36,8 @@ pub type Reissue = (SecretRole, &'static str);
 pub struct PkiRequest<'a> {
     pub hc: &'a HostedCluster,
     pub endpoint: &'a Endpoint,
+    /// The port kube-apiserver listens on, which the components' kubeconfigs name.
+    pub apiserver_port: i32,
     pub now: OffsetDateTime,
 }
 
@@ -73,7 +75,7 @@ pub async fn ensure_pki(
     if !keys.is_intact() {
         return Ok(PkiOutcome { data, reissued, keys });
     }
-    let plan = pki_plan::plan(req.hc, req.endpoint)?;
+    let plan = pki_plan::plan(req.hc, req.endpoint, req.apiserver_port)?;
     for leaf in &plan.leaves {
         let role = SecretRole::from(leaf.role);
         let ca = pair_of(&data, leaf.issuer.into(), &req.cluster())?;
