@@ -8,18 +8,18 @@
 //!
 //! An init container from the nestplane image runs `install` into an emptyDir while the
 //! component's image is prepared; the component's container then runs
-//! `/<dir>/nestplane-launch wait-for <api-server>:443 -- kube-controller-manager …`, which tries a
-//! TCP connect every 100 ms and then `exec`s the component in place. kube-apiserver runs
+//! `/<dir>/nestplane-launch wait-for <api-server pods>:<port> -- kube-controller-manager …`, which
+//! tries a TCP connect every 100 ms and then `exec`s the component in place. kube-apiserver runs
 //! `wait-for --any <member>:2379 ...` on etcd's members: started before one listens, its etcd
 //! client's reconnects back off (gRPC's growing delays) and it could notice etcd seconds late.
-//! A wait in an init container
-//! instead would put the kubelet's noticing of its exit (a PLEG relist, up to a second) and the
-//! main container's creation on the critical path; the component's own retries grow to seconds
-//! (client-go's reflector backoff, leader-election retry periods).
+//! A wait in an init container instead would put the kubelet's noticing of its exit (a PLEG
+//! relist, up to a second) and the main container's creation on the critical path; the
+//! component's own retries grow to seconds (client-go's reflector backoff).
 //!
-//! The binary is static (see the Makefile's `launch` target), so it runs in images that hold
-//! nothing but their one program. Arguments are parsed by hand: the grammar is two verbs and a
-//! `--`, and every dependency here would be linked into other projects' images.
+//! The binary is linked statically (`+crt-static`: see `hack/operator-image.sh` and the
+//! Dockerfile), so it runs in images that hold nothing but their one program. Arguments are
+//! parsed by hand: the grammar is two verbs and a `--`, and every dependency here would be
+//! linked into other projects' images.
 use std::ffi::OsString;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
