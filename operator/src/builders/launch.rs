@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::{BuildError, container_security};
 
 /// The init container that installs the binary.
-pub const INSTALL_CONTAINER: &str = "install-launch";
+const INSTALL_CONTAINER: &str = "install-launch";
 const VOLUME: &str = "launch";
 const DIR: &str = "/launch";
 /// Where the nestplane image carries the binary.

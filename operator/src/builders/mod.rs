@@ -93,8 +93,8 @@ pub struct Inputs {
     pub inputs_hash: BTreeMap<Component, String>,
     /// etcd's claim template, claim capacity and cluster token as they are.
     pub etcd: etcd::EtcdInputs,
-    /// The nestplane image: the tunnel server beside kube-apiserver runs it, and the controller
-    /// manager's and scheduler's pods install `nestplane-launch` from it.
+    /// The nestplane image: the tunnel server beside kube-apiserver runs it, and the pods of
+    /// kube-apiserver, the controller manager and the scheduler install `nestplane-launch` from it.
     pub tunnel_image: String,
 }
 
