@@ -4,7 +4,7 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
 include hack/versions.env
-export KUBERNETES_VERSION ETCD_VERSION COREDNS_VERSION LOCAL_PATH_PROVISIONER_VERSION HELM_VERSION PAUSE_VERSION
+export KUBERNETES_VERSION ETCD_VERSION COREDNS_VERSION HELM_VERSION PAUSE_VERSION
 
 NESTPLANE_STATE ?= /var/lib/nestplane
 NESTPLANE_CACHE ?= $(HOME)/.cache/nestplane
@@ -43,14 +43,16 @@ worker-image: binaries ## The worker VM image (hack/worker-image), rebuilt only 
 fmt: ## Format Rust code
 	$(CARGO) fmt --all
 
-lint: ## rustfmt check, clippy -D warnings, layer rules, shellcheck
+lint: ## rustfmt check, clippy -D warnings, layer rules, shellcheck, gofmt and go vet of hack/cmd
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	hack/check-go.sh vet
 	hack/check-layers.sh
 	hack/shellcheck.sh
 
 unit: ## Unit tests, and controller tests on a local etcd and kube-apiserver (the NodePool one also on the test cloud): no cluster needed
 	$(CARGO) test --workspace --exclude nestplane-e2e
+	hack/check-go.sh test
 
 ##@ Tests
 .PHONY: test e2e smoke

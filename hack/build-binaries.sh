@@ -2,7 +2,7 @@
 # Builds the pinned third-party binaries from their Go modules into
 #   $NESTPLANE_CACHE/<component>-<version>/bin/
 # A finished build leaves a `.complete` marker, so a second run only checks markers.
-# Usage: hack/build-binaries.sh [kubernetes|etcd|coredns|local-path-provisioner|helm|toxiproxy|flannel|registry|pause ...]
+# Usage: hack/build-binaries.sh [kubernetes|etcd|coredns|local-volume-provisioner|helm|toxiproxy|flannel|registry|pause ...]
 . "$(dirname "$0")/lib/common.sh"
 
 build_date="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -86,11 +86,6 @@ build_coredns() {
     "-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" github.com/coredns/coredns
 }
 
-build_local_path_provisioner() {
-  build_simple local-path-provisioner github.com/rancher/local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" \
-    "-X main.VERSION=$LOCAL_PATH_PROVISIONER_VERSION" github.com/rancher/local-path-provisioner
-}
-
 build_helm() {
   build_simple helm helm.sh/helm/v3 "$HELM_VERSION" \
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm
@@ -132,11 +127,13 @@ build_flannel() {
   touch "$out/.complete"
 }
 
-# Small programs of our own under hack/cmd/ (the pause container, the smoke-test server),
-# cached by a hash of their source.
+# Small programs of our own under hack/cmd/ (the pause container, the smoke-test server, the
+# volume provisioner), cached by a hash of their source and pinned dependencies.
 build_local() {
   local name=$1 dir="$HACK_DIR/cmd/$1"
-  local hash; hash="$(cat "$dir"/*.go "$dir"/go.mod | sha256sum | cut -c1-12)"
+  local sources=("$dir"/*.go "$dir"/go.mod)
+  [ ! -f "$dir/go.sum" ] || sources+=("$dir/go.sum")
+  local hash; hash="$(cat "${sources[@]}" | sha256sum | cut -c1-12)"
   local out="$NESTPLANE_CACHE/$name-$hash"
   if ! done_marker "$out"; then
     mkdir -p "$out/bin"
@@ -147,6 +144,7 @@ build_local() {
 }
 build_pause() { build_local pause; }
 build_smoke() { build_local smoke; }
+build_local_volume_provisioner() { build_local local-volume-provisioner; }
 
 # One build at a time: `make up` and `make openstack-up` started together on a fresh machine would
 # otherwise write the same wrapper go.mod at once.
@@ -155,7 +153,7 @@ exec 9>"$NESTPLANE_CACHE/.build-binaries.lock"
 flock 9
 
 components=("$@")
-[ ${#components[@]} -gt 0 ] || components=(pause smoke etcd kubernetes coredns local-path-provisioner helm flannel)
+[ ${#components[@]} -gt 0 ] || components=(pause smoke etcd kubernetes coredns local-volume-provisioner helm flannel)
 for c in "${components[@]}"; do
   "build_${c//-/_}"
 done

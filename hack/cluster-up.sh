@@ -10,7 +10,7 @@
 [ "$(id -u)" -eq 0 ] || die "run as root: the cluster needs containerd, iptables and mounts"
 
 "$HACK_DIR/install-packages.sh"
-"$HACK_DIR/build-binaries.sh" pause smoke etcd kubernetes coredns local-path-provisioner helm flannel
+"$HACK_DIR/build-binaries.sh" pause smoke etcd kubernetes coredns local-volume-provisioner helm flannel
 
 NODE_IP="$(node_ip)"
 NODE_NAME="$(node_name)"
@@ -20,11 +20,7 @@ render() {
       -e "s#@ETCD_TAG@#$ETCD_TAG#g; s#@COREDNS_VERSION@#$COREDNS_VERSION#g; s#@POD_CIDR@#$POD_CIDR#g" \
       -e "s#@NODE_POD_CIDR@#$NODE_POD_CIDR#g; s#@SERVICE_CIDR@#$SERVICE_CIDR#g" \
       -e "s#@PAUSE_IMAGE@#registry.k8s.io/pause:$PAUSE_VERSION#g; s#@LOCAL_VOLUMES@#$LOCAL_VOLUMES#g" \
-      -e "s#@LPP_IMAGE@#docker.io/rancher/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERSION#g" \
-      -e "s#@BUSYBOX_IMAGE@#$(busybox_image)#g" "$1"
-}
-busybox_image() {
-  echo "docker.io/library/busybox:$(dpkg-query -W -f='${Version}' busybox-static | sed 's/^1://; s/-.*//')"
+      -e "s#@LVP_IMAGE@#nestplane.local/local-volume-provisioner:dev#g" "$1"
 }
 
 mkdir -p "$NESTPLANE_STATE"/{run,logs,config} "$LOCAL_VOLUMES" /etc/cni/net.d /lib/modules /etc/kubernetes/manifests
@@ -77,11 +73,20 @@ install -m 0600 /etc/kubernetes/admin.conf "$KUBECONFIG_PATH"
 wait_for "the kubelet" 180 curl -sf http://127.0.0.1:10248/healthz
 
 wait_for "the API server" 180 kubectl get --raw /readyz
-render "$HACK_DIR/manifests/local-path-provisioner.yaml" | kubectl apply -f - >/dev/null
+# A cluster made with rancher's local-path-provisioner: a StorageClass's provisioner cannot change in
+# place, so the class is made again and rancher's provisioner removed; ours deletes its volumes.
+if [ "$(kubectl get storageclass local-path -o jsonpath='{.provisioner}' 2>/dev/null)" = rancher.io/local-path ]; then
+  log "replacing rancher's local-path-provisioner with the local-volume provisioner"
+  kubectl delete storageclass local-path >/dev/null
+  kubectl delete namespace local-path-storage --ignore-not-found >/dev/null
+  kubectl delete clusterrole,clusterrolebinding local-path-provisioner-role local-path-provisioner-bind \
+    --ignore-not-found >/dev/null
+fi
+render "$HACK_DIR/manifests/local-volume-provisioner.yaml" | kubectl apply -f - >/dev/null
 wait_for "node $NODE_NAME Ready" 180 kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
 wait_for "CoreDNS" 180 kubectl -n kube-system rollout status deployment/coredns --timeout=5s
 wait_for "kube-proxy" 180 kubectl -n kube-system rollout status daemonset/kube-proxy --timeout=5s
-wait_for "local-path-provisioner" 180 kubectl -n local-path-storage rollout status deployment/local-path-provisioner --timeout=5s
+wait_for "the local-volume provisioner" 180 kubectl -n local-volumes rollout status daemonset/local-volume-provisioner --timeout=5s
 
 kubectl get nodes -o wide >&2
 log "management cluster is up"

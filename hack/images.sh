@@ -13,7 +13,6 @@ IMPORT=1
 K8S_BIN="$NESTPLANE_CACHE/kubernetes-$KUBERNETES_VERSION/bin"
 ETCD_BIN="$NESTPLANE_CACHE/etcd-$ETCD_VERSION/bin"
 COREDNS_BIN="$NESTPLANE_CACHE/coredns-$COREDNS_VERSION/bin"
-LPP_BIN="$NESTPLANE_CACHE/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION/bin"
 FLANNEL_BIN="$NESTPLANE_CACHE/flannel-$FLANNEL_VERSION/bin"
 ARCHIVES="$NESTPLANE_CACHE/images"
 CTR=(ctr --address /run/containerd/containerd.sock -n k8s.io)
@@ -23,10 +22,8 @@ OCI="$HACK_DIR/lib/oci_image.py"
 ETCD_IMAGE="registry.k8s.io/etcd:${ETCD_VERSION#v}-0"
 COREDNS_IMAGE="registry.k8s.io/coredns/coredns:$COREDNS_VERSION"
 PAUSE_IMAGE="registry.k8s.io/pause:$PAUSE_VERSION"
-LPP_IMAGE="docker.io/rancher/local-path-provisioner:$LOCAL_PATH_PROVISIONER_VERSION"
-BUSYBOX_VERSION="$(dpkg-query -W -f='${Version}' busybox-static | sed 's/^1://; s/-.*//')"
-BUSYBOX_IMAGE="docker.io/library/busybox:$BUSYBOX_VERSION"
 SMOKE_IMAGE="nestplane.local/smoke:dev"
+LVP_IMAGE="nestplane.local/local-volume-provisioner:dev"
 FLANNEL_IMAGE="ghcr.io/flannel-io/flannel:$FLANNEL_VERSION"
 KUBE_PROXY_IMAGE="registry.k8s.io/kube-proxy:$KUBERNETES_VERSION"
 # What a worker node runs before any workload: its sandbox, kube-proxy, CoreDNS and the pod
@@ -89,10 +86,9 @@ image "$ETCD_IMAGE" --file "$ETCD_BIN/etcd:/usr/local/bin/etcd" \
   --file "$ETCD_BIN/etcdctl:/usr/local/bin/etcdctl" --dir /var/lib/etcd --entrypoint /usr/local/bin/etcd
 image "$COREDNS_IMAGE" --file "$COREDNS_BIN/coredns:/coredns" --entrypoint /coredns
 image "$PAUSE_IMAGE" --file "$(readlink -f "$NESTPLANE_CACHE/pause-current")/bin/pause:/pause" --entrypoint /pause
-image "$LPP_IMAGE" --file "$LPP_BIN/local-path-provisioner:/usr/bin/local-path-provisioner" \
-  --dir /tmp --cmd local-path-provisioner
+image "$LVP_IMAGE" --file "$(readlink -f "$NESTPLANE_CACHE/local-volume-provisioner-current")/bin/local-volume-provisioner:/usr/local/bin/local-volume-provisioner" \
+  --dir /tmp --entrypoint /usr/local/bin/local-volume-provisioner
 mapfile -t busybox_args < <(busybox_links)
-image "$BUSYBOX_IMAGE" --file /bin/busybox:/bin/busybox "${busybox_args[@]}" --dir /tmp --cmd sh
 image "$SMOKE_IMAGE" --file "$(readlink -f "$NESTPLANE_CACHE/smoke-current")/bin/smoke:/usr/local/bin/smoke" \
   --entrypoint /usr/local/bin/smoke
 # flanneld writes its masquerading and forwarding rules through the same iptables-nft as kube-proxy;

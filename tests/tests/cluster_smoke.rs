@@ -1,15 +1,16 @@
 //! The management cluster does what every later test relies on: pods of a locally built image run,
-//! Services resolve by DNS name from other pods, and a PersistentVolumeClaim keeps its data when
-//! the pod that uses it is deleted.
+//! Services resolve by DNS name from other pods, a PersistentVolumeClaim keeps its data when the
+//! pod that uses it is deleted, and a deleted claim takes its volume and the directory behind it.
 
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::conditions;
-use kube::{Api, Client};
+use kube::runtime::{conditions, wait::await_condition};
+use kube::{Api, Client, ResourceExt};
 use nestplane_e2e::{SMOKE_IMAGE, pod_logs, pod_ready, run_pod, wait_until, with_temp_namespace};
 use serde_json::json;
 
@@ -84,6 +85,61 @@ async fn statefulset_volume_survives_pod_deletion() -> Result<()> {
         Ok(())
     })
     .await
+}
+
+/// The default StorageClass deletes what it made (reclaim policy Delete): nothing is left on the
+/// node once the claim is gone.
+#[tokio::test]
+async fn a_deleted_claim_takes_its_volume_and_directory() -> Result<()> {
+    with_temp_namespace("smoke-reclaim", |client, ns| async move {
+        let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+        statefulsets
+            .create(&PostParams::default(), &keeper_statefulset()?)
+            .await?;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let pod = wait_until(&pods, "keeper-0", TIMEOUT, pod_ready).await?;
+
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        let volume_name = claims
+            .get("data-keeper-0")
+            .await?
+            .spec
+            .and_then(|s| s.volume_name)
+            .context("the claim is not bound")?;
+        let volumes: Api<PersistentVolume> = Api::all(client.clone());
+        let volume = volumes.get(&volume_name).await?;
+        let path = volume
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_path.as_ref())
+            .map(|h| h.path.clone())
+            .context("not a host path volume")?;
+        ensure!(Path::new(&path).is_dir(), "{path} is not on this node");
+
+        statefulsets.delete("keeper", &DeleteParams::background()).await?;
+        let pod_uid = pod.uid().context("pod without uid")?;
+        gone(&pods, "keeper-0", &pod_uid).await?;
+        claims.delete("data-keeper-0", &DeleteParams::default()).await?;
+        let volume_uid = volume.uid().context("volume without uid")?;
+        gone(&volumes, &volume_name, &volume_uid).await?;
+        ensure!(!Path::new(&path).exists(), "{path} was left on the node");
+        Ok(())
+    })
+    .await
+}
+
+/// Waits until the object with this uid no longer exists.
+async fn gone<K>(api: &Api<K>, name: &str, uid: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    tokio::time::timeout(
+        TIMEOUT,
+        await_condition(api.clone(), name, conditions::is_deleted(uid)),
+    )
+    .await
+    .with_context(|| format!("{name} still exists after {TIMEOUT:?}"))??;
+    Ok(())
 }
 
 async fn create_web(client: &Client, ns: &str) -> Result<()> {
