@@ -88,11 +88,11 @@ image "$COREDNS_IMAGE" --file "$COREDNS_BIN/coredns:/coredns" --entrypoint /core
 image "$PAUSE_IMAGE" --file "$(readlink -f "$NESTPLANE_CACHE/pause-current")/bin/pause:/pause" --entrypoint /pause
 image "$LVP_IMAGE" --file "$(readlink -f "$NESTPLANE_CACHE/local-volume-provisioner-current")/bin/local-volume-provisioner:/usr/local/bin/local-volume-provisioner" \
   --dir /tmp --entrypoint /usr/local/bin/local-volume-provisioner
-mapfile -t busybox_args < <(busybox_links)
 image "$SMOKE_IMAGE" --file "$(readlink -f "$NESTPLANE_CACHE/smoke-current")/bin/smoke:/usr/local/bin/smoke" \
   --entrypoint /usr/local/bin/smoke
 # flanneld writes its masquerading and forwarding rules through the same iptables-nft as kube-proxy;
 # busybox runs the DaemonSet's script that writes the node's CNI config from flanneld's lease.
+mapfile -t busybox_args < <(busybox_links)
 image "$FLANNEL_IMAGE" --file "$FLANNEL_BIN/flanneld:/opt/bin/flanneld" \
   --host-binary /usr/sbin/xtables-nft-multi:/usr/sbin/xtables-nft-multi \
   --host-tree "$(dirname "$(readlink -f /usr/lib/*/libxtables.so.12)")/xtables" \

@@ -78,10 +78,7 @@ func (p *provisioner) Provision(_ context.Context, opts controller.ProvisionOpti
 	if opts.StorageClass.ReclaimPolicy != nil {
 		reclaim = *opts.StorageClass.ReclaimPolicy
 	}
-	hostname := opts.SelectedNode.Labels[hostnameLabel]
-	if hostname == "" {
-		hostname = opts.SelectedNode.Name
-	}
+	hostname := hostnameOf(opts.SelectedNode)
 	directory := v1.HostPathDirectory
 	filesystem := v1.PersistentVolumeFilesystem
 	klog.InfoS("provisioned", "volume", opts.PVName, "claim", klog.KObj(claim), "path", path)
@@ -121,6 +118,14 @@ func (p *provisioner) Delete(_ context.Context, pv *v1.PersistentVolume) error {
 	}
 	klog.InfoS("deleted", "volume", pv.Name, "path", path)
 	return nil
+}
+
+// hostnameOf is a node's kubernetes.io/hostname label, or its name where the label is missing.
+func hostnameOf(node *v1.Node) string {
+	if hostname := node.Labels[hostnameLabel]; hostname != "" {
+		return hostname
+	}
+	return node.Name
 }
 
 func affineTo(pv *v1.PersistentVolume, hostname string) bool {
@@ -170,11 +175,7 @@ func main() {
 		klog.ErrorS(err, "reading this node", "node", node)
 		os.Exit(1)
 	}
-	hostname := self.Labels[hostnameLabel]
-	if hostname == "" {
-		hostname = node
-	}
-	p := &provisioner{node: node, hostname: hostname, basePath: filepath.Clean(*basePath)}
+	p := &provisioner{node: node, hostname: hostnameOf(self), basePath: filepath.Clean(*basePath)}
 	// One instance per node, each serving its own node's claims: no leader to elect.
 	controller.NewProvisionController(ctx, client, *name, p,
 		controller.LeaderElection(false),
