@@ -123,7 +123,7 @@ for n in $SIZES; do
       available+=("$(field available_max_s)") usable+=("$(field admin_usable_max_s)")
       med_n="$(field available_median_s)"
     fi
-    # Memory is read after every run (a single control plane's reading moves by ~10 MiB from one
+    # Memory is read after every run (a single control plane's reading moved by up to 25 MiB from one
     # to the next), once they have settled.
     sleep 10
     read -r mem anon <<<"$(settled_memory_mib "$ns")"
