@@ -17,46 +17,49 @@ SIZES="${BENCH_SIZES:-1 5}"
 SAMPLE="$REPO_ROOT/manifests/samples/hostedcluster.yaml"
 TIMEOUT_S="${BENCH_TIMEOUT_S:-600}"
 
-# Resident memory of a pod in MiB, from its cgroup (v1 memory controller): usage minus page cache
-# (anonymous memory plus the mapped files charged to it), or with `anon` the anonymous part only.
-# The kernel charges a page of a shared image file to the first pod that reads it, so the mapped
-# part moves between runs by which pod that was; the anonymous part does not.
-pod_memory_mib() {
-  local uid=$1 part=${2:-all} dir
-  dir="$(find /sys/fs/cgroup/memory/kubepods* -maxdepth 2 -type d -name "*pod${uid}*" 2>/dev/null | head -1)"
-  [ -n "$dir" ] || { echo 0; return; }
-  awk -v part="$part" '/^total_rss /{rss=$2} /^total_mapped_file /{m=$2}
-    END {if (part == "anon") m = 0; printf "%.1f", (rss+m)/1048576}' "$dir/memory.stat"
+# Resident memory in MiB of the pods whose cgroup ids (a pod's UID; a static pod's config hash) are
+# given, summed from their cgroups (v1 memory controller): usage minus page cache (anonymous memory
+# plus the mapped files charged to them), then the anonymous part alone. The kernel charges a page
+# of a shared image file to the first pod that reads it, so the mapped part moves between runs by
+# which pod that was; the anonymous part does not.
+pods_memory_mib() {
+  local id dir stats=()
+  for id in "$@"; do
+    dir="$(find /sys/fs/cgroup/memory/kubepods* -maxdepth 2 -type d -name "*pod${id}*" 2>/dev/null | head -1)"
+    [ -z "$dir" ] || stats+=("$dir/memory.stat")
+  done
+  [ "${#stats[@]}" -gt 0 ] || { echo "0.0 0.0"; return; }
+  awk '/^total_rss /{rss+=$2} /^total_mapped_file /{m+=$2}
+    END {printf "%.1f %.1f\n", (rss+m)/1048576, rss/1048576}' "${stats[@]}"
 }
 
+# A namespace's pods: their memory and its anonymous part.
 namespace_memory_mib() {
-  local total=0 uid
-  for uid in $(kubectl -n "$1" get pods -o jsonpath='{.items[*].metadata.uid}'); do
-    total="$(echo "$total + $(pod_memory_mib "$uid" "${2:-all}")" | bc -l)"
-  done
-  printf '%.1f' "$total"
+  local uids=()
+  read -ra uids <<<"$(kubectl -n "$1" get pods -o jsonpath='{.items[*].metadata.uid}')"
+  pods_memory_mib "${uids[@]}"
 }
 
 # A namespace's memory and its anonymous part, each the median of five readings two seconds
 # apart: one reading moves with where each Go runtime is in its garbage-collection cycle.
 settled_memory_mib() {
-  local i all=() anon=()
+  local i all=() anon=() reading
   for i in 1 2 3 4 5; do
     [ "$i" = 1 ] || sleep 2
-    all+=("$(namespace_memory_mib "$1")") anon+=("$(namespace_memory_mib "$1" anon)")
+    read -ra reading <<<"$(namespace_memory_mib "$1")"
+    all+=("${reading[0]}") anon+=("${reading[1]}")
   done
   echo "$(printf '%s\n' "${all[@]}" | median) $(printf '%s\n' "${anon[@]}" | median)"
 }
 
 # Memory of the management cluster's own control plane (kubeadm static pods).
 baseline_mib() {
-  local total=0 uid
+  local hashes=() memory
   # Static pods' cgroups are named after the kubelet's config hash, not the mirror pod's UID.
-  for uid in $(kubectl -n kube-system get pods -l tier=control-plane \
-      -o jsonpath='{.items[*].metadata.annotations.kubernetes\.io/config\.hash}'); do
-    total="$(echo "$total + $(pod_memory_mib "$uid")" | bc -l)"
-  done
-  printf '%.1f' "$total"
+  read -ra hashes <<<"$(kubectl -n kube-system get pods -l tier=control-plane \
+    -o jsonpath='{.items[*].metadata.annotations.kubernetes\.io/config\.hash}')"
+  read -r memory _ <<<"$(pods_memory_mib "${hashes[@]}")"
+  echo "$memory"
 }
 
 # The leader's process: with two replicas only the Lease holder reconciles (and grows); its pod
