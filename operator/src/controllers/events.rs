@@ -46,6 +46,32 @@ pub(crate) fn secret_reference<K: Resource>(about: &K, name: &str) -> ObjectRefe
     }
 }
 
+/// The longest note events.k8s.io/v1 accepts, in bytes.
+const NOTE_LIMIT: usize = 1024;
+
+/// `"<head>: a, b, c"`, cut at a whole item to fit an event's note, with how many were left
+/// out (`"<head>: a, b and 3 more"`).
+pub(crate) fn list_note(head: &str, items: &[String]) -> String {
+    let mut note = format!("{head}: ");
+    for (shown, item) in items.iter().enumerate() {
+        let separator = if shown == 0 { "" } else { ", " };
+        let left = items.len() - shown;
+        // Room for this item, and for the tail that would name the ones after it.
+        let tail = if left > 1 {
+            format!(" and {} more", left - 1).len()
+        } else {
+            0
+        };
+        if note.len() + separator.len() + item.len() + tail > NOTE_LIMIT {
+            note.push_str(&format!(" and {left} more"));
+            return note;
+        }
+        note.push_str(separator);
+        note.push_str(item);
+    }
+    note
+}
+
 /// Publishes `event` about `about`. Best effort: a lost event must not fail the pass.
 pub(crate) async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, about: &K, event: Event) {
     if let Err(e) = ctx.recorder.publish(&event, &about.object_ref(&())).await {
@@ -64,6 +90,29 @@ mod tests {
         assert_eq!(reference.kind.as_deref(), Some("Secret"));
         assert_eq!(reference.name.as_deref(), Some("demo-apiserver"));
         assert_eq!(reference.namespace.as_deref(), Some("team-a"));
+    }
+
+    #[test]
+    fn a_list_note_names_every_item_that_fits() {
+        let items = vec!["Secret demo-ca".to_string(), "Service demo-apiserver".to_string()];
+        assert_eq!(
+            list_note("created 2 objects", &items),
+            "created 2 objects: Secret demo-ca, Service demo-apiserver"
+        );
+    }
+
+    #[test]
+    fn a_long_list_note_is_cut_at_an_item_and_counts_the_rest() {
+        let items: Vec<String> = (0..100)
+            .map(|i| format!("Secret cluster-{i:02}-{}", "x".repeat(20)))
+            .collect();
+        let note = list_note("created 100 objects", &items);
+        assert!(note.len() <= NOTE_LIMIT, "{} bytes", note.len());
+        let (named, more) = note.rsplit_once(" and ").expect("a tail");
+        let more: usize = more.trim_end_matches(" more").parse().expect("a count");
+        let shown = named.matches("Secret cluster-").count();
+        assert_eq!(shown + more, 100);
+        assert!(named.ends_with(&"x".repeat(20)), "cut inside an item: {named}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, info, info_span, instrument, warn};
 use super::Context;
 use super::etcd::EtcdGuard;
 use super::etcd_storage::{self, Released};
-use super::events::{EventExt, event, publish, secret_reference};
+use super::events::{EventExt, event, list_note, publish, secret_reference};
 use super::key_material::{self, KeyReport};
 use super::observe::{
     EndpointObservation, observe_endpoint, observe_workload, observe_workloads_as_they_are,
@@ -443,22 +443,34 @@ async fn cleanup(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
-/// One event per object created, and per workload or Service changed. Changed Secrets have
-/// their own `CertificateReissued` events.
+/// One `Created` event naming what the pass created and one `Updated` naming the workloads and
+/// Services it changed (changed Secrets have their own `CertificateReissued` events); each object
+/// is in the log. One event per pass rather than per object: a cluster's start creates 26 objects,
+/// and the recorder keeps every event it published for six minutes to count repeats. The first
+/// object named is the event's `related` object, which also keeps two passes' events apart: the
+/// recorder folds events with the same reason and related object into one series.
 async fn publish_changes(ctx: &Context, hc: &HostedCluster, owned: &mut OwnedSet) {
-    for change in owned.take_changes() {
-        let (reason, verb) = if change.created {
-            ("Created", "created")
-        } else {
-            ("Updated", "updated")
-        };
-        info!(kind = change.kind, name = %change.name, "{verb}");
-        if !change.created && change.kind == "Secret" {
+    let (created, updated): (Vec<_>, Vec<_>) = owned.take_changes().into_iter().partition(|c| c.created);
+    for change in &created {
+        info!(kind = change.kind, name = %change.name, "created");
+    }
+    for change in &updated {
+        info!(kind = change.kind, name = %change.name, "updated");
+    }
+    let updated: Vec<_> = updated.into_iter().filter(|c| c.kind != "Secret").collect();
+    for (reason, verb, changes) in [("Created", "created", created), ("Updated", "updated", updated)] {
+        let Some(first) = changes.first() else {
             continue;
-        }
+        };
+        let related = first.reference.clone();
+        let names: Vec<String> = changes.iter().map(|c| format!("{} {}", c.kind, c.name)).collect();
+        let note = match names.as_slice() {
+            [one] => format!("{verb} {one}"),
+            all => list_note(&format!("{verb} {} objects", all.len()), all),
+        };
         let event = event(EventType::Normal, reason, "Apply")
-            .note(format!("{verb} {} {}", change.kind, change.name))
-            .related(change.reference);
+            .note(note)
+            .related(related);
         publish(ctx, hc, event).await;
     }
 }
