@@ -103,7 +103,29 @@ impl Control {
 struct Found {
     uid: String,
     resource_version: Option<String>,
+    generation: Option<i64>,
     control: Control,
+}
+
+impl Found {
+    /// What applying made of this object, seen in what the API server returned: `Some(true)`
+    /// created (no such object, or another with the same name), `Some(false)` changed, `None`
+    /// untouched. An object with a generation changed only if it moved: its resourceVersion
+    /// also moves with each status the workload controllers write, which an apply that changed
+    /// nothing returns.
+    fn change(found: Option<&Found>, stored: &ObjectMeta) -> Option<bool> {
+        let Some(found) = found else {
+            return Some(true);
+        };
+        if Some(&found.uid) != stored.uid.as_ref() {
+            return Some(true);
+        }
+        let changed = match (found.generation, stored.generation) {
+            (Some(before), Some(after)) => before != after,
+            _ => found.resource_version != stored.resource_version,
+        };
+        changed.then_some(false)
+    }
 }
 
 /// Deletes one object of the kind it was made for (see [`Listed`]).
@@ -192,6 +214,7 @@ impl OwnedSet {
                 let found = Found {
                     uid: o.uid().unwrap_or_default(),
                     resource_version: o.resource_version(),
+                    generation: o.meta().generation,
                     control: Control::of(o.meta(), &self.owner_uid),
                 };
                 (o.name_any(), found)
@@ -309,14 +332,7 @@ impl OwnedSet {
 
     fn note<K: Owned>(&mut self, stored: &K) {
         let name = stored.name_any();
-        let before = self.found(K::KIND, &name);
-        let change = match before {
-            None => Some(true),
-            Some(found) if found.uid != stored.uid().unwrap_or_default() => Some(true),
-            Some(found) if found.resource_version != stored.resource_version() => Some(false),
-            Some(_) => None,
-        };
-        match change {
+        match Found::change(self.found(K::KIND, &name), stored.meta()) {
             Some(created) => self.changes.push(Change {
                 kind: K::KIND,
                 name,
@@ -417,6 +433,52 @@ mod tests {
             ),
             ..ObjectMeta::default()
         }
+    }
+
+    fn found(uid: &str, resource_version: &str, generation: Option<i64>) -> Found {
+        Found {
+            uid: uid.into(),
+            resource_version: Some(resource_version.into()),
+            generation,
+            control: Control::Ours,
+        }
+    }
+
+    fn stored(uid: &str, resource_version: &str, generation: Option<i64>) -> ObjectMeta {
+        ObjectMeta {
+            uid: Some(uid.into()),
+            resource_version: Some(resource_version.into()),
+            generation,
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn an_apply_is_a_creation_a_change_or_nothing() {
+        // Nothing of that name before, or another object of that name: created.
+        assert_eq!(Found::change(None, &stored("a", "1", None)), Some(true));
+        assert_eq!(
+            Found::change(Some(&found("a", "1", None)), &stored("b", "2", None)),
+            Some(true)
+        );
+        // A Secret or ConfigMap (no generation) is changed when its resourceVersion moves.
+        assert_eq!(
+            Found::change(Some(&found("a", "1", None)), &stored("a", "2", None)),
+            Some(false)
+        );
+        assert_eq!(
+            Found::change(Some(&found("a", "1", None)), &stored("a", "1", None)),
+            None
+        );
+        // A Deployment's resourceVersion moves with its status too: only its generation counts.
+        assert_eq!(
+            Found::change(Some(&found("a", "1", Some(1))), &stored("a", "5", Some(1))),
+            None
+        );
+        assert_eq!(
+            Found::change(Some(&found("a", "1", Some(1))), &stored("a", "5", Some(2))),
+            Some(false)
+        );
     }
 
     #[test]
