@@ -450,14 +450,15 @@ async fn cleanup(hc: &HostedCluster, ctx: &Context) -> Result<Action> {
 /// object named is the event's `related` object, which also keeps two passes' events apart: the
 /// recorder folds events with the same reason and related object into one series.
 async fn publish_changes(ctx: &Context, hc: &HostedCluster, owned: &mut OwnedSet) {
-    let (created, updated): (Vec<_>, Vec<_>) = owned.take_changes().into_iter().partition(|c| c.created);
-    for change in &created {
-        info!(kind = change.kind, name = %change.name, "created");
+    let changes = owned.take_changes();
+    for change in &changes {
+        let verb = if change.created { "created" } else { "updated" };
+        info!(kind = change.kind, name = %change.name, "{verb}");
     }
-    for change in &updated {
-        info!(kind = change.kind, name = %change.name, "updated");
-    }
-    let updated: Vec<_> = updated.into_iter().filter(|c| c.kind != "Secret").collect();
+    let (created, updated): (Vec<_>, Vec<_>) = changes
+        .into_iter()
+        .filter(|c| c.created || c.kind != "Secret")
+        .partition(|c| c.created);
     for (reason, verb, changes) in [("Created", "created", created), ("Updated", "updated", updated)] {
         let Some(first) = changes.first() else {
             continue;
